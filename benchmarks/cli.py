@@ -1,0 +1,35 @@
+"""``emp bench …``: benchmarks that print one JSON line with our figure and the comparator's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from configs.models import EmpConfig
+
+
+def register(sub: argparse._SubParsersAction, add_config: object) -> None:
+    bench = sub.add_parser("bench", help="run a benchmark and print one JSON line",
+                           description="Benchmarks measure EMP and a comparator in the same run "
+                                       "and print one JSON line. Record results in BENCHMARKS.md.")
+    bsub = bench.add_subparsers(dest="bench_cmd", required=True, metavar="BENCHMARK")
+    data = bsub.add_parser(
+        "data", help="tick ingest rate and load_bars vs pandas.read_parquet",
+        description="Ingest a generated tick CSV into 1m bars (rows/s), then time load_bars of "
+                    "N symbols x 1 year of 1m bars against plain pandas.read_parquet.")
+    data.add_argument("--ticks", type=int, default=5_000_000, help="ticks in the generated CSV")
+    data.add_argument("--symbols", type=int, default=5, help="symbols to load")
+    data.add_argument("--days", type=int, default=365, help="calendar days of 1m bars per symbol")
+    data.add_argument("--repeat", type=int, default=5, help="timed repeats (best is reported)")
+    data.add_argument("--workdir", help="scratch directory (default: a temp dir, removed after)")
+    data.set_defaults(func=cmd_data)
+
+
+def cmd_data(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from benchmarks.bench_data import run
+
+    print(json.dumps(run(args.ticks, args.symbols, args.days, args.repeat, args.workdir)))
+    return 0
+
+
+ERRORS: tuple[type[BaseException], ...] = ()

@@ -1,0 +1,33 @@
+"""The file-level config schema: one section per owning package, unknown keys rejected."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from market.config import QualityConfig, Strict, SymbolMeta
+
+
+def default_home() -> Path:
+    """``EMP_HOME`` holds the history store, MLflow database, runs and champions."""
+    return Path(os.environ.get("EMP_HOME", "./var"))
+
+
+class DataConfig(Strict):
+    """Where history lives and how it is judged (owned by ``market/``)."""
+
+    store: Path | None = Field(None, description="history store root; default $EMP_HOME/history")
+    symbols: dict[str, SymbolMeta] = Field(default_factory=dict)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+
+
+class EmpConfig(Strict):
+    """A whole EMP config file. Sections are added as their packages land."""
+
+    home: Path = Field(default_factory=default_home)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    def store_root(self) -> Path:
+        return self.data.store if self.data.store is not None else self.home / "history"

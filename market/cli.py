@@ -1,0 +1,171 @@
+"""``emp data …``: ingest, check, list and bootstrap the history store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from configs.models import EmpConfig
+from market.config import SymbolMeta, preset_meta
+from market.ingest import IngestError, ingest_bars, ingest_ticks
+from market.quality import check_bars
+from market.readers import (
+    SourceError,
+    parse_mapping,
+    read_bar_csv,
+    read_metatrader_csv,
+    read_tick_csv,
+)
+from market.store import HistoryStore, StoreError
+from market.timeframes import TIMEFRAME_NS
+
+
+def register(sub: argparse._SubParsersAction, add_config: object) -> None:
+    data = sub.add_parser("data", help="import, check and list price history",
+                          description="Import, check and list the parquet history store "
+                                      "($EMP_HOME/history).")
+    dsub = data.add_subparsers(dest="data_cmd", required=True, metavar="COMMAND")
+
+    ing = dsub.add_parser(
+        "ingest", help="import a bar or tick CSV into the store",
+        description="Import a CSV into the store. Files with errors are refused (first offending "
+                    "rows shown with their line numbers) unless --quarantine is given. "
+                    "Overlapping ranges merge without duplicates; higher timeframes are derived.")
+    ing.add_argument("file", type=Path, help="CSV file to import")
+    ing.add_argument("--symbol", required=True, help="symbol name in the store, e.g. EURUSD")
+    ing.add_argument("--format", choices=("csv", "mt", "ticks"), default="csv",
+                     help="csv: generic bars with a header; mt: MetaTrader 4/5 export; "
+                          "ticks: time,bid,ask ticks built into 1m…1d bars (default: csv)")
+    ing.add_argument("--timeframe", choices=list(TIMEFRAME_NS),
+                     help="bar timeframe of the file (required for csv and mt)")
+    ing.add_argument("--columns", help="column mapping, e.g. ts=Date+Time,open=O,close=Last")
+    ing.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default UTC)")
+    ing.add_argument("--ts-format", help="strftime format of the time column (default ISO 8601)")
+    ing.add_argument("--delimiter", default=",", help="field separator (default ',')")
+    ing.add_argument("--asset-class", choices=("fx", "equity", "index", "crypto"),
+                     help="metadata preset for a symbol that is neither in the config nor stored")
+    ing.add_argument("--quarantine", nargs="?", const="auto", type=str, metavar="PATH",
+                     help="write bad rows to PATH (default $EMP_HOME/quarantine/…) and keep the rest")
+    ing.add_argument("--no-derive", action="store_true", help="do not derive higher timeframes")
+    add_config(ing)
+    ing.set_defaults(func=cmd_ingest)
+
+    chk = dsub.add_parser("check", help="print a quality report of stored history",
+                          description="Run every quality rule on stored partitions. Exit status 1 "
+                                      "when any error-level issue is found.")
+    chk.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
+    chk.add_argument("--timeframe", choices=list(TIMEFRAME_NS), help="only this timeframe")
+    chk.add_argument("--json", action="store_true", help="print the report as JSON")
+    chk.add_argument("--max-rows", type=int, default=10, help="offending rows shown per partition")
+    add_config(chk)
+    chk.set_defaults(func=cmd_check)
+
+    lst = dsub.add_parser("list", help="show symbols, timeframes, ranges and row counts",
+                          description="List the partitions of the history store.")
+    add_config(lst)
+    lst.set_defaults(func=cmd_list)
+
+    boot = dsub.add_parser("bootstrap", help="import the bundled S&P 500 and NASDAQ daily bars",
+                           description="Import arch's bundled daily S&P 500 and NASDAQ OHLCV "
+                                       "(1999-2018) as SP500/1d and NDX/1d. No network needed.")
+    add_config(boot)
+    boot.set_defaults(func=cmd_bootstrap)
+
+
+def _meta_for(cfg: EmpConfig, store: HistoryStore, symbol: str, asset_class: str | None) -> SymbolMeta:
+    if symbol in cfg.data.symbols:
+        return cfg.data.symbols[symbol]
+    stored = store.meta(symbol)
+    if stored is not None:
+        return stored
+    if asset_class is not None:
+        return preset_meta(asset_class)
+    raise IngestError(f"symbol {symbol} has no metadata: add data.symbols.{symbol} to the config "
+                      f"or pass --asset-class for a preset")
+
+
+def cmd_ingest(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    store = HistoryStore(cfg.store_root())
+    meta = _meta_for(cfg, store, args.symbol, args.asset_class)
+    quarantine = None
+    if args.quarantine == "auto":
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        quarantine = cfg.home / "quarantine" / f"{args.symbol}-{args.file.stem}-{stamp}.csv"
+    elif args.quarantine:
+        quarantine = Path(args.quarantine)
+    mapping = parse_mapping(args.columns)
+    common = dict(source=str(args.file), source_path=args.file, quarantine=quarantine)
+    if args.format == "ticks":
+        rows = read_tick_csv(args.file, mapping, args.tz, args.ts_format, args.delimiter)
+        result = ingest_ticks(store, args.symbol, rows, meta, cfg.data.quality, **common)
+    else:
+        if args.timeframe is None:
+            raise IngestError("--timeframe is required for bar files")
+        if args.format == "mt":
+            rows = read_metatrader_csv(args.file, args.tz, point=meta.tick_size)
+        else:
+            rows = read_bar_csv(args.file, mapping, args.tz, args.ts_format, args.delimiter)
+        result = ingest_bars(store, args.symbol, args.timeframe, rows, meta, cfg.data.quality,
+                             derive=not args.no_derive, **common)
+    print(result.summary())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    store = HistoryStore(cfg.store_root())
+    parts = [p for p in store.partitions()
+             if (not args.symbol or p.symbol in args.symbol)
+             and (args.timeframe is None or p.timeframe == args.timeframe)]
+    if not parts:
+        print(f"no history in {store.root} matches; run `emp data bootstrap` or `emp data ingest`")
+        return 1
+    failed = False
+    out = []
+    for p in parts:
+        meta = store.meta(p.symbol)
+        calendar = meta.calendar if meta is not None else "always"
+        frame = store.read_frame(p.symbol, p.timeframe)
+        report = check_bars(frame, p.timeframe, calendar, cfg.data.quality)
+        failed |= not report.ok
+        if args.json:
+            out.append({"symbol": p.symbol, "timeframe": p.timeframe, **report.to_dict()})
+        else:
+            verdict = "OK" if report.ok else "ERRORS"
+            print(f"== {p.symbol}/{p.timeframe} ({calendar}): {p.rows} bars, {verdict}")
+            print(report.format(max_rows=args.max_rows))
+    if args.json:
+        print(json.dumps(out, default=str))
+    return 1 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    store = HistoryStore(cfg.store_root())
+    parts = store.partitions()
+    if not parts:
+        print(f"{store.root}: empty")
+        return 0
+    print(f"{'symbol':<12}{'timeframe':<10}{'rows':>10}  {'first':<26}{'last':<26}")
+    for p in parts:
+        print(f"{p.symbol:<12}{p.timeframe:<10}{p.rows:>10}  {p.start!s:<26}{p.end!s:<26}")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from market.bootstrap import bootstrap
+
+    store = HistoryStore(cfg.store_root())
+    for result in bootstrap(store, cfg.data.symbols, cfg.data.quality):
+        print(result.summary())
+    return 0
+
+
+ERRORS = (IngestError, SourceError, StoreError, KeyError)
+
+
+def fail(exc: BaseException) -> int:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    print(f"emp: error: {msg}", file=sys.stderr)
+    return 2

@@ -1,0 +1,114 @@
+"""Typed settings owned by the data layer: symbol metadata, cost model, quality rules.
+
+They live here (not in ``configs/``) because ``market/`` owns them; ``configs/`` only
+composes section models into the file-level schema.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AssetClass = Literal["fx", "equity", "index", "crypto", "future", "commodity"]
+CalendarName = Literal["fx", "nyse", "business", "always"]
+Severity = Literal["error", "warning", "off"]
+
+QUALITY_RULES: tuple[str, ...] = (
+    "duplicate_ts",
+    "non_monotonic",
+    "gap",
+    "ohlc_inconsistent",
+    "non_positive",
+    "non_finite",
+    "absurd_return",
+    "zero_volume_run",
+    "crossed_quote",
+)
+
+DEFAULT_SEVERITY: dict[str, Severity] = {
+    "duplicate_ts": "error",
+    "non_monotonic": "error",
+    "gap": "warning",
+    "ohlc_inconsistent": "error",
+    "non_positive": "error",
+    "non_finite": "error",
+    "absurd_return": "warning",
+    "zero_volume_run": "warning",
+    "crossed_quote": "error",
+}
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CostModel(Strict):
+    """Per-symbol trading costs. ``unit`` says how spread, commission and slippage are quoted:
+    ``pips`` (multiples of ``pip_size`` in price) for FX, ``bps`` (of price) for the rest."""
+
+    unit: Literal["pips", "bps"] = "bps"
+    spread: float = Field(1.0, ge=0, description="round-trip quoted spread, in unit")
+    commission: float = Field(0.5, ge=0, description="per side, in unit")
+    slippage: float = Field(0.5, ge=0, description="per side, in unit")
+    pip_size: float | None = Field(None, gt=0, description="price of one pip; required for pips")
+    financing_annual: float = Field(0.0, ge=0, le=1, description="annual carry cost of a position")
+
+    @model_validator(mode="after")
+    def _pips_need_size(self) -> CostModel:
+        if self.unit == "pips" and self.pip_size is None:
+            raise ValueError("pip_size is required when unit is 'pips'")
+        return self
+
+
+class SymbolMeta(Strict):
+    """What the store knows about a symbol besides its bars."""
+
+    asset_class: AssetClass
+    tick_size: float = Field(gt=0)
+    value_per_unit: float = Field(1.0, gt=0, description="account money per 1.0 price move per unit")
+    min_lot: float = Field(gt=0)
+    calendar: CalendarName
+    costs: CostModel = Field(default_factory=CostModel)
+
+
+class QualityConfig(Strict):
+    """Data-quality rule settings. Severity 'error' makes ingest refuse (or quarantine) a row."""
+
+    max_abs_log_return: float = Field(0.10, gt=0, le=10)
+    zero_volume_run: int = Field(5, ge=1, description="consecutive zero-volume bars that count as a run")
+    severity: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> QualityConfig:
+        unknown = sorted(set(self.severity) - set(QUALITY_RULES))
+        if unknown:
+            raise ValueError(f"unknown quality rule(s) {unknown}; known: {list(QUALITY_RULES)}")
+        merged = dict(DEFAULT_SEVERITY)
+        merged.update(self.severity)
+        object.__setattr__(self, "severity", merged)
+        return self
+
+    def level(self, rule: str) -> Severity:
+        return self.severity[rule]
+
+
+_PRESETS: dict[str, dict[str, object]] = {
+    "fx": {"asset_class": "fx", "tick_size": 1e-5, "min_lot": 1000, "calendar": "fx",
+           "costs": {"unit": "pips", "pip_size": 1e-4, "spread": 1.0, "commission": 0.3,
+                     "slippage": 0.2}},
+    "equity": {"asset_class": "equity", "tick_size": 0.01, "min_lot": 1, "calendar": "nyse"},
+    "index": {"asset_class": "index", "tick_size": 0.01, "min_lot": 0.1, "calendar": "nyse"},
+    "crypto": {"asset_class": "crypto", "tick_size": 0.01, "min_lot": 1e-4, "calendar": "always",
+               "costs": {"unit": "bps", "spread": 2.0, "commission": 5.0, "slippage": 2.0}},
+}
+
+
+def preset_meta(asset_class: str) -> SymbolMeta:
+    """Reasonable metadata for a symbol the config does not describe (``--asset-class``)."""
+    if asset_class not in _PRESETS:
+        raise ValueError(f"no metadata preset for asset class {asset_class!r}; "
+                         f"known: {sorted(_PRESETS)}")
+    return SymbolMeta.model_validate(_PRESETS[asset_class])

@@ -1,0 +1,222 @@
+"""CSV readers for bar files (generic, MetaTrader) and tick files, keeping source line numbers.
+
+Each reader returns a :class:`SourceRows`: a frame with a UTC ``ts`` column and float64 values,
+the 1-based file line of every row, and the rows whose timestamp or numbers could not be parsed
+(those are reported by ingest like any other bad row, never dropped silently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume", "spread")
+TICK_FIELDS = ("ts", "bid", "ask")
+_ALIASES = {
+    "ts": ("ts", "timestamp", "time", "datetime", "date", "gmt time", "local time"),
+    "open": ("open", "o"),
+    "high": ("high", "h"),
+    "low": ("low", "l"),
+    "close": ("close", "c", "last"),
+    "volume": ("volume", "vol", "tickvol", "tick_volume", "v"),
+    "spread": ("spread",),
+    "bid": ("bid",),
+    "ask": ("ask", "offer"),
+}
+
+
+class SourceError(ValueError):
+    """A source file cannot be read at all (missing columns, unreadable CSV)."""
+
+
+@dataclass
+class SourceRows:
+    frame: pd.DataFrame
+    lines: np.ndarray
+    unparseable: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+
+def parse_mapping(spec: str | None) -> dict[str, str]:
+    """``"ts=Date+Time,open=Open"`` -> {"ts": "Date+Time", "open": "Open"}."""
+    if not spec:
+        return {}
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SourceError(f"bad column mapping {part!r}: expected field=Column")
+        out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _resolve(header: list[str], fields: tuple[str, ...], required: tuple[str, ...],
+             mapping: dict[str, str], path: Path) -> dict[str, list[str]]:
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise SourceError(f"{path}: unknown field(s) in column mapping: {unknown}; known: {list(fields)}")
+    lower = {h.strip().strip("<>").lower(): h for h in header}
+    out: dict[str, list[str]] = {}
+    for f in fields:
+        if f in mapping:
+            cols = mapping[f].split("+")
+            missing = [c for c in cols if c not in header]
+            if missing:
+                raise SourceError(f"{path}: column(s) {missing} for field {f!r} not in header {header}")
+            out[f] = cols
+            continue
+        hit = next((lower[a] for a in _ALIASES[f] if a in lower), None)
+        if hit is not None:
+            out[f] = [hit]
+    missing = [f for f in required if f not in out]
+    if missing:
+        raise SourceError(
+            f"{path}: no column for {missing} in header {header}; map them with --columns, "
+            f"e.g. --columns ts=Date,close=Last"
+        )
+    return out
+
+
+def _read_table(path: Path, delimiter: str, header: list[str] | None) -> pa.Table:
+    if not path.is_file():
+        raise SourceError(f"{path}: file not found")
+    read = pacsv.ReadOptions(column_names=header, autogenerate_column_names=False,
+                             block_size=1 << 24)
+    parse = pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False)
+    convert = pacsv.ConvertOptions(strings_can_be_null=True, auto_dict_encode=False)
+    try:
+        return pacsv.read_csv(path, read_options=read, parse_options=parse,
+                              convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        raise SourceError(f"{path}: unreadable CSV: {exc}") from None
+
+
+def _parse_ts(raw: pa.ChunkedArray, fmt: str | None, tz: str) -> pd.DatetimeIndex:
+    """Parse timestamps (NaT where unparseable) and convert them to UTC."""
+    if fmt is None:
+        try:
+            arr = pc.cast(raw, pa.timestamp("ns")) if pa.types.is_string(raw.type) else raw
+            idx = pd.DatetimeIndex(arr.to_pandas())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            idx = pd.DatetimeIndex(pd.to_datetime(raw.to_pandas(), errors="coerce",
+                                                  format="ISO8601"))
+    else:
+        idx = pd.DatetimeIndex(pd.to_datetime(raw.to_pandas(), errors="coerce", format=fmt))
+    if idx.tz is None:
+        idx = idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    return idx.tz_convert("UTC").as_unit("ns")
+
+
+def _numeric(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values and a mask of cells that were present but not numbers."""
+    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+        return col.to_numpy().astype(np.float64), np.zeros(len(col), bool)
+    if pa.types.is_null(col.type):
+        return np.full(len(col), np.nan), np.zeros(len(col), bool)
+    values = pd.to_numeric(col.to_pandas(), errors="coerce").to_numpy(np.float64)
+    present = col.is_valid().to_numpy(zero_copy_only=False)
+    return values, present & np.isnan(values)
+
+
+def _assemble(table: pa.Table, cols: dict[str, list[str]], fmt: str | None, tz: str,
+              first_line: int, path: Path) -> SourceRows:
+    n = table.num_rows
+    lines = np.arange(first_line, first_line + n, dtype=np.int64)
+    ts_cols = cols["ts"]
+    if len(ts_cols) == 1:
+        raw_ts = table.column(ts_cols[0])
+    else:
+        parts = [pc.cast(table.column(c), pa.string()) for c in ts_cols]
+        raw_ts = pc.binary_join_element_wise(*parts, " ")
+    try:
+        ts = _parse_ts(raw_ts, fmt, tz)
+    except (ValueError, TypeError) as exc:
+        raise SourceError(f"{path}: cannot parse column {'+'.join(ts_cols)} as time: {exc}") from None
+    bad: dict[int, str] = {}
+    raw_text = None
+    for i in np.flatnonzero(ts.isna()):
+        raw_text = raw_text if raw_text is not None else pc.cast(raw_ts, pa.string())
+        bad[int(i)] = f"unparseable timestamp {raw_text[int(i)].as_py()!r}"
+    data: dict[str, object] = {"ts": ts}
+    for f, names in cols.items():
+        if f == "ts":
+            continue
+        values, not_number = _numeric(table.column(names[0]))
+        for i in np.flatnonzero(not_number):
+            bad.setdefault(int(i), f"{f}: not a number {table.column(names[0])[int(i)].as_py()!r}")
+        data[f] = values
+    frame = pd.DataFrame(data)
+    unparseable = [(int(lines[i]), reason) for i, reason in sorted(bad.items())]
+    if bad:
+        keep = np.ones(n, bool)
+        keep[list(bad)] = False
+        frame = frame.loc[keep].reset_index(drop=True)
+        lines = lines[keep]
+    return SourceRows(frame, lines, unparseable)
+
+
+def read_bar_csv(path: str | Path, mapping: dict[str, str] | None = None, tz: str = "UTC",
+                 ts_format: str | None = None, delimiter: str = ",") -> SourceRows:
+    """A bar CSV with a header row; columns found by common names or by ``mapping``."""
+    p = Path(path)
+    table = _read_table(p, delimiter, None)
+    cols = _resolve(table.column_names, BAR_FIELDS, ("ts", "open", "high", "low", "close"),
+                    mapping or {}, p)
+    rows = _assemble(table, cols, ts_format, tz, first_line=2, path=p)
+    if "volume" not in rows.frame.columns:
+        rows.frame["volume"] = 0.0
+    return rows
+
+
+def read_metatrader_csv(path: str | Path, tz: str = "UTC", point: float | None = None) -> SourceRows:
+    """MetaTrader exports: MT4 history (no header: date,time,o,h,l,c,volume, ``2020.01.02``) or
+    MT5 (tab-separated, ``<DATE> <TIME> <OPEN> … <TICKVOL> <VOL> <SPREAD>``, spread in points).
+
+    Times are in the broker's server time; pass its zone as ``tz`` (often ``Etc/GMT-2``/EET).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(f"{p}: file not found")
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    if first.startswith("<DATE>"):
+        table = _read_table(p, "\t", None)
+        names = {c.strip("<>").lower(): c for c in table.column_names}
+        cols = {"ts": [names["date"], names["time"]] if "time" in names else [names["date"]],
+                "open": [names["open"]], "high": [names["high"]], "low": [names["low"]],
+                "close": [names["close"]]}
+        vol = names.get("tickvol") or names.get("vol")
+        if vol:
+            cols["volume"] = [vol]
+        if "spread" in names:
+            cols["spread"] = [names["spread"]]
+        rows = _assemble(table, cols, "%Y.%m.%d %H:%M:%S" if "time" in names else "%Y.%m.%d",
+                         tz, 2, p)
+        if "spread" in rows.frame.columns:
+            if point is None:
+                raise SourceError(f"{p}: MT5 spread is in points; the symbol's tick size is needed")
+            rows.frame["spread"] = rows.frame["spread"] * point
+    else:
+        header = ["date", "time", "open", "high", "low", "close", "volume"]
+        delim = "\t" if "\t" in first else ","
+        table = _read_table(p, delim, header)
+        cols = {f: [f] for f in header[2:]}
+        cols["ts"] = ["date", "time"]
+        rows = _assemble(table, cols, "%Y.%m.%d %H:%M", tz, 1, p)
+    if "volume" not in rows.frame.columns:
+        rows.frame["volume"] = 0.0
+    return rows
+
+
+def read_tick_csv(path: str | Path, mapping: dict[str, str] | None = None, tz: str = "UTC",
+                  ts_format: str | None = None, delimiter: str = ",") -> SourceRows:
+    """A tick CSV with a header and time, bid and ask columns (extra columns are ignored)."""
+    p = Path(path)
+    table = _read_table(p, delimiter, None)
+    cols = _resolve(table.column_names, TICK_FIELDS, TICK_FIELDS, mapping or {}, p)
+    return _assemble(table, cols, ts_format, tz, first_line=2, path=p)

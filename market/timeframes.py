@@ -1,0 +1,25 @@
+"""Bar timeframes and their lengths. Bars are labelled by their open time (``ts`` = bar start)."""
+
+from __future__ import annotations
+
+NS_PER_MINUTE = 60 * 1_000_000_000
+
+TIMEFRAME_NS: dict[str, int] = {
+    "1m": NS_PER_MINUTE,
+    "5m": 5 * NS_PER_MINUTE,
+    "15m": 15 * NS_PER_MINUTE,
+    "1h": 60 * NS_PER_MINUTE,
+    "4h": 240 * NS_PER_MINUTE,
+    "1d": 1440 * NS_PER_MINUTE,
+}
+
+# Each timeframe is resampled from the one before it, never from raw ticks again.
+RESAMPLE_SOURCE: dict[str, str] = {"5m": "1m", "15m": "5m", "1h": "15m", "4h": "1h", "1d": "4h"}
+
+
+def timeframe_ns(name: str) -> int:
+    """Length of a timeframe in nanoseconds; a clear error for an unknown name."""
+    try:
+        return TIMEFRAME_NS[name]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {name!r}; known: {list(TIMEFRAME_NS)}") from None
