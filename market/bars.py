@@ -11,13 +11,13 @@ import pandas as pd
 
 from market.bars_nb import aggregate
 from market.calendars import day_start_offset_ns
-from market.timeframes import RESAMPLE_SOURCE, TIMEFRAME_NS
+from market.timeframes import RESAMPLE_SOURCE, TIMEFRAME_NS, utc_ns
 
 OHLCV = ("open", "high", "low", "close", "volume")
 
 
 def _ts_ns(frame: pd.DataFrame) -> np.ndarray:
-    return np.ascontiguousarray(pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8)
+    return np.ascontiguousarray(utc_ns(frame["ts"]).asi8)
 
 
 def _f64(frame: pd.DataFrame, col: str) -> np.ndarray:

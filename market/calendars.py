@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import pandas as pd
@@ -171,7 +171,9 @@ def _calendar_for_days(calendar: str, days: np.ndarray) -> np.busdaycalendar:
     return _busdaycal(calendar, y0, y1)
 
 
-def trading_days(calendar: str, start: str | dt.date, end: str | dt.date) -> np.ndarray:
+def trading_days(
+    calendar: str, start: str | dt.date | np.datetime64, end: str | dt.date | np.datetime64
+) -> np.ndarray:
     """Session dates (``datetime64[D]``) in ``[start, end]``: the dates daily bars cover.
 
     For ``fx`` a session (Mon..Fri) opens at 22:00 UTC the day before its date.
@@ -217,16 +219,37 @@ def _slot_time(m: np.ndarray, ref: int, tf: int, n_open: int) -> np.ndarray:
     return ref + w * WEEK_NS + (m - w * n_open) * tf
 
 
-def _to_gaps(
-    idx: np.ndarray, start: np.ndarray, end: np.ndarray, missing: np.ndarray, unit: GapUnit
-) -> list[Gap]:
-    return [
-        Gap(int(i), int(s), int(e), int(n), unit)
-        for i, s, e, n in zip(idx, start, end, missing, strict=True)
-    ]
+class GapTable(NamedTuple):
+    """Columnar gaps (one entry per gap, ordered by ``after_row``): cheap however many there are."""
+
+    after_row: np.ndarray  # int64
+    start_ns: np.ndarray  # int64
+    end_ns: np.ndarray  # int64
+    missing: np.ndarray  # int64
+    whole_days: np.ndarray  # bool: unit 'day' rather than 'bar'
+
+    @classmethod
+    def build(cls, idx: np.ndarray, start: np.ndarray, end: np.ndarray, missing: np.ndarray,
+              whole_days: bool) -> GapTable:
+        i64 = [np.asarray(x, dtype=np.int64) for x in (idx, start, end, missing)]
+        return cls(*i64, np.full(i64[0].size, whole_days))
+
+    @classmethod
+    def empty(cls) -> GapTable:
+        return cls.build(*(np.empty(0, np.int64) for _ in range(4)), whole_days=False)
+
+    def merge(self, other: GapTable) -> GapTable:
+        order = np.argsort(np.concatenate([self.after_row, other.after_row]), kind="stable")
+        return GapTable(*(np.concatenate([a, b])[order] for a, b in zip(self, other, strict=True)))
+
+    def to_gaps(self) -> list[Gap]:
+        cols = [x.tolist() for x in self]
+        return [
+            Gap(i, s, e, n, "day" if d else "bar") for i, s, e, n, d in zip(*cols, strict=True)
+        ]
 
 
-def _daily_gaps(ts: np.ndarray, calendar: str, offset: int, unit: GapUnit) -> list[Gap]:
+def _daily_gaps(ts: np.ndarray, calendar: str, offset: int, whole_days: bool) -> GapTable:
     """Gaps between consecutive bars counted in daily-bar opens (busday arithmetic)."""
     days = (ts - offset) // DAY_NS
     cal = _calendar_for_days(calendar, days)
@@ -235,29 +258,23 @@ def _daily_gaps(ts: np.ndarray, calendar: str, offset: int, unit: GapUnit) -> li
     b = np.maximum(a, b)  # duplicates / same-day pairs: empty range
     missing = np.busday_count(a, b, busdaycal=cal)
     idx = np.flatnonzero(missing > 0)
-    if idx.size == 0:
-        return []
     first = np.busday_offset(a[idx], 0, roll="forward", busdaycal=cal)
     last = np.busday_offset(b[idx], -1, roll="forward", busdaycal=cal)
     start = first.astype(np.int64) * DAY_NS + offset
     end = last.astype(np.int64) * DAY_NS + offset
-    return _to_gaps(idx, start, end, missing[idx], unit)
+    return GapTable.build(idx, start, end, missing[idx], whole_days)
 
 
-def _slot_gaps(
-    ts: np.ndarray, rows: np.ndarray, ref: int, tf: int, n_open: int
-) -> list[Gap]:
+def _slot_gaps(ts: np.ndarray, rows: np.ndarray, ref: int, tf: int, n_open: int) -> GapTable:
     """Gaps between pairs (ts[rows], ts[rows + 1]) on a weekly-periodic bar schedule."""
     a, b = ts[rows], ts[rows + 1]
     ca = _slot_count(a, ref, tf, n_open)
     cb = _slot_count(b - 1, ref, tf, n_open)
     missing = cb - ca
     sel = missing > 0
-    if not sel.any():
-        return []
     start = _slot_time(ca[sel], ref, tf, n_open)
     end = _slot_time(cb[sel] - 1, ref, tf, n_open)
-    return _to_gaps(rows[sel], start, end, missing[sel], "bar")
+    return GapTable.build(rows[sel], start, end, missing[sel], whole_days=False)
 
 
 def _session_days_ny(ts: np.ndarray) -> np.ndarray:
@@ -268,6 +285,32 @@ def _session_days_ny(ts: np.ndarray) -> np.ndarray:
     return local.asi8 // DAY_NS
 
 
+def find_gap_table(ts_ns: np.ndarray, timeframe: str, calendar: str) -> GapTable:
+    """``find_gaps`` in columnar form, for callers that may meet very many gaps."""
+    _check_calendar(calendar)
+    tf = timeframe_ns(timeframe)
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    if ts.ndim != 1:
+        raise ValueError("ts_ns must be one-dimensional")
+    if ts.size < 2:
+        return GapTable.empty()
+    if np.any(ts[1:] < ts[:-1]):
+        raise ValueError("ts_ns must be sorted ascending")
+    offset = day_start_offset_ns(calendar)
+    if tf >= DAY_NS:
+        return _daily_gaps(ts, calendar, offset, whole_days=False)
+    phase = offset % tf
+    pairs = np.arange(ts.size - 1)
+    if calendar == "fx":
+        return _slot_gaps(ts, pairs, _FX_WEEK_OPEN_NS, tf, _FX_WEEK_OPEN_LEN_NS // tf)
+    if calendar == "always":
+        return _slot_gaps(ts, pairs, phase, tf, WEEK_NS // tf)
+    days = _session_days_ny(ts) if calendar == "nyse" else ts // DAY_NS
+    same_day = days[1:] == days[:-1]
+    inside = _slot_gaps(ts, pairs[same_day], phase, tf, WEEK_NS // tf)
+    return inside.merge(_daily_gaps(days * DAY_NS, calendar, 0, whole_days=True))
+
+
 def find_gaps(ts_ns: np.ndarray, timeframe: str, calendar: str) -> list[Gap]:
     """Missing bars between consecutive bars of a sorted series of bar open times (int64 ns).
 
@@ -275,29 +318,6 @@ def find_gaps(ts_ns: np.ndarray, timeframe: str, calendar: str) -> list[Gap]:
     multiple of the timeframe (phase-aligned on the day start) while the market is open.
     Intraday ``nyse``/``business`` (session hours unknown to the calendar): holes inside one
     trading day in bars, and whole missing trading days between days (``unit='day'``).
-    Vectorised: loops only over the gaps found.
+    Vectorised: Python only touches the gaps found.
     """
-    _check_calendar(calendar)
-    tf = timeframe_ns(timeframe)
-    ts = np.asarray(ts_ns, dtype=np.int64)
-    if ts.ndim != 1:
-        raise ValueError("ts_ns must be one-dimensional")
-    if ts.size < 2:
-        return []
-    if np.any(ts[1:] < ts[:-1]):
-        raise ValueError("ts_ns must be sorted ascending")
-    offset = day_start_offset_ns(calendar)
-    if tf >= DAY_NS:
-        return _daily_gaps(ts, calendar, offset, "bar")
-    phase = offset % tf
-    if calendar == "fx":
-        rows = np.arange(ts.size - 1)
-        return _slot_gaps(ts, rows, _FX_WEEK_OPEN_NS, tf, _FX_WEEK_OPEN_LEN_NS // tf)
-    if calendar == "always":
-        rows = np.arange(ts.size - 1)
-        return _slot_gaps(ts, rows, phase, tf, WEEK_NS // tf)
-    days = _session_days_ny(ts) if calendar == "nyse" else ts // DAY_NS
-    same_day = days[1:] == days[:-1]
-    inside = _slot_gaps(ts, np.flatnonzero(same_day), phase, tf, WEEK_NS // tf)
-    between = _daily_gaps(days * DAY_NS, calendar, 0, "day")
-    return sorted(inside + between, key=lambda g: g.after_row)
+    return find_gap_table(ts_ns, timeframe, calendar).to_gaps()

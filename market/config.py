@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AssetClass = Literal["fx", "equity", "index", "crypto", "future", "commodity"]
 CalendarName = Literal["fx", "nyse", "business", "always"]
@@ -80,6 +80,14 @@ class QualityConfig(Strict):
     max_abs_log_return: float = Field(0.10, gt=0, le=10)
     zero_volume_run: int = Field(5, ge=1, description="consecutive zero-volume bars that count as a run")
     severity: dict[str, Severity] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY))
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``off`` as False; treat it as the severity 'off'."""
+        if isinstance(value, dict):
+            return {k: ("off" if v is False else v) for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _known_rules(self) -> QualityConfig:

@@ -25,7 +25,7 @@ from market.config import QualityConfig, SymbolMeta
 from market.quality import QualityReport, check_bars, check_ticks
 from market.readers import SourceRows
 from market.store import HistoryStore, Transaction, frame_to_table
-from market.timeframes import TIMEFRAME_NS
+from market.timeframes import TIMEFRAME_NS, utc_ns
 
 
 class IngestError(ValueError):
@@ -125,15 +125,15 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def merge_frames(old: pd.DataFrame | None, new: pd.DataFrame, where: str) -> tuple[pd.DataFrame, MergeStats]:
     """Union of two bar frames; rows of ``new`` replace rows of ``old`` with the same ts."""
-    new = _normalise(new)
+    new = _normalise(new.assign(ts=utc_ns(new["ts"])))
     if old is None or old.empty:
         return new, MergeStats(len(new), 0, len(new))
     if ("spread" in old.columns) != ("spread" in new.columns):
         has = "has" if "spread" in old.columns else "has no"
         raise IngestError(f"{where}: the stored bars {has} a spread column and the new ones "
                           f"do not match; ingest spread consistently")
-    old_ts = pd.DatetimeIndex(old["ts"]).asi8
-    new_ts = pd.DatetimeIndex(new["ts"]).asi8
+    old_ts = utc_ns(old["ts"]).asi8
+    new_ts = utc_ns(new["ts"]).asi8
     overlap = np.isin(new_ts, old_ts)
     cols = [c for c in new.columns if c != "ts"]
     replaced = 0
@@ -160,14 +160,14 @@ def _publish(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFra
                                      f"{symbol}/{timeframe}")
         txn.put_bars(symbol, timeframe, frame_to_table(merged))
         written[timeframe] = stats
-        lo = int(pd.DatetimeIndex(clean["ts"]).asi8.min()) if len(clean) else None
-        hi = int(pd.DatetimeIndex(clean["ts"]).asi8.max()) if len(clean) else None
+        lo = int(utc_ns(clean["ts"]).asi8.min()) if len(clean) else None
+        hi = int(utc_ns(clean["ts"]).asi8.max()) if len(clean) else None
         lower = merged
         for tf in (higher_timeframes(timeframe) if derive and lo is not None else []):
             step, origin = TIMEFRAME_NS[tf], day_start_offset_ns(meta.calendar)
             b0 = origin + ((lo - origin) // step) * step
             b1 = origin + ((hi - origin) // step + 1) * step
-            ts = pd.DatetimeIndex(lower["ts"]).asi8
+            ts = utc_ns(lower["ts"]).asi8
             touched = lower.iloc[int(np.searchsorted(ts, b0)):int(np.searchsorted(ts, b1))]
             derived = resample_bars(touched, tf, meta.calendar)
             merged_tf, stats_tf = merge_frames(_existing(store, symbol, tf), derived, f"{symbol}/{tf}")
@@ -189,6 +189,7 @@ def ingest_bars(store: HistoryStore, symbol: str, timeframe: str, rows: SourceRo
     """Check bars, set aside or refuse bad rows, and merge the rest (plus derived timeframes)."""
     if timeframe not in TIMEFRAME_NS:
         raise IngestError(f"unknown timeframe {timeframe!r}; known: {list(TIMEFRAME_NS)}")
+    rows.frame["ts"] = utc_ns(rows.frame["ts"])
     report = check_bars(rows.frame, timeframe, meta.calendar, quality, rows.lines)
     clean, n_bad = _keep_clean(rows, report, source, quarantine, source_path)
     result = IngestResult(symbol, source, report, rows.unparseable, quarantined=n_bad,
@@ -203,6 +204,7 @@ def ingest_ticks(store: HistoryStore, symbol: str, rows: SourceRows, meta: Symbo
                  quality: QualityConfig, *, source: str = "<frame>",
                  source_path: Path | None = None, quarantine: Path | None = None) -> IngestResult:
     """Check ticks, build 1m bars, merge them and derive 5m … 1d from the merged 1m bars."""
+    rows.frame["ts"] = utc_ns(rows.frame["ts"])
     report = check_ticks(rows.frame, quality, rows.lines)
     clean, n_bad = _keep_clean(rows, report, source, quarantine, source_path)
     if clean.empty:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from market.calendars import find_gaps
+from market.calendars import find_gap_table
 from market.config import QUALITY_RULES, QualityConfig
 
 MAX_ISSUES_PER_RULE = 10_000
@@ -50,7 +50,7 @@ class QualityReport:
     issues: list[Issue] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
     severities: dict[str, str] = field(default_factory=dict)
-    error_row_positions: np.ndarray | None = None
+    error_row_positions: np.ndarray | None = field(default=None, compare=False)
 
     def errors(self) -> list[Issue]:
         return [i for i in self.issues if i.severity == "error"]
@@ -104,7 +104,7 @@ class QualityReport:
             lines.append(f"  {where} {i.ts or '-'} {i.rule} [{i.severity}]: {i.detail}")
         more = sum(counts.values()) - len(shown)
         if more > 0:
-            lines.append(f"  ... and {more} more")
+            lines.append(f"  ... and {more} more issue(s)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +139,10 @@ def _iso(ts_ns: np.ndarray) -> list[str | None]:
     real = ts_ns[ts_ns != _NAT]
     unit = next((u for u, q in _ISO_UNITS if not np.any(real % q)), "ns")
     s = np.datetime_as_string(ts_ns.view("datetime64[ns]"), unit=unit, timezone="UTC")
-    return [None if v == _NAT else str(x) for v, x in zip(ts_ns, s, strict=True)]
+    out: list[str | None] = s.tolist()
+    if real.size < ts_ns.size:
+        out = [None if v == _NAT else x for v, x in zip(ts_ns.tolist(), out, strict=True)]
+    return out
 
 
 def _floats(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
@@ -190,7 +193,10 @@ class _Collector:
 
     def report(self) -> QualityReport:
         self.issues.sort(key=lambda i: (i.row, _rule_order(i.rule)))
-        err = np.unique(np.concatenate(self.error_parts)) if self.error_parts else np.empty(0, np.int64)
+        bad = np.zeros(self.n, dtype=bool)
+        for rows in self.error_parts:
+            bad[rows] = True
+        err = np.flatnonzero(bad).astype(np.int64)
         return QualityReport(self.n, self.issues, self.totals, self.severities, err)
 
 
@@ -236,21 +242,19 @@ def _check_ts(c: _Collector, duplicates: bool) -> np.ndarray:
 
 
 def _check_gaps(c: _Collector, valid: np.ndarray, timeframe: str, calendar: str) -> None:
-    uniq, first_pos = np.unique(c.ts[valid], return_index=True)
-    gaps = find_gaps(uniq, timeframe, calendar)
-    if not gaps:
-        return
-    rows = valid[first_pos[[g.after_row for g in gaps]]]
-    start = _iso(np.array([g.start_ns for g in gaps], dtype=np.int64))
-    end = _iso(np.array([g.end_ns for g in gaps], dtype=np.int64))
+    order = valid[np.argsort(c.ts[valid], kind="stable")]
+    s = c.ts[order]
+    first = np.r_[True, s[1:] != s[:-1]]  # stable sort: the first row of equal timestamps
+    gaps = find_gap_table(s[first], timeframe, calendar)
+    rows = order[first][gaps.after_row]
 
     def detail(k: np.ndarray) -> list[str]:
-        out = []
-        for i in k:
-            g = gaps[i]
-            what = "trading day(s)" if g.unit == "day" else f"{timeframe} bar(s)"
-            out.append(f"{g.missing} missing {what} from {start[i]} to {end[i]}")
-        return out
+        start, end = _iso(gaps.start_ns[k]), _iso(gaps.end_ns[k])
+        unit = np.where(gaps.whole_days[k], "trading day(s)", f"{timeframe} bar(s)")
+        return [
+            f"{n} missing {u} from {a} to {b}"
+            for n, u, a, b in zip(gaps.missing[k].tolist(), unit, start, end, strict=True)
+        ]
 
     c.add("gap", rows, detail)
 
@@ -305,8 +309,8 @@ def check_bars(frame: pd.DataFrame, timeframe: str, calendar: str, quality: Qual
         _flag_columns(c, "non_positive", masks, "non-positive price or negative volume/spread")
     if c.on("ohlc_inconsistent"):
         with np.errstate(invalid="ignore"):
-            masks = {"high<max(open,close)": h < np.maximum(o, cl),
-                     "low>min(open,close)": lo > np.minimum(o, cl),
+            masks = {"high<max(open,close)": h < np.fmax(o, cl),
+                     "low>min(open,close)": lo > np.fmin(o, cl),
                      "high<low": h < lo}
         stacked = np.column_stack(list(masks.values()))
         rows = np.flatnonzero(stacked.any(axis=1))

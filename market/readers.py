@@ -7,6 +7,7 @@ the 1-based file line of every row, and the rows whose timestamp or numbers coul
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,13 +83,27 @@ def _resolve(header: list[str], fields: tuple[str, ...], required: tuple[str, ..
     return out
 
 
-def _read_table(path: Path, delimiter: str, header: list[str] | None) -> pa.Table:
+def _header(path: Path, delimiter: str) -> list[str]:
     if not path.is_file():
         raise SourceError(f"{path}: file not found")
-    read = pacsv.ReadOptions(column_names=header, autogenerate_column_names=False,
-                             block_size=1 << 24)
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        first = next(csv.reader(fh, delimiter=delimiter), None)
+    if not first:
+        raise SourceError(f"{path}: empty file")
+    return first
+
+
+def _read_table(path: Path, delimiter: str, names: list[str] | None,
+                cols: dict[str, list[str]]) -> pa.Table:
+    """Read only the mapped columns; time columns stay text so they are parsed in one place."""
+    if not path.is_file():
+        raise SourceError(f"{path}: file not found")
+    wanted = [c for group in cols.values() for c in group]
+    read = pacsv.ReadOptions(column_names=names, block_size=1 << 24)
     parse = pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False)
-    convert = pacsv.ConvertOptions(strings_can_be_null=True, auto_dict_encode=False)
+    convert = pacsv.ConvertOptions(
+        include_columns=wanted, strings_can_be_null=True, auto_dict_encode=False,
+        column_types={c: pa.string() for c in cols["ts"]})
     try:
         return pacsv.read_csv(path, read_options=read, parse_options=parse,
                               convert_options=convert)
@@ -164,9 +179,9 @@ def read_bar_csv(path: str | Path, mapping: dict[str, str] | None = None, tz: st
                  ts_format: str | None = None, delimiter: str = ",") -> SourceRows:
     """A bar CSV with a header row; columns found by common names or by ``mapping``."""
     p = Path(path)
-    table = _read_table(p, delimiter, None)
-    cols = _resolve(table.column_names, BAR_FIELDS, ("ts", "open", "high", "low", "close"),
+    cols = _resolve(_header(p, delimiter), BAR_FIELDS, ("ts", "open", "high", "low", "close"),
                     mapping or {}, p)
+    table = _read_table(p, delimiter, None, cols)
     rows = _assemble(table, cols, ts_format, tz, first_line=2, path=p)
     if "volume" not in rows.frame.columns:
         rows.frame["volume"] = 0.0
@@ -185,8 +200,7 @@ def read_metatrader_csv(path: str | Path, tz: str = "UTC", point: float | None =
     with open(p, encoding="utf-8", errors="replace") as fh:
         first = fh.readline()
     if first.startswith("<DATE>"):
-        table = _read_table(p, "\t", None)
-        names = {c.strip("<>").lower(): c for c in table.column_names}
+        names = {c.strip("<>").lower(): c for c in _header(p, "\t")}
         cols = {"ts": [names["date"], names["time"]] if "time" in names else [names["date"]],
                 "open": [names["open"]], "high": [names["high"]], "low": [names["low"]],
                 "close": [names["close"]]}
@@ -195,6 +209,7 @@ def read_metatrader_csv(path: str | Path, tz: str = "UTC", point: float | None =
             cols["volume"] = [vol]
         if "spread" in names:
             cols["spread"] = [names["spread"]]
+        table = _read_table(p, "\t", None, cols)
         rows = _assemble(table, cols, "%Y.%m.%d %H:%M:%S" if "time" in names else "%Y.%m.%d",
                          tz, 2, p)
         if "spread" in rows.frame.columns:
@@ -204,9 +219,9 @@ def read_metatrader_csv(path: str | Path, tz: str = "UTC", point: float | None =
     else:
         header = ["date", "time", "open", "high", "low", "close", "volume"]
         delim = "\t" if "\t" in first else ","
-        table = _read_table(p, delim, header)
         cols = {f: [f] for f in header[2:]}
         cols["ts"] = ["date", "time"]
+        table = _read_table(p, delim, header, cols)
         rows = _assemble(table, cols, "%Y.%m.%d %H:%M", tz, 1, p)
     if "volume" not in rows.frame.columns:
         rows.frame["volume"] = 0.0
@@ -217,6 +232,6 @@ def read_tick_csv(path: str | Path, mapping: dict[str, str] | None = None, tz: s
                   ts_format: str | None = None, delimiter: str = ",") -> SourceRows:
     """A tick CSV with a header and time, bid and ask columns (extra columns are ignored)."""
     p = Path(path)
-    table = _read_table(p, delimiter, None)
-    cols = _resolve(table.column_names, TICK_FIELDS, TICK_FIELDS, mapping or {}, p)
+    cols = _resolve(_header(p, delimiter), TICK_FIELDS, TICK_FIELDS, mapping or {}, p)
+    table = _read_table(p, delimiter, None, cols)
     return _assemble(table, cols, ts_format, tz, first_line=2, path=p)

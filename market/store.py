@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from market.atomic import TMP_MARK, atomic_write_bytes, fsync_dir, fsync_file, temp_path_for
 from market.config import SymbolMeta
-from market.timeframes import TIMEFRAME_NS
+from market.timeframes import TIMEFRAME_NS, utc_ns
 
 BAR_FILE = "bars.parquet"
 META_FILE = "_meta.json"
@@ -58,9 +58,7 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
     """Convert a bars frame to the store schema (ts UTC ns, float64 prices, optional spread)."""
     with_spread = "spread" in frame.columns
     cols: dict[str, pa.Array] = {}
-    ts = pd.DatetimeIndex(frame["ts"])
-    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-    cols["ts"] = pa.array(ts.as_unit("ns"), type=TS_TYPE)
+    cols["ts"] = pa.array(utc_ns(frame["ts"]).asi8, type=pa.int64()).cast(TS_TYPE)
     for c in PRICE_COLUMNS + (OPTIONAL_COLUMNS if with_spread else ()):
         cols[c] = pa.array(np.ascontiguousarray(frame[c].to_numpy(dtype=np.float64)))
     return pa.table(cols, schema=bars_schema(with_spread))

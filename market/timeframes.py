@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 NS_PER_MINUTE = 60 * 1_000_000_000
 
 TIMEFRAME_NS: dict[str, int] = {
@@ -23,3 +25,10 @@ def timeframe_ns(name: str) -> int:
         return TIMEFRAME_NS[name]
     except KeyError:
         raise ValueError(f"unknown timeframe {name!r}; known: {list(TIMEFRAME_NS)}") from None
+
+
+def utc_ns(values: object) -> pd.DatetimeIndex:
+    """Timestamps as a UTC, nanosecond DatetimeIndex (pandas 3 defaults to µs; naive means UTC)."""
+    idx = pd.DatetimeIndex(values)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return idx.as_unit("ns")

@@ -1,0 +1,51 @@
+"""Shared fixtures: a fresh history store per test and small generated bar and tick sets."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+from market.config import QualityConfig, SymbolMeta, preset_meta
+from market.store import HistoryStore
+
+
+@pytest.fixture
+def store(tmp_path) -> HistoryStore:
+    return HistoryStore(tmp_path / "history")
+
+
+@pytest.fixture
+def fx_meta() -> SymbolMeta:
+    return preset_meta("fx")
+
+
+@pytest.fixture
+def quality() -> QualityConfig:
+    return QualityConfig()
+
+
+def make_daily_bars(n: int = 300, start: str = "2020-01-02", seed: int = 0) -> pd.DataFrame:
+    """Business-day bars with consistent OHLC and volume."""
+    rng = np.random.default_rng(seed)
+    ts = pd.bdate_range(start, periods=n, tz="UTC")
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    wick = np.abs(rng.normal(0, 0.3, n))
+    return pd.DataFrame({
+        "ts": ts, "open": open_, "high": np.maximum(open_, close) + wick,
+        "low": np.minimum(open_, close) - wick, "close": close,
+        "volume": rng.integers(1000, 5000, n).astype(float),
+    })
+
+
+def write_bar_csv(path, frame: pd.DataFrame) -> None:
+    out = frame.copy()
+    out["ts"] = pd.DatetimeIndex(out["ts"]).strftime("%Y-%m-%d %H:%M:%S")
+    out.rename(columns={"ts": "Date", "open": "Open", "high": "High", "low": "Low",
+                        "close": "Close", "volume": "Volume"}).to_csv(path, index=False)

@@ -1,0 +1,107 @@
+"""The ``emp`` command end to end, in a fresh interpreter, on the bundled real data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import make_daily_bars, write_bar_csv
+
+from emp_cli.main import build_parser
+from market.loader import load_bars
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def emp(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EMP_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "emp_cli.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _all_parsers(parser: argparse.ArgumentParser, path=()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_every_subcommand_has_help(capsys):
+    parsers = list(_all_parsers(build_parser()))
+    assert {("data", "ingest"), ("data", "check"), ("data", "list"), ("data", "bootstrap"),
+            ("config", "check"), ("bench", "data")} <= {p for p, _ in parsers}
+    for path, _ in parsers:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*path, "--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: emp"), path
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    emp("data", "bootstrap", home=home)
+    return home
+
+
+def test_bootstrap_imports_real_sp500_and_nasdaq(booted):
+    out = emp("data", "list", home=booted).stdout
+    assert "SP500" in out and "NDX" in out and "5031" in out
+    bars = load_bars(["SP500", "NDX"], "1d", store=booted / "history")
+    assert bars.n_bars == 5031
+    assert bars.index()[0] == pd.Timestamp("1999-01-04", tz="UTC")
+    assert bars.index()[-1] == pd.Timestamp("2018-12-31", tz="UTC")
+    assert bars.close.flags.c_contiguous and bars.close.dtype == "float64"
+    assert len(bars.fingerprint()) == 64
+
+
+def test_check_on_bundled_data_passes_and_reports_warnings(booted):
+    proc = emp("data", "check", home=booted)
+    assert "SP500/1d (nyse): 5031 bars, OK" in proc.stdout
+    assert "absurd_return" in proc.stdout  # Oct 2008 moves above 10 % are reported, not hidden
+    report = json.loads(emp("data", "check", "--json", home=booted).stdout)
+    assert {r["symbol"] for r in report} == {"SP500", "NDX"}
+
+
+def test_ingest_refusal_and_quarantine_from_the_command_line(tmp_path):
+    frame = make_daily_bars(30)
+    frame.loc[4, "high"] = float("nan")
+    path = tmp_path / "abc.csv"
+    write_bar_csv(path, frame)
+    base = ("data", "ingest", str(path), "--symbol", "ABC", "--timeframe", "1d",
+            "--asset-class", "equity")
+    proc = emp(*base, home=tmp_path / "h", check=False)
+    assert proc.returncode == 2
+    assert "refused" in proc.stderr and "line 6" in proc.stderr and "non_finite" in proc.stderr
+    proc = emp(*base, "--quarantine", home=tmp_path / "h")
+    assert "quarantined 1 row(s)" in proc.stdout
+    assert list((tmp_path / "h" / "quarantine").glob("ABC-abc-*.csv"))
+
+
+def test_config_errors_exit_before_work(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data:\n  qualty: {}\n")
+    proc = emp("data", "bootstrap", "--config", str(cfg), home=tmp_path / "h", check=False)
+    assert proc.returncode == 2 and "data.qualty: unknown key" in proc.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_bench_data_prints_one_json_line(tmp_path):
+    proc = emp("bench", "data", "--ticks", "20000", "--days", "3", "--repeat", "1", home=tmp_path)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert rec["bench"] == "data" and rec["ticks"] == 20000 and rec["arrays_equal"] is True
+    assert rec["ingest_rows_per_s"] > 0 and rec["load_bars_ms"] > 0
+    assert rec["pandas_read_parquet_ms"] > 0
