@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from market.align_nb import intersect_sorted, last_at_or_before
 from market.store import HistoryStore, StoreError
 
 FIELDS = ("open", "high", "low", "close", "volume")
@@ -89,32 +90,34 @@ def load_bars(
     if not isinstance(store, HistoryStore):
         store = HistoryStore(store if store is not None else _default_root())
     parts = [_read(store, s, timeframe, start, end, spread) for s in names]
-    if align == "inner":
-        ts = parts[0]["ts"]
+    cols = [*FIELDS, "spread"] if spread else list(FIELDS)
+    ts = parts[0]["ts"]
+    same = all(len(p["ts"]) == len(ts) and np.array_equal(p["ts"], ts) for p in parts[1:])
+    if not same and align == "inner":
         for p in parts[1:]:
-            ts = np.intersect1d(ts, p["ts"], assume_unique=True)
-    else:
+            ts = intersect_sorted(ts, p["ts"])
+    elif not same:
         ts = np.unique(np.concatenate([p["ts"] for p in parts]))
         first = max((p["ts"][0] for p in parts if len(p["ts"])), default=0)
         ts = ts[ts >= first]
-    cols = [*FIELDS, "spread"] if spread else list(FIELDS)
     out = {c: np.empty((len(names), len(ts)), dtype=np.float64) for c in cols}
     for i, p in enumerate(parts):
-        pos = np.searchsorted(p["ts"], ts)
-        if align == "inner" or (len(p["ts"]) == len(ts) and np.array_equal(p["ts"], ts)):
+        if same:
+            for c in cols:
+                out[c][i] = p[c]
+            continue
+        pos, exact = last_at_or_before(p["ts"], ts)
+        if exact.all():
             for c in cols:
                 out[c][i] = p[c][pos]
             continue
-        pos_clip = np.minimum(pos, len(p["ts"]) - 1)
-        exact = p["ts"][pos_clip] == ts
-        last = np.where(exact, pos_clip, pos - 1)
-        for c in cols:
+        for c in cols:  # outer alignment: carry the last close over this symbol's missing bars
             if c in ("open", "high", "low"):
-                out[c][i] = np.where(exact, p[c][last], p["close"][last])
+                out[c][i] = np.where(exact, p[c][pos], p["close"][pos])
             elif c == "volume":
-                out[c][i] = np.where(exact, p[c][last], 0.0)
+                out[c][i] = np.where(exact, p[c][pos], 0.0)
             else:
-                out[c][i] = p[c][last]
+                out[c][i] = p[c][pos]
     return Bars(names, timeframe, np.ascontiguousarray(ts), out["open"], out["high"], out["low"],
                 out["close"], out["volume"], out.get("spread"))
 

@@ -1,6 +1,7 @@
 """The parquet history store: ``<root>/symbol=S/timeframe=T/bars.parquet`` plus ``symbol=S/_meta.json``.
 
-One zstd file per partition, sorted by ``ts`` with modest row groups so a time-range read touches
+One zstd file per partition (delta-encoded ``ts``, byte-stream-split floats, no dictionaries),
+sorted by ``ts`` with modest row groups so a time-range read touches
 only the groups it needs. Every change goes through a :class:`Transaction`: all new files are
 written as fsynced temp files first, then a journal listing the renames is committed atomically,
 then the renames happen. A crash before the journal leaves the store exactly as it was (orphan
@@ -76,7 +77,8 @@ class Transaction:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path_for(target)
         pq.write_table(
-            table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True
+            table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE, write_statistics=True,
+            use_dictionary=False, column_encoding=_encodings(table.column_names),
         )
         fsync_file(tmp)
         self._renames.append((tmp, target))
@@ -200,6 +202,12 @@ class HistoryStore:
                 timeframe = tf_dir.name.split("=", 1)[1]
                 out.append(_describe(symbol, timeframe, path))
         return out
+
+
+def _encodings(columns: list[str]) -> dict[str, str]:
+    """Delta-encoded timestamps and byte-stream-split floats: about half the size of the
+    defaults on bar data, and faster to decode."""
+    return {c: ("DELTA_BINARY_PACKED" if c == "ts" else "BYTE_STREAM_SPLIT") for c in columns}
 
 
 def _describe(symbol: str, timeframe: str, path: Path) -> PartitionInfo:
