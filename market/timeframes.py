@@ -32,3 +32,19 @@ def utc_ns(values: object) -> pd.DatetimeIndex:
     idx = pd.DatetimeIndex(values)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     return idx.as_unit("ns")
+
+
+_SESSIONS_PER_YEAR = {"nyse": 252.0, "business": 252.0, "fx": 260.0, "always": 365.0}
+_SESSION_MINUTES = {"nyse": 390.0, "business": 390.0, "fx": 1440.0, "always": 1440.0}
+
+
+def bars_per_year(timeframe: str, calendar: str) -> float:
+    """Bars in a trading year, for annualising per-bar figures (252 daily NYSE bars, 260 FX days
+    of 1440 minutes, 365 days for 24x7 markets; intraday equity bars span a 6.5 h session)."""
+    if calendar not in _SESSIONS_PER_YEAR:
+        raise ValueError(f"unknown calendar {calendar!r}; known: {list(_SESSIONS_PER_YEAR)}")
+    days = _SESSIONS_PER_YEAR[calendar]
+    if timeframe == "1d":
+        return days
+    minutes = timeframe_ns(timeframe) / NS_PER_MINUTE
+    return days * max(1.0, _SESSION_MINUTES[calendar] / minutes)

@@ -105,3 +105,15 @@ def test_bench_data_prints_one_json_line(tmp_path):
     assert rec["bench"] == "data" and rec["ticks"] == 20000 and rec["arrays_equal"] is True
     assert rec["ingest_rows_per_s"] > 0 and rec["load_bars_ms"] > 0
     assert rec["pandas_read_parquet_ms"] > 0
+
+
+def test_installed_console_script_runs_outside_the_checkout(tmp_path):
+    """The `emp` entry point must import every package from the install, not from the cwd."""
+    script = Path(sys.executable).with_name("emp")
+    if not script.exists():
+        pytest.skip("emp console script not installed in this interpreter's environment")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "data" in proc.stdout and "bench" in proc.stdout
