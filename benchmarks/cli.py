@@ -24,11 +24,30 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     data.add_argument("--workdir", help="scratch directory (default: a temp dir, removed after)")
     data.set_defaults(func=cmd_data)
 
+    kern = bsub.add_parser(
+        "kernel", help="ns/bar/genome of the backtest kernel vs vectorbt, with a parity check",
+        description="Time the numba kernel on one core for an SMA-cross grid (windows 2..100 on "
+                    "the bundled S&P 500, a smaller grid on a generated series) and for full "
+                    "genomes, against vectorbt's Portfolio.from_signals on the same grid, and "
+                    "check total return and trade count agree in close-fill mode. Needs the "
+                    "'bench' extra (pip install -e '.[bench]').")
+    kern.add_argument("--repeat", type=int, default=3, help="timed repeats (best is reported)")
+    kern.add_argument("--bars", type=int, default=1_000_000, help="bars in the generated series")
+    kern.add_argument("--genomes", type=int, default=64, help="full genomes timed on S&P 500")
+    kern.set_defaults(func=cmd_kernel)
+
 
 def cmd_data(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from benchmarks.bench_data import run
 
     print(json.dumps(run(args.ticks, args.symbols, args.days, args.repeat, args.workdir)))
+    return 0
+
+
+def cmd_kernel(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from benchmarks.bench_kernel import run
+
+    print(json.dumps(run(args.repeat, args.bars, args.genomes)))
     return 0
 
 

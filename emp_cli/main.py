@@ -31,6 +31,7 @@ def resolve_config(path: Path | None) -> EmpConfig:
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from configs import cli as config_cli
+    from genome import cli as genome_cli
     from market import cli as market_cli
 
     parser = argparse.ArgumentParser(
@@ -41,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     market_cli.register(sub, add_config)
     config_cli.register(sub, add_config)
     bench_cli.register(sub, add_config)
+    genome_cli.register(sub, add_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.cli import ERRORS as BENCH_ERRORS
+    from genome.cli import ERRORS as GENOME_ERRORS
     from market.cli import ERRORS as DATA_ERRORS
     from market.cli import fail
 
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emp: {exc}", file=sys.stderr)
         return 2
-    except (*DATA_ERRORS, *BENCH_ERRORS) as exc:
+    except (*DATA_ERRORS, *BENCH_ERRORS, *GENOME_ERRORS) as exc:
         return fail(exc)
 
 

@@ -1,0 +1,203 @@
+"""Kernel benchmark: ns per bar per genome (SMA-cross and full genomes) against vectorbt's
+``Portfolio.from_signals`` on the same SMA-cross grid, plus a total-return/trade-count parity
+check in close-fill mode. One core for both sides (numba threads = 1)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numba
+import numpy as np
+import pandas as pd
+
+from fitness import simulator_nb as k
+from fitness.compile import Compiled, compile_genomes
+from fitness.config import SimConfig
+from fitness.metrics import METRIC_NAMES, N_METRICS
+from fitness.simulator import build_tables, market_config
+from genome.ops import random_genome
+from genome.primitives_nb import sma_nb
+from genome.schema import INDEX
+from market.config import CostModel, SymbolMeta
+from market.loader import Bars
+
+M_TOTAL = METRIC_NAMES.index("total_return")
+M_TRADES = METRIC_NAMES.index("trade_count")
+MINUTE = 60_000_000_000
+
+SP500_META = SymbolMeta(asset_class="index", tick_size=0.01, value_per_unit=1.0, min_lot=0.1,
+                        calendar="nyse",
+                        costs=CostModel(unit="bps", spread=1.0, commission=0.5, slippage=1.0))
+FREE = SP500_META.model_copy(update={"costs": CostModel(unit="bps", spread=0, commission=0,
+                                                        slippage=0)})
+
+
+def sp500_bars() -> Bars:
+    from market.bootstrap import bundled_frame
+
+    f = bundled_frame("sp500")
+    a = {c: np.ascontiguousarray(f[c].to_numpy()[None]) for c in
+         ("open", "high", "low", "close", "volume")}
+    return Bars(("SP500",), "1d", pd.DatetimeIndex(f["ts"]).as_unit("ns").asi8.copy(), a["open"],
+                a["high"], a["low"], a["close"], a["volume"], None)
+
+
+def generated_bars(n: int, seed: int = 5) -> Bars:
+    rng = np.random.default_rng(seed)
+    ts = np.int64(1_577_836_800_000_000_000) + np.arange(n, dtype=np.int64) * MINUTE
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 4e-4, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    wick = np.abs(rng.normal(0, 2e-4, n)) * close
+    vol = rng.integers(1, 100, n).astype(float)
+    return Bars(("GEN",), "1m", ts, open_[None], (np.maximum(open_, close) + wick)[None],
+                (np.minimum(open_, close) - wick)[None], close[None], vol[None], None)
+
+
+def sma_table(close: np.ndarray, windows: list[int]) -> np.ndarray:
+    rows = np.empty((len(windows), close.shape[0]))
+    for i, w in enumerate(windows):
+        sma_nb(close, w, rows[i])
+    return rows
+
+
+def cross_compiled(pairs: list[tuple[int, int]], windows: list[int]) -> Compiled:
+    """Long when SMA(fast) crosses above SMA(slow), exit when it crosses below; no shorts."""
+    n = len(pairs)
+    row = {w: i for i, w in enumerate(windows)}
+    slots = np.zeros((n, 3, 4, 3), np.int64)
+    for i, (f, s) in enumerate(pairs):
+        slots[i, 0, 0] = (row[f], row[s], 2)
+        slots[i, 2, 0] = (row[f], row[s], 3)
+    n_active = np.zeros((n, 3), np.int64)
+    n_active[:, 0] = 1
+    n_active[:, 2] = 1
+    fp = np.zeros((n, k.N_FPARAMS))
+    fp[:, k.P_K_STOP] = 2.0
+    fp[:, k.P_RISK] = 0.01
+    fp[:, k.P_BLEND] = 0.7
+    fp[:, k.P_CALM] = 0.0
+    fp[:, k.P_STORM] = 10.0
+    ip = np.zeros((n, k.N_IPARAMS), np.int64)
+    ip[:, k.I_MODE0:k.I_MODE0 + 3] = 1
+    ip[:, k.I_WEEKMASK] = 127
+    ip[:, k.I_RVWIN] = 2
+    return Compiled(slots, np.zeros((n, 3, 4)), n_active, np.zeros((n, 3), np.int64), fp, ip)
+
+
+def full_genomes(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        g = random_genome(rng, p_slot_on=1.0)
+        for name in ("risk.use_tp", "risk.trail", "risk.use_max_bars"):
+            g[INDEX[name]] = 1
+        out.append(g)
+    return np.stack(out)
+
+
+def _run(F, comp: Compiled, bars: Bars, tables, cfg: np.ndarray) -> np.ndarray:
+    seg = np.array([[0, bars.n_bars]], np.int64)
+    out = np.empty((comp.slots.shape[0], 1, N_METRICS))
+    k.evaluate_batch(F, comp.slots, comp.thr, comp.n_active, comp.logic, comp.fp, comp.ip,
+                     *(np.ascontiguousarray(getattr(bars, c)[0]) for c in ("open", "high", "low", "close")),
+                     tables.hour, tables.weekday, tables.vol.variance, tables.vol.rv, cfg, seg, out)
+    return out
+
+
+def _best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def ours_sma_cross(bars, tables, windows, pairs, sim, meta, repeat) -> tuple[float, np.ndarray]:
+    close = np.ascontiguousarray(bars.close[0])
+    comp = cross_compiled(pairs, windows)
+    cfg = market_config(meta, tables.bars_per_year, sim)
+
+    def go() -> np.ndarray:
+        return _run(sma_table(close, windows), comp, bars, tables, cfg)
+
+    go()
+    secs = _best(go, repeat)
+    return secs * 1e9 / (bars.n_bars * len(pairs)), go()
+
+
+def ours_full(bars, tables, meta, n_genomes, repeat) -> float:
+    genomes = full_genomes(n_genomes)
+    cfg = market_config(meta, tables.bars_per_year, SimConfig())
+
+    def go() -> np.ndarray:
+        return _run(tables.features.values, compile_genomes(genomes, tables.features), bars,
+                    tables, cfg)
+
+    go()
+    return _best(go, repeat) * 1e9 / (bars.n_bars * n_genomes)
+
+
+def vbt_sma_cross(bars: Bars, windows: list[int], repeat: int) -> tuple[float, pd.Series, pd.Series]:
+    import vectorbt as vbt
+
+    close = pd.Series(bars.close[0], index=bars.index())
+
+    def go():  # type: ignore[no-untyped-def]
+        fast, slow = vbt.MA.run_combs(close, window=windows, r=2, short_names=["fast", "slow"])
+        pf = vbt.Portfolio.from_signals(close, fast.ma_crossed_above(slow),
+                                        fast.ma_crossed_below(slow))
+        return pf
+
+    pf = go()
+    secs = _best(go, repeat)
+    n_pairs = len(list(itertools.combinations(windows, 2)))
+    return secs * 1e9 / (bars.n_bars * n_pairs), pf.total_return(), pf.trades.count()
+
+
+def run(repeat: int = 3, big_bars: int = 1_000_000, n_full: int = 64) -> dict:
+    numba.set_num_threads(1)
+    result: dict[str, object] = {"bench": "kernel", "threads": 1}
+    sp = sp500_bars()
+    sp_tables = build_tables(sp, SP500_META)
+    grid = list(range(2, 101))
+    pairs = list(itertools.combinations(grid, 2))
+
+    ours_ns, _ = ours_sma_cross(sp, sp_tables, grid, pairs, SimConfig(), SP500_META, repeat)
+    parity_sim = SimConfig(fill="close", sizing="full", financing=False)
+    ours_close_ns, parity_out = ours_sma_cross(sp, sp_tables, grid, pairs, parity_sim, FREE, repeat)
+    vbt_ns, vbt_ret, vbt_trades = vbt_sma_cross(sp, grid, repeat)
+    ret_ok = np.isclose(parity_out[:, 0, M_TOTAL], vbt_ret.to_numpy(), rtol=1e-9, atol=1e-12)
+    trades_ok = parity_out[:, 0, M_TRADES] == vbt_trades.to_numpy()
+    result["sp500"] = {
+        "bars": sp.n_bars, "sma_pairs": len(pairs),
+        "sma_cross_ns_per_bar_genome": round(ours_ns, 2),
+        "sma_cross_close_fill_ns_per_bar_genome": round(ours_close_ns, 2),
+        "full_genome_ns_per_bar_genome": round(ours_full(sp, sp_tables, SP500_META, n_full,
+                                                         repeat), 2),
+        "vectorbt_ns_per_bar_combination": round(vbt_ns, 1),
+        "speedup_vs_vectorbt": round(vbt_ns / ours_close_ns, 1),
+        "parity_pairs": len(pairs),
+        "parity_total_return_equal": int(ret_ok.sum()),
+        "parity_trade_count_equal": int(trades_ok.sum()),
+    }
+
+    big = generated_bars(big_bars)
+    big_meta = SP500_META.model_copy(update={"calendar": "always"})
+    big_tables = build_tables(big, big_meta, vol_window=2000, refit_every=100_000)
+    small_grid = [5, 10, 20, 50, 100, 200]
+    small_pairs = list(itertools.combinations(small_grid, 2))
+    big_ours, _ = ours_sma_cross(big, big_tables, small_grid, small_pairs, SimConfig(), big_meta, 1)
+    big_close, _ = ours_sma_cross(big, big_tables, small_grid, small_pairs, parity_sim,
+                                  FREE.model_copy(update={"calendar": "always"}), 1)
+    big_vbt, _, _ = vbt_sma_cross(big, small_grid, 1)
+    result["generated"] = {
+        "bars": big.n_bars, "sma_pairs": len(small_pairs),
+        "sma_cross_ns_per_bar_genome": round(big_ours, 2),
+        "sma_cross_close_fill_ns_per_bar_genome": round(big_close, 2),
+        "full_genome_ns_per_bar_genome": round(ours_full(big, big_tables, big_meta, 8, 1), 2),
+        "vectorbt_ns_per_bar_combination": round(big_vbt, 1),
+        "speedup_vs_vectorbt": round(big_vbt / big_close, 1),
+    }
+    return result

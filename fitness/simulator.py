@@ -1,0 +1,158 @@
+"""The Python face of the kernel: shared tables, market settings, ``evaluate`` and ``simulate``.
+
+``evaluate`` is a pure function of its inputs and runs without Ray; workers call it on batches.
+``simulate`` runs one genome with full records (equity, positions, trade list) for reports and
+for the live executor's parity test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fitness import simulator_nb as k
+from fitness.compile import compile_genomes
+from fitness.config import SimConfig
+from fitness.metrics import METRIC_NAMES, N_METRICS
+from genome.features import FeatureTable, build_features
+from market.config import SymbolMeta
+from market.loader import Bars
+from market.timeframes import bars_per_year
+from market.volatility import VolTable, build_vol_table
+
+REASONS = ("signal", "stop", "take_profit", "time", "reverse", "end")
+_NS_HOUR = 3_600_000_000_000
+_NS_DAY = 24 * _NS_HOUR
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Everything computed once per dataset and shared by every genome (one ``ray.put``)."""
+
+    features: FeatureTable
+    vol: VolTable
+    hour: np.ndarray     # int64 UTC hour of each bar's open
+    weekday: np.ndarray  # int64, Monday = 0
+    bars_per_year: float
+
+
+def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *, vol_window: int = 500,
+                 refit_every: int = 21, cache_dir: Path | None = None) -> Tables:
+    """Feature and volatility tables for one symbol of ``bars``."""
+    o, h, lo, c, v = (np.ascontiguousarray(getattr(bars, f)[symbol])
+                      for f in ("open", "high", "low", "close", "volume"))
+    bpy = bars_per_year(bars.timeframe, meta.calendar)
+    features = build_features(bars.ts, o, h, lo, c, v)
+    vol = build_vol_table(c, bpy, window=vol_window, refit_every=refit_every, cache_dir=cache_dir)
+    hour = (bars.ts // _NS_HOUR) % 24
+    weekday = (bars.ts // _NS_DAY + 3) % 7  # 1970-01-01 was a Thursday
+    return Tables(features, vol, hour.astype(np.int64), weekday.astype(np.int64), bpy)
+
+
+def market_config(meta: SymbolMeta, bpy: float, sim: SimConfig) -> np.ndarray:
+    """The kernel's settings vector: capital, per-side costs, financing, lot, leverage, modes."""
+    c = meta.costs
+    per_side = c.spread / 2.0 + c.commission + c.slippage
+    cfg = np.zeros(k.N_CONFIG)
+    cfg[k.C_CAPITAL] = sim.capital
+    if c.unit == "bps":
+        cfg[k.C_COST_FRAC] = per_side / 1e4
+    else:
+        cfg[k.C_COST_ABS] = per_side * float(c.pip_size or 0.0)
+    cfg[k.C_FIN_BAR] = c.financing_annual / bpy if sim.financing else 0.0
+    cfg[k.C_VPU] = meta.value_per_unit
+    cfg[k.C_MIN_LOT] = meta.min_lot if sim.sizing == "risk" else 0.0
+    cfg[k.C_MAX_LEV] = sim.max_leverage
+    cfg[k.C_BPY] = bpy
+    cfg[k.C_FILL_MODE] = 1.0 if sim.fill == "close" else 0.0
+    cfg[k.C_SIZING_MODE] = 1.0 if sim.sizing == "full" else 0.0
+    return cfg
+
+
+def _prices(bars: Bars, symbol: int) -> tuple[np.ndarray, ...]:
+    return tuple(np.ascontiguousarray(getattr(bars, f)[symbol])
+                 for f in ("open", "high", "low", "close"))
+
+
+def _segments(segments: np.ndarray | list[tuple[int, int]], n_bars: int) -> np.ndarray:
+    seg = np.ascontiguousarray(np.asarray(segments, dtype=np.int64).reshape(-1, 2))
+    bad = (seg[:, 0] < 0) | (seg[:, 1] > n_bars) | (seg[:, 1] - seg[:, 0] < 2)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"segment {i} = {tuple(seg[i])} is not a range of >= 2 bars in "
+                         f"[0, {n_bars})")
+    return seg
+
+
+def evaluate(genomes: np.ndarray, tables: Tables, bars: Bars, segments: np.ndarray,
+             meta: SymbolMeta, sim: SimConfig | None = None, symbol: int = 0) -> np.ndarray:
+    """Metrics ``[n_genomes, n_segments, N_METRICS]`` (order: ``METRIC_NAMES``); pure."""
+    sim = sim or SimConfig()
+    comp = compile_genomes(genomes, tables.features)
+    seg = _segments(segments, bars.n_bars)
+    o, h, lo, c = _prices(bars, symbol)
+    out = np.empty((comp.slots.shape[0], seg.shape[0], N_METRICS))
+    k.evaluate_batch(tables.features.values, comp.slots, comp.thr, comp.n_active, comp.logic,
+                     comp.fp, comp.ip, o, h, lo, c, tables.hour, tables.weekday,
+                     tables.vol.variance, tables.vol.rv,
+                     market_config(meta, tables.bars_per_year, sim), seg, out)
+    return out
+
+
+@dataclass(frozen=True)
+class Backtest:
+    returns: np.ndarray   # per-bar net returns over [start, end)
+    equity: np.ndarray    # equity at each close over [start, end)
+    position: np.ndarray  # signed units held after each close
+    trades: pd.DataFrame  # entry/exit time and price, side, units, pnl, reason
+    metrics: dict[str, float]
+
+
+def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
+             start: int = 0, end: int | None = None, sim: SimConfig | None = None,
+             symbol: int = 0) -> Backtest:
+    """One genome over [start, end) with every record kept."""
+    sim = sim or SimConfig()
+    end = bars.n_bars if end is None else end
+    seg = _segments([(start, end)], bars.n_bars)
+    comp = compile_genomes(genome, tables.features)
+    o, h, lo, c = _prices(bars, symbol)
+    cfg = market_config(meta, tables.bars_per_year, sim)
+    n = end - start
+    rets = np.empty(n)
+    stats = np.empty(6)
+    equity = np.full(bars.n_bars, np.nan)
+    position = np.zeros(bars.n_bars)
+    trades = np.empty((n + 1, k.N_TRADE_COLS))
+    in_market = k.run_segment(
+        tables.features.values, comp.slots[0], comp.thr[0], comp.n_active[0], comp.logic[0],
+        comp.fp[0], comp.ip[0], o, h, lo, c, tables.hour, tables.weekday, tables.vol.variance,
+        tables.vol.rv, cfg, int(seg[0, 0]), int(seg[0, 1]), rets, stats, True, equity, position,
+        trades)
+    from fitness.metrics_nb import fill_metrics
+
+    m = np.empty(N_METRICS)
+    fill_metrics(m, rets, int(stats[k.S_TRADES]), int(stats[k.S_WINS]), stats[k.S_GROSS_WIN],
+                 stats[k.S_GROSS_LOSS], stats[k.S_TURNOVER], in_market, tables.bars_per_year)
+    return Backtest(rets, equity[start:end], position[start:end],
+                    _trade_frame(trades[: int(stats[k.S_RECORDED])], bars),
+                    dict(zip(METRIC_NAMES, m.tolist(), strict=True)))
+
+
+def _trade_frame(rec: np.ndarray, bars: Bars) -> pd.DataFrame:
+    idx = bars.index()
+    entry = rec[:, k.T_ENTRY].astype(np.int64)
+    exit_ = rec[:, k.T_EXIT].astype(np.int64)
+    return pd.DataFrame({
+        "entry_bar": entry, "exit_bar": exit_,
+        "entry_time": idx[entry], "exit_time": idx[exit_],
+        "side": pd.Categorical.from_codes((rec[:, k.T_SIDE] < 0).astype(np.int64),
+                                          categories=["long", "short"]),
+        "units": rec[:, k.T_UNITS], "entry_price": rec[:, k.T_ENTRY_PX],
+        "exit_price": rec[:, k.T_EXIT_PX], "pnl": rec[:, k.T_PNL],
+        "reason": pd.Categorical.from_codes(rec[:, k.T_REASON].astype(np.int64),
+                                            categories=list(REASONS)),
+    })
