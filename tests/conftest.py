@@ -15,6 +15,20 @@ from market.config import QualityConfig, SymbolMeta, preset_meta
 from market.store import HistoryStore
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run tests marked slow (long real-data checks)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or os.environ.get("EMP_SLOW_TESTS"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def store(tmp_path) -> HistoryStore:
     return HistoryStore(tmp_path / "history")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -276,7 +275,6 @@ def test_cache_round_trip_and_tamper(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("EMP_SLOW_TESTS"), reason="set EMP_SLOW_TESTS=1")
 def test_spx_full_build(spx):
     table = build_vol_table(spx, 252.0)
     n_refits = len(range(500, spx.size, 21))
