@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from market.config import QualityConfig, Strict, SymbolMeta
+from fitness.config import SimConfig
+from market.config import QualityConfig, Strict, SymbolMeta, VolatilityConfig
 
 
 def default_home() -> Path:
@@ -28,6 +29,8 @@ class EmpConfig(Strict):
 
     home: Path = Field(default_factory=default_home)
     data: DataConfig = Field(default_factory=DataConfig)
+    volatility: VolatilityConfig = Field(default_factory=VolatilityConfig)
+    fitness: SimConfig = Field(default_factory=SimConfig)
 
     def store_root(self) -> Path:
         return self.data.store if self.data.store is not None else self.home / "history"

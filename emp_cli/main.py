@@ -31,6 +31,7 @@ def resolve_config(path: Path | None) -> EmpConfig:
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from configs import cli as config_cli
+    from fitness import cli as fitness_cli
     from genome import cli as genome_cli
     from market import cli as market_cli
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cli.register(sub, add_config)
     bench_cli.register(sub, add_config)
     genome_cli.register(sub, add_config)
+    fitness_cli.register(sub, add_config)
     return parser
 
 
@@ -64,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (*DATA_ERRORS, *BENCH_ERRORS, *GENOME_ERRORS) as exc:
         return fail(exc)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

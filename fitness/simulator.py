@@ -18,7 +18,7 @@ from fitness.compile import compile_genomes
 from fitness.config import SimConfig
 from fitness.metrics import METRIC_NAMES, N_METRICS
 from genome.features import FeatureTable, build_features
-from market.config import SymbolMeta
+from market.config import SymbolMeta, VolatilityConfig
 from market.loader import Bars
 from market.timeframes import bars_per_year
 from market.volatility import VolTable, build_vol_table
@@ -39,17 +39,20 @@ class Tables:
     bars_per_year: float
 
 
-def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *, vol_window: int = 500,
-                 refit_every: int = 21, cache_dir: Path | None = None) -> Tables:
-    """Feature and volatility tables for one symbol of ``bars``."""
+def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
+                 vol: VolatilityConfig | None = None, cache_dir: Path | None = None) -> Tables:
+    """Feature and volatility tables for one symbol of ``bars`` (vol fits cached in cache_dir)."""
+    vc = vol or VolatilityConfig()
     o, h, lo, c, v = (np.ascontiguousarray(getattr(bars, f)[symbol])
                       for f in ("open", "high", "low", "close", "volume"))
     bpy = bars_per_year(bars.timeframe, meta.calendar)
     features = build_features(bars.ts, o, h, lo, c, v)
-    vol = build_vol_table(c, bpy, window=vol_window, refit_every=refit_every, cache_dir=cache_dir)
+    vol_table = build_vol_table(c, bpy, window=vc.window, refit_every=vc.refit_every,
+                                ewma_lambda=vc.ewma_lambda, min_bars=vc.min_bars,
+                                cache_dir=cache_dir)
     hour = (bars.ts // _NS_HOUR) % 24
     weekday = (bars.ts // _NS_DAY + 3) % 7  # 1970-01-01 was a Thursday
-    return Tables(features, vol, hour.astype(np.int64), weekday.astype(np.int64), bpy)
+    return Tables(features, vol_table, hour.astype(np.int64), weekday.astype(np.int64), bpy)
 
 
 def market_config(meta: SymbolMeta, bpy: float, sim: SimConfig) -> np.ndarray:
@@ -107,6 +110,7 @@ class Backtest:
     returns: np.ndarray   # per-bar net returns over [start, end)
     equity: np.ndarray    # equity at each close over [start, end)
     position: np.ndarray  # signed units held after each close
+    exposure: np.ndarray  # |position notional| / equity at each close
     trades: pd.DataFrame  # entry/exit time and price, side, units, pnl, reason
     metrics: dict[str, float]
 
@@ -137,7 +141,9 @@ def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
     m = np.empty(N_METRICS)
     fill_metrics(m, rets, int(stats[k.S_TRADES]), int(stats[k.S_WINS]), stats[k.S_GROSS_WIN],
                  stats[k.S_GROSS_LOSS], stats[k.S_TURNOVER], in_market, tables.bars_per_year)
-    return Backtest(rets, equity[start:end], position[start:end],
+    eq, pos = equity[start:end], position[start:end]
+    exposure = np.abs(pos * c[start:end] * meta.value_per_unit) / np.where(eq > 0, eq, np.inf)
+    return Backtest(rets, eq, pos, exposure,
                     _trade_frame(trades[: int(stats[k.S_RECORDED])], bars),
                     dict(zip(METRIC_NAMES, m.tolist(), strict=True)))
 

@@ -58,38 +58,6 @@ N_TRADE_COLS = 8
 R_SIGNAL, R_STOP, R_TP, R_TIME, R_REVERSE, R_END = 0, 1, 2, 3, 4, 5
 
 
-@nb.njit(cache=True, inline="always")
-def _slot(F: np.ndarray, lhs: int, rhs: int, cmp: int, thr: float, t: int) -> bool:
-    a = F[lhs, t]
-    b = F[rhs, t] if rhs >= 0 else thr
-    if cmp == 0:
-        return a > b
-    if cmp == 1:
-        return a < b
-    if t == 0:
-        return False
-    a0 = F[lhs, t - 1]
-    b0 = F[rhs, t - 1] if rhs >= 0 else thr
-    if cmp == 2:
-        return a > b and a0 <= b0
-    return a < b and a0 >= b0
-
-
-@nb.njit(cache=True)
-def _rule(F: np.ndarray, slots: np.ndarray, thr: np.ndarray, n_active: int, logic: int,
-          t: int) -> bool:
-    """AND (logic 0) or OR (logic 1) of the active slots; no active slot is never true."""
-    if n_active == 0:
-        return False
-    for k in range(n_active):
-        v = _slot(F, slots[k, SLOT_LHS], slots[k, SLOT_RHS], slots[k, SLOT_CMP], thr[k], t)
-        if logic == 0 and not v:
-            return False
-        if logic == 1 and v:
-            return True
-    return logic == 0
-
-
 # running statistics of one segment, kept in a small array so helpers can update them
 S_TRADES, S_WINS, S_GROSS_WIN, S_GROSS_LOSS, S_TURNOVER, S_RECORDED = range(6)
 
@@ -125,7 +93,7 @@ def _close(stats: np.ndarray, trades: np.ndarray, record: bool, units: float, ra
     return cash
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def run_segment(
     F: np.ndarray, slots: np.ndarray, thr: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
     fp: np.ndarray, ip: np.ndarray,
@@ -171,6 +139,8 @@ def run_segment(
     pend_units = 0.0
     pend_dist = 0.0
     in_market = 0
+    need = np.zeros(3, np.bool_)
+    val = np.zeros(3, np.bool_)
 
     for t in range(start, end):
         last = t == end - 1
@@ -243,17 +213,45 @@ def run_segment(
                 in_session = h >= ses_start or h < ses_end
             can_enter = (mode != 0 and in_session and ((ip[I_WEEKMASK] >> weekday[t]) & 1) == 1
                          and (full_size or sig > 0.0))
-            go_long = False
-            go_short = False
+            # which rule sets this bar needs; fade swaps the sets that open each side
+            rs_long = 0 if mode == 1 else 1
+            rs_short = 1 - rs_long
+            need[0] = need[1] = False
             if can_enter:
-                rs_long = 0 if mode == 1 else 1  # fade: the short rules open longs
-                rs_short = 1 - rs_long
-                if units <= 0.0:
-                    go_long = _rule(F, slots[rs_long], thr[rs_long], n_active[rs_long],
-                                    logic[rs_long], t)
-                if units >= 0.0:
-                    go_short = _rule(F, slots[rs_short], thr[rs_short], n_active[rs_short],
-                                     logic[rs_short], t)
+                need[rs_long] = units <= 0.0
+                need[rs_short] = units >= 0.0
+            need[2] = units != 0.0
+            for rs in range(3):
+                # inline rule evaluation: a call per bar with array arguments costs more than
+                # the comparisons themselves (numba reference-counts array arguments)
+                val[rs] = False
+                n_on = n_active[rs]
+                if not need[rs] or n_on == 0:
+                    continue
+                is_and = logic[rs] == 0
+                res = is_and
+                for j in range(n_on):
+                    lhs = slots[rs, j, SLOT_LHS]
+                    rhs = slots[rs, j, SLOT_RHS]
+                    cmp = slots[rs, j, SLOT_CMP]
+                    x = F[lhs, t]
+                    y = F[rhs, t] if rhs >= 0 else thr[rs, j]
+                    if cmp == 0:
+                        v = x > y
+                    elif cmp == 1:
+                        v = x < y
+                    elif t == 0:
+                        v = False
+                    else:
+                        x0 = F[lhs, t - 1]
+                        y0 = F[rhs, t - 1] if rhs >= 0 else thr[rs, j]
+                        v = (x > y and x0 <= y0) if cmp == 2 else (x < y and x0 >= y0)
+                    if v != is_and:
+                        res = v
+                        break
+                val[rs] = res
+            go_long = need[rs_long] and val[rs_long]
+            go_short = need[rs_short] and val[rs_short]
             if units == 0.0:
                 if go_long and not go_short:
                     new_side = 1.0
@@ -262,7 +260,7 @@ def run_segment(
             elif (units > 0.0 and go_short) or (units < 0.0 and go_long):
                 want_exit, reason = True, R_REVERSE
                 new_side = -1.0 if units > 0.0 else 1.0
-            elif _rule(F, slots[2], thr[2], n_active[2], logic[2], t):
+            elif val[2]:
                 want_exit = True
             elif max_bars > 0 and held >= max_bars:
                 want_exit, reason = True, R_TIME
@@ -316,7 +314,7 @@ def run_segment(
     return in_market
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, error_model="numpy")
 def evaluate_batch(
     F: np.ndarray, slots: np.ndarray, thr: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
     fp: np.ndarray, ip: np.ndarray,

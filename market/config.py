@@ -120,3 +120,12 @@ def preset_meta(asset_class: str) -> SymbolMeta:
         raise ValueError(f"no metadata preset for asset class {asset_class!r}; "
                          f"known: {sorted(_PRESETS)}")
     return SymbolMeta.model_validate(_PRESETS[asset_class])
+
+
+class VolatilityConfig(Strict):
+    """How the volatility features are fitted (``volatility`` section)."""
+
+    window: int = Field(500, ge=20, description="bars in each GARCH fit window")
+    refit_every: int = Field(21, ge=1, description="bars between refits")
+    ewma_lambda: float = Field(0.94, gt=0, lt=1, description="EWMA decay; the fallback model")
+    min_bars: int = Field(20, ge=2, description="bars before any σ̂ is produced")

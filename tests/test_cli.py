@@ -117,3 +117,17 @@ def test_installed_console_script_runs_outside_the_checkout(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "data" in proc.stdout and "bench" in proc.stdout
+
+
+def test_genome_random_then_backtest_on_bundled_data(booted, tmp_path):
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text((ROOT / "configs" / "default.yaml").read_text()
+                   + "volatility: {window: 250, refit_every: 500}\n")
+    genome = tmp_path / "g.json"
+    emp("genome", "random", "--seed", "7", "--out", str(genome), home=booted)
+    out = emp("backtest", str(genome), "--symbol", "SP500", "--start", "2010-01-01",
+              "--config", str(cfg), "--json", home=booted).stdout
+    metrics = json.loads(out)
+    assert {"sharpe", "max_drawdown", "trade_count"} <= set(metrics)
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert list((booted / "cache").glob("*.npz")), "volatility fits are cached under EMP_HOME"

@@ -15,7 +15,7 @@ from fitness.metrics import METRIC_NAMES
 from fitness.simulator import build_tables, evaluate, simulate
 from genome.ops import random_genome, repair
 from genome.schema import INDEX, N_GENES
-from market.config import CostModel, SymbolMeta
+from market.config import CostModel, SymbolMeta, VolatilityConfig
 from market.loader import Bars
 
 HOUR = 3_600_000_000_000
@@ -38,7 +38,7 @@ def random_bars(n: int, seed: int, start_price: float = 1.1) -> Bars:
 
 
 def tables_for(bars: Bars, meta: SymbolMeta = META):
-    return build_tables(bars, meta, vol_window=120, refit_every=60)
+    return build_tables(bars, meta, vol=VolatilityConfig(window=120, refit_every=60))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def real():
     meta = SymbolMeta(asset_class="index", tick_size=0.01, value_per_unit=1.0, min_lot=0.1,
                       calendar="nyse", costs=CostModel(unit="bps", spread=1, commission=0.5,
                                                         slippage=1, financing_annual=0.03))
-    return bars, build_tables(bars, meta, vol_window=250, refit_every=125), meta
+    return bars, build_tables(bars, meta, vol=VolatilityConfig(window=250, refit_every=125)), meta
 
 
 def trading_genome(seed: int) -> np.ndarray:
@@ -141,8 +141,8 @@ def test_changing_bars_after_t_leaves_decisions_up_to_t_unchanged(seed, cut):
     alt["volume"][0, cut + 1:] = rng.integers(1, 1000, 400 - cut - 1)
     bars2 = Bars(bars.symbols, bars.timeframe, bars.ts, alt["open"], alt["high"], alt["low"],
                  alt["close"], alt["volume"], None)
-    t1, t2 = build_tables(bars, META, vol_window=100, refit_every=40), build_tables(
-        bars2, META, vol_window=100, refit_every=40)
+    t1, t2 = build_tables(bars, META, vol=VolatilityConfig(window=100, refit_every=40)), build_tables(
+        bars2, META, vol=VolatilityConfig(window=100, refit_every=40))
     np.testing.assert_array_equal(t1.features.values[:, :cut + 1], t2.features.values[:, :cut + 1])
     np.testing.assert_array_equal(t1.vol.variance[:, :cut + 1], t2.vol.variance[:, :cut + 1])
     for s in range(6):
@@ -193,7 +193,7 @@ def _tables_const(bars: Bars, sigma: float):
     """Tables with a fixed per-bar σ̂ so stop distances are known exactly."""
     from dataclasses import replace
 
-    t = build_tables(bars, META, vol_window=20, refit_every=20)
+    t = build_tables(bars, META, vol=VolatilityConfig(window=20, refit_every=20))
     vol = replace(t.vol, variance=np.full_like(t.vol.variance, sigma**2),
                   rv=np.full_like(t.vol.rv, sigma**2))
     return replace(t, vol=vol)
