@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from benchmarks.timing import best_of
 from market.config import QualityConfig, preset_meta
 from market.ingest import ingest_bars, ingest_ticks
 from market.loader import load_bars
@@ -70,15 +71,6 @@ def pandas_load(root: Path, symbols: list[str], timeframe: str) -> dict[str, np.
             for c in ("open", "high", "low", "close", "volume")}
 
 
-def _best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def run(n_ticks: int, n_symbols: int, n_days: int, repeat: int, workdir: str | None) -> dict:
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="emp-bench-data-"))
     try:
@@ -99,8 +91,8 @@ def run(n_ticks: int, n_symbols: int, n_days: int, repeat: int, workdir: str | N
             frame = minute_bars(n_days, seed=i)
             ingest_bars(store, s, "1m", SourceRows(frame, np.arange(len(frame))), meta, quality,
                         derive=False)
-        ours = _best(lambda: load_bars(symbols, "1m", store=store), repeat)
-        theirs = _best(lambda: pandas_load(store.root, symbols, "1m"), repeat)
+        ours = best_of(lambda: load_bars(symbols, "1m", store=store), repeat)
+        theirs = best_of(lambda: pandas_load(store.root, symbols, "1m"), repeat)
         bars = load_bars(symbols, "1m", store=store)
         ref = pandas_load(store.root, symbols, "1m")
         same = all(np.array_equal(getattr(bars, c), ref[c]) for c in ref)

@@ -5,12 +5,12 @@ check in close-fill mode. One core for both sides (numba threads = 1)."""
 from __future__ import annotations
 
 import itertools
-import time
 
 import numba
 import numpy as np
 import pandas as pd
 
+from benchmarks.timing import best_of
 from fitness import simulator_nb as k
 from fitness.compile import Compiled, compile_genomes
 from fitness.config import SimConfig
@@ -105,15 +105,6 @@ def _run(F, comp: Compiled, bars: Bars, tables, cfg: np.ndarray) -> np.ndarray:
     return out
 
 
-def _best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def ours_sma_cross(bars, tables, windows, pairs, sim, meta, repeat) -> tuple[float, np.ndarray]:
     close = np.ascontiguousarray(bars.close[0])
     comp = cross_compiled(pairs, windows)
@@ -123,7 +114,7 @@ def ours_sma_cross(bars, tables, windows, pairs, sim, meta, repeat) -> tuple[flo
         return _run(sma_table(close, windows), comp, bars, tables, cfg)
 
     go()
-    secs = _best(go, repeat)
+    secs = best_of(go, repeat)
     return secs * 1e9 / (bars.n_bars * len(pairs)), go()
 
 
@@ -136,7 +127,7 @@ def ours_full(bars, tables, meta, n_genomes, repeat) -> float:
                     tables, cfg)
 
     go()
-    return _best(go, repeat) * 1e9 / (bars.n_bars * n_genomes)
+    return best_of(go, repeat) * 1e9 / (bars.n_bars * n_genomes)
 
 
 def vbt_sma_cross(bars: Bars, windows: list[int], repeat: int) -> tuple[float, pd.Series, pd.Series]:
@@ -151,7 +142,7 @@ def vbt_sma_cross(bars: Bars, windows: list[int], repeat: int) -> tuple[float, p
         return pf
 
     pf = go()
-    secs = _best(go, repeat)
+    secs = best_of(go, repeat)
     n_pairs = len(list(itertools.combinations(windows, 2)))
     # vectorbt opens a zero-length trade on a crossing at the very last bar; EMP takes no new
     # position on a segment's last bar (nothing could be held), so those are not compared

@@ -93,6 +93,21 @@ def _close(stats: np.ndarray, trades: np.ndarray, record: bool, units: float, ra
     return cash
 
 
+@nb.njit(cache=True)
+def _open(stats: np.ndarray, units: float, raw_px: float, cash: float, full_size: bool,
+          cost_frac: float, cost_abs: float, vpu: float) -> tuple[float, float, float]:
+    """Buy (units > 0) or sell short at ``raw_px`` plus costs; all equity when ``full_size``.
+
+    Returns (signed units, fill price, new cash); the entry counts towards turnover.
+    """
+    side = 1.0 if units > 0 else -1.0
+    px = raw_px + side * (raw_px * cost_frac + cost_abs)
+    if full_size:
+        units = side * cash / (px * vpu)
+    stats[S_TURNOVER] += abs(units) * px * vpu / max(cash, 1e-12)
+    return units, px, cash - units * px * vpu
+
+
 @nb.njit(cache=True, error_model="numpy")
 def run_segment(
     F: np.ndarray, slots: np.ndarray, thr: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
@@ -151,17 +166,12 @@ def run_segment(
             units = 0.0
         pend_exit = False
         if pend_units != 0.0:
-            side = 1.0 if pend_units > 0 else -1.0
-            px = open_[t] + side * (open_[t] * cost_frac + cost_abs)
-            if full_size:  # all equity at the fill price
-                pend_units = side * cash / (px * vpu)
-            stats[S_TURNOVER] += abs(pend_units) * px * vpu / max(cash, 1e-12)
-            cash -= pend_units * px * vpu
-            units, entry_px, entry_bar, dist = pend_units, px, t, pend_dist
-            stop = px - side * dist
-            tp = px + side * tp_mult * dist
-            held = 0
-            fin_paid = 0.0
+            units, entry_px, cash = _open(stats, pend_units, open_[t], cash, full_size,
+                                          cost_frac, cost_abs, vpu)
+            entry_bar, dist, held, fin_paid = t, pend_dist, 0, 0.0
+            side = 1.0 if units > 0 else -1.0
+            stop = entry_px - side * dist
+            tp = entry_px + side * tp_mult * dist
             pend_units = 0.0
         # ---- 2. stop / take-profit inside bar t (stop first) ---------------------------------
         if units != 0.0 and dist > 0.0:
@@ -284,17 +294,12 @@ def run_segment(
                               fin_paid, t, reason, cost_frac, cost_abs, vpu)
                 units = 0.0
             if want_units != 0.0:
-                side = 1.0 if want_units > 0 else -1.0
-                px = close[t] + side * (close[t] * cost_frac + cost_abs)
-                if full_size:
-                    want_units = side * cash / (px * vpu)
-                stats[S_TURNOVER] += abs(want_units) * px * vpu / max(cash, 1e-12)
-                cash -= want_units * px * vpu
-                units, entry_px, entry_bar, dist = want_units, px, t, want_dist
-                stop = px - side * dist
-                tp = px + side * tp_mult * dist
-                held = 0
-                fin_paid = 0.0
+                units, entry_px, cash = _open(stats, want_units, close[t], cash, full_size,
+                                              cost_frac, cost_abs, vpu)
+                entry_bar, dist, held, fin_paid = t, want_dist, 0, 0.0
+                side = 1.0 if units > 0 else -1.0
+                stop = entry_px - side * dist
+                tp = entry_px + side * tp_mult * dist
         # ---- 4. segment end close-out, financing, mark to market -----------------------------
         if last and units != 0.0:
             cash = _close(stats, trades, record, units, close[t], cash, entry_px, entry_bar,
