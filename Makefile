@@ -18,7 +18,8 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/emp data bootstrap
-	$(BIN)/emp data check
+	$(BIN)/emp data check --symbol SP500
+	$(BIN)/emp evolve configs/quickstart.yaml
 
 # pytest exits 5 when it collects nothing; say so and fail.
 test: $(STAMP)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from evolution.config import EvolutionConfig
 from fitness.config import SimConfig
 from market.config import QualityConfig, Strict, SymbolMeta, VolatilityConfig
 
@@ -31,6 +32,7 @@ class EmpConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     volatility: VolatilityConfig = Field(default_factory=VolatilityConfig)
     fitness: SimConfig = Field(default_factory=SimConfig)
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
 
     def store_root(self) -> Path:
         return self.data.store if self.data.store is not None else self.home / "history"

@@ -124,3 +124,20 @@ def load_bars(
 
 def _default_root() -> Path:
     return Path(os.environ.get("EMP_HOME", "./var")) / "history"
+
+
+def split_holdout(bars: Bars, holdout: float) -> tuple[Bars, int]:
+    """The research part of ``bars`` (all but the last ``holdout`` fraction) and the index of
+    the first hold-out bar. Evolution only ever receives the research part; only the gates read
+    the rest."""
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be a fraction in (0, 1), not {holdout}")
+    cut = round(bars.n_bars * (1.0 - holdout))
+    if cut < 2 or cut >= bars.n_bars:
+        raise ValueError(f"{bars.n_bars} bars cannot be split with holdout={holdout}")
+    fields = {f: np.ascontiguousarray(getattr(bars, f)[:, :cut]) for f in FIELDS}
+    spread = None if bars.spread is None else np.ascontiguousarray(bars.spread[:, :cut])
+    research = Bars(bars.symbols, bars.timeframe, np.ascontiguousarray(bars.ts[:cut]),
+                    fields["open"], fields["high"], fields["low"], fields["close"],
+                    fields["volume"], spread)
+    return research, cut

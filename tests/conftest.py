@@ -63,3 +63,16 @@ def write_bar_csv(path, frame: pd.DataFrame) -> None:
     out["ts"] = pd.DatetimeIndex(out["ts"]).strftime("%Y-%m-%d %H:%M:%S")
     out.rename(columns={"ts": "Date", "open": "Open", "high": "High", "low": "Low",
                         "close": "Close", "volume": "Volume"}).to_csv(path, index=False)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small Ray (2 CPUs, embedded unless RAY_ADDRESS names a cluster) for the session.
+
+    Ray is imported here, not at module level, so test runs that never ask for it never start it.
+    """
+    from workers import cluster
+
+    info = cluster.connect(num_cpus=2)
+    yield info
+    cluster.shutdown()

@@ -1,0 +1,84 @@
+"""``emp evolve CONFIG`` and ``python -m evolution run CONFIG``: run or resume an evolution."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from configs.models import EmpConfig
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
+    p.add_argument("--resume", metavar="RUN_ID",
+                   help="continue a stopped run from its last checkpoint (same config; "
+                        "generations may be raised)")
+    p.add_argument("--generations", type=int, help="override evolution.generations")
+    p.add_argument("--local", action="store_true",
+                   help="evaluate in this process without Ray (small runs, debugging)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction, add_config: object) -> None:
+    ev = sub.add_parser(
+        "evolve", help="evolve strategies (NSGA-II on Ray, tracked in MLflow)",
+        description="Run an evolution on the research period of the configured symbol. Uses "
+                    "the Ray cluster at $RAY_ADDRESS, or an embedded local Ray. Every generation "
+                    "is checkpointed under $EMP_HOME/runs/RUN_ID and logged to MLflow "
+                    "(sqlite:///$EMP_HOME/mlflow.db unless $MLFLOW_TRACKING_URI). Ctrl-C or a job "
+                    "stop ends cleanly; --resume RUN_ID continues exactly.")
+    add_run_arguments(ev)
+    ev.set_defaults(func=cmd_evolve)
+
+
+def cmd_evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from evolution.driver import LocalEvaluator, print_front, run
+    from evolution.tracking import default_tracking_uri
+
+    # main() has already loaded and validated args.config (the positional CONFIG) into cfg
+    if args.generations is not None:
+        cfg.evolution.generations = args.generations
+    evaluator = None
+    data = None
+    if args.local:
+        from evolution.data import research_data
+
+        data = research_data(cfg)
+        evaluator = LocalEvaluator(data, cfg)
+    result = run(cfg, resume=args.resume, evaluator=evaluator, data=data,
+                 progress=not args.no_progress)
+    print_front(result.front, cfg)
+    uri = default_tracking_uri(cfg.home)
+    print(f"\nrun {result.run_id}: generation {result.generation}/{cfg.evolution.generations}, "
+          f"{result.trials} distinct genomes evaluated")
+    print(f"MLflow: experiment '{cfg.evolution.experiment}', run {result.run_id}\n"
+          f"  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}")
+    if result.interrupted:
+        print(f"stopped; continue with: emp evolve {args.config} --resume {result.run_id}",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evolution run CONFIG`` (the Ray job entry point)."""
+    from emp_cli.main import main as emp_main
+
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    parser = argparse.ArgumentParser(prog="python -m evolution",
+                                     description="EMP evolution entry point for Ray jobs.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    add_run_arguments(sub.add_parser("run", help="run or resume an evolution"))
+    args = parser.parse_args(argv)
+    forwarded = ["evolve", str(args.config)]
+    if args.resume:
+        forwarded += ["--resume", args.resume]
+    if args.generations is not None:
+        forwarded += ["--generations", str(args.generations)]
+    if args.local:
+        forwarded.append("--local")
+    if args.no_progress:
+        forwarded.append("--no-progress")
+    return emp_main(forwarded)

@@ -1,0 +1,362 @@
+"""The GA driver: NSGA-II generations over islands, a distinct-genome cache, checkpoints after
+every generation, exact resume, MLflow tracking and a readable final front.
+
+Evaluation goes through an ``Evaluator`` (the Ray pool in ``workers/``, or in-process); the
+driver itself never imports ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from configs.models import EmpConfig
+from evolution import checkpoint as ckpt
+from evolution import ga
+from evolution.data import ResearchData, research_data
+from evolution.objectives import (
+    deap_weights,
+    hypervolume,
+    objective_values,
+    violation,
+    weighted_fitness,
+)
+from fitness.metrics import METRIC_INDEX
+from genome.codec import to_json
+from genome.decode import describe
+from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
+
+
+class Evaluator(Protocol):
+    def evaluate(self, genomes: np.ndarray) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+class LocalEvaluator:
+    """In-process evaluation with ``fitness.simulator.evaluate`` (no Ray): tests, small runs."""
+
+    def __init__(self, data: ResearchData, cfg: EmpConfig) -> None:
+        self.data, self.sim = data, cfg.fitness
+
+    def evaluate(self, genomes: np.ndarray) -> np.ndarray:
+        from fitness.simulator import evaluate
+
+        d = self.data
+        return evaluate(genomes, d.tables, d.bars, d.segments, d.meta, self.sim)
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class State:
+    generation: int
+    islands: list[list]
+    hof: object  # deap.tools.ParetoFront
+    cache: dict[str, np.ndarray] = field(default_factory=dict)
+    evaluations: int = 0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    generation: int
+    trials: int
+    front: pd.DataFrame
+    interrupted: bool
+
+
+def config_digest(cfg: EmpConfig) -> str:
+    """Identifies the settings a checkpoint belongs to (generations may be extended)."""
+    ev = cfg.evolution.model_dump(mode="json", exclude={"generations"})
+    body = {"evolution": ev, "fitness": cfg.fitness.model_dump(mode="json"),
+            "volatility": cfg.volatility.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+def evaluate_individuals(inds: list, state: State, evaluator: Evaluator, cfg: EmpConfig) -> int:
+    """Assign fitness to ``inds``; each distinct phenotype is simulated once per run.
+
+    Returns how many new distinct genomes were evaluated (the run's trial count grows by it).
+    """
+    if not inds:
+        return 0
+    genes = np.stack([np.asarray(i, dtype=np.float64) for i in inds])
+    keys = [phenotype_key(g) for g in genes]
+    new: dict[str, int] = {}
+    for j, key in enumerate(keys):
+        if key not in state.cache and key not in new:
+            new[key] = j
+    if new:
+        metrics = evaluator.evaluate(genes[list(new.values())])
+        for key, row in zip(new, metrics, strict=True):
+            state.cache[key] = row
+    stacked = np.stack([state.cache[k] for k in keys])
+    ev = cfg.evolution
+    values = objective_values(stacked, ev.objectives)
+    viol = violation(stacked, ev)
+    for ind, v, c in zip(inds, values, viol, strict=True):
+        ind.fitness.values = tuple(float(x) for x in v)
+        ind.fitness.violation = float(c)
+    state.evaluations += len(inds)
+    return len(new)
+
+
+# ---- state <-> checkpoint -------------------------------------------------------------------------
+
+def _island_arrays(pop: list) -> dict[str, np.ndarray]:
+    return {"genes": np.stack([np.asarray(i) for i in pop]),
+            "values": np.array([i.fitness.values for i in pop]),
+            "violation": np.array([i.fitness.violation for i in pop]),
+            "crowding": np.array([getattr(i.fitness, "crowding_dist", 0.0) for i in pop])}
+
+
+def _restore(cls: type, arrays: dict[str, np.ndarray]) -> list:
+    pop = []
+    for j in range(arrays["genes"].shape[0]):
+        ind = ga.make_individual(cls, arrays["genes"][j])
+        ind.fitness.values = tuple(arrays["values"][j])
+        ind.fitness.violation = float(arrays["violation"][j])
+        if "crowding" in arrays:
+            ind.fitness.crowding_dist = float(arrays["crowding"][j])
+        pop.append(ind)
+    return pop
+
+
+def _snapshot(state: State, rng: np.random.Generator, digest: str) -> ckpt.Snapshot:
+    keys = list(state.cache)
+    metrics = (np.stack([state.cache[k] for k in keys]) if keys else np.zeros((0, 0, 0)))
+    hof_items = list(state.hof.items)  # type: ignore[attr-defined]
+    hof = (_island_arrays(hof_items) if hof_items else
+           {"genes": np.zeros((0, 0)), "values": np.zeros((0, 0)), "violation": np.zeros(0)})
+    hof.pop("crowding", None)
+    return ckpt.Snapshot(state.generation, digest, len(state.cache), state.evaluations,
+                         rng.bit_generator.state, ga.python_random_state(),
+                         [_island_arrays(isl) for isl in state.islands], hof,
+                         np.array(keys, dtype="U64"), metrics)
+
+
+def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> State:
+    from deap import tools
+
+    rng.bit_generator.state = snap.numpy_rng
+    ga.set_python_random_state(snap.python_rng)
+    islands = [_restore(cls, isl) for isl in snap.islands]
+    hof = tools.ParetoFront(similar=np.array_equal)
+    if snap.hof["genes"].size:
+        for ind in _restore(cls, snap.hof):
+            hof.insert(ind)
+    cache = {str(k): snap.cache_metrics[i] for i, k in enumerate(snap.cache_keys)}
+    return State(snap.generation, islands, hof, cache, snap.evaluations)
+
+
+# ---- reporting ------------------------------------------------------------------------------------
+
+def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
+    """One row per front genome: objectives, weighted fitness, constraint, key metrics, rules."""
+    if not inds:
+        return pd.DataFrame()
+    specs = cfg.evolution.objectives
+    keys = [phenotype_key(np.asarray(i)) for i in inds]
+    metrics = np.stack([state.cache[k] for k in keys])
+    rows: dict[str, object] = {s.name: [i.fitness.values[j] for i in inds]
+                               for j, s in enumerate(specs)}
+    rows["weighted"] = weighted_fitness(metrics)
+    rows["violation"] = [i.fitness.violation for i in inds]
+    for m in ("annual_return", "trades_per_year", "exposure"):
+        rows[m] = metrics[:, :, METRIC_INDEX[m]].mean(axis=1)
+    rows["key"] = [k[:16] for k in keys]
+    rows["rules"] = [describe(np.asarray(i)) for i in inds]
+    rows["genome"] = [to_json(np.asarray(i)) for i in inds]
+    return pd.DataFrame(rows).sort_values("weighted", ascending=False, ignore_index=True)
+
+
+def generation_metrics(state: State, cfg: EmpConfig, front: list, new_evals: int,
+                       seconds: float) -> dict[str, float]:
+    specs = cfg.evolution.objectives
+    pop = [i for isl in state.islands for i in isl]
+    vals = np.array([i.fitness.values for i in pop])
+    out: dict[str, float] = {}
+    for j, s in enumerate(specs):
+        col = vals[:, j]
+        good = col if s.direction == "max" else -col
+        out[f"{s.name}_best"] = float(col.max() if s.direction == "max" else col.min())
+        out[f"{s.name}_median"] = float(np.median(col))
+        out[f"{s.name}_p90"] = float(np.percentile(good, 90) * (1 if s.direction == "max" else -1))
+    feasible = [i for i in front if i.fitness.violation == 0.0]
+    pts = np.array([i.fitness.values for i in feasible]) if feasible else np.zeros((0, len(specs)))
+    out["hypervolume"] = hypervolume(pts, specs)
+    out["front_size"] = float(len(front))
+    out["feasible_fraction"] = float(np.mean([i.fitness.violation == 0.0 for i in pop]))
+    sample = pop[:48]
+    dists = [genotype_distance(a, b) for k, a in enumerate(sample) for b in sample[k + 1:]]
+    out["diversity"] = float(np.mean(dists)) if dists else 0.0
+    out["trials"] = float(len(state.cache))
+    out["evaluations_per_s"] = new_evals / seconds if seconds > 0 else 0.0
+    out["generation_seconds"] = seconds
+    if feasible:
+        keys = [phenotype_key(np.asarray(i)) for i in feasible]
+        out["weighted_best"] = float(weighted_fitness(np.stack([state.cache[k] for k in keys])).max())
+    return out
+
+
+def print_front(df: pd.DataFrame, cfg: EmpConfig, limit: int = 10) -> None:
+    if df.empty:
+        print("final front: empty")
+        return
+    names = [s.name for s in cfg.evolution.objectives]
+    cols = [*names, "weighted", "trades_per_year", "violation"]
+    print(f"final Pareto front: {len(df)} genomes (best {min(limit, len(df))} by weighted fitness)")
+    for i, row in df.head(limit).iterrows():
+        figures = "  ".join(f"{c}={row[c]:.3f}" for c in cols)
+        print(f"[{i + 1}] {figures}\n    {row['rules']}")
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """``ray job stop`` sends SIGTERM: treat it like Ctrl-C so the run ends cleanly."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = None,
+        evaluator: Evaluator | None = None, data: ResearchData | None = None,
+        progress: bool = True) -> RunResult:
+    """Evolve until ``cfg.evolution.generations`` (or ``stop_after`` generations this call)."""
+    from deap import tools
+
+    from evolution.tracking import Tracker
+
+    ev = cfg.evolution
+    data = data or research_data(cfg)
+    digest = config_digest(cfg)
+    cls = ga.individual_class(deap_weights(ev.objectives))
+    rng = np.random.default_rng(ev.seed)
+    ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb)
+    tracker = Tracker(cfg.home, ev.experiment, run_id=resume)
+    run_dir = cfg.home / "runs" / tracker.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    own_evaluator = evaluator is None
+    if evaluator is None:
+        from workers.pool import EvalJob, EvaluationPool
+
+        evaluator = EvaluationPool(EvalJob(data.bars, data.tables, data.meta, cfg.fitness,
+                                           data.segments), n_workers=ev.workers,
+                                   min_task_ms=ev.min_task_ms)
+    restore_signal = _sigterm_as_interrupt()
+    interrupted = False
+    try:
+        if resume:
+            snap = ckpt.load(run_dir)
+            if snap.config_digest != digest:
+                raise ckpt.CheckpointError(
+                    f"run {resume} was started with different evolution/fitness/volatility "
+                    f"settings; resume it with the same config (only generations may change)")
+            state = _from_snapshot(snap, cls, rng)
+        else:
+            import random
+
+            random.seed(ev.seed)
+            tracker.log_params(cfg.model_dump(mode="json"), data.fingerprint(),
+                               {"config_digest": digest})
+            state = State(0, [], tools.ParetoFront(similar=np.array_equal))
+            t0 = time.perf_counter()
+            new = 0
+            for _ in range(ev.islands):
+                pop = [ga.make_individual(cls, random_genome(rng)) for _ in range(ev.population)]
+                new += evaluate_individuals(pop, state, evaluator, cfg)
+                state.islands.append(ga.select(pop, ev.population))
+            for isl in state.islands:
+                state.hof.update(isl)
+            _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
+            ckpt.save(run_dir, _snapshot(state, rng, digest))
+        last = ev.generations if stop_after is None else min(ev.generations,
+                                                              state.generation + stop_after)
+        bar = _progress(progress, state.generation, ev.generations)
+        while state.generation < last:
+            t0 = time.perf_counter()
+            new = 0
+            for i, pop in enumerate(state.islands):
+                offspring = ga.variation(pop, ev.cxpb, ops.mate, ops.mutate, rng)
+                new += evaluate_individuals(offspring, state, evaluator, cfg)
+                state.islands[i] = ga.select(pop + offspring, ev.population)
+            state.generation += 1
+            if len(state.islands) > 1 and state.generation % ev.migration_interval == 0:
+                ga.migrate(state.islands, ev.migrants)
+            for isl in state.islands:
+                state.hof.update(isl)
+            stats = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
+            ckpt.save(run_dir, _snapshot(state, rng, digest))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{stats[k]:.3g}" for k in
+                                 ("evaluations_per_s", f"{ev.objectives[0].name}_best", "trials")})
+        if bar is not None:
+            bar.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        restore_signal()
+        if own_evaluator:
+            evaluator.close()
+    front = ga.pareto_front(list(state.hof.items))  # type: ignore[attr-defined]
+    df = front_frame(front, state, cfg)
+    done = state.generation >= ev.generations
+    if done and not interrupted:
+        _log_champions(tracker, df, data, cfg)
+    tracker.finish("KILLED" if interrupted else "FINISHED")
+    return RunResult(tracker.run_id, run_dir, state.generation, len(state.cache), df, interrupted)
+
+
+def _progress(enabled: bool, start: int, total: int):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="generations", unit="gen")
+
+
+def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # type: ignore[no-untyped-def]
+         data: ResearchData) -> dict[str, float]:
+    front = ga.pareto_front(list(state.hof.items))
+    stats = generation_metrics(state, cfg, front, new, seconds)
+    tracker.log_generation(state.generation, stats)
+    df = front_frame(front, state, cfg)
+    tracker.log_front(state.generation, df.drop(columns=["genome"]))
+    ev = cfg.evolution
+    if state.generation % ev.plot_every == 0 or state.generation >= ev.generations:
+        names = [s.name for s in ev.objectives]
+        tracker.log_pareto_plot(state.generation, df, names[0], names[1] if len(names) > 1
+                                else "weighted", names[2] if len(names) > 2 else None)
+    return stats
+
+
+def _log_champions(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig) -> None:  # type: ignore[no-untyped-def]
+    from fitness.simulator import simulate
+    from genome.codec import from_json
+
+    feasible = df[df["violation"] == 0.0].head(cfg.evolution.top_k)
+    a, b = int(data.segments[0, 0]), int(data.segments[-1, 1])
+    for rank, row in enumerate(feasible.itertuples(), start=1):
+        genome = from_json(row.genome)
+        res = simulate(genome, data.tables, data.bars, data.meta, a, b, cfg.fitness)
+        tracker.log_champion(rank, row.genome, row.rules, res.equity, data.bars.index()[a:b])
