@@ -230,3 +230,37 @@ def test_evolution_finds_a_planted_pattern(tmp_path):
                         progress=False)
     best = result.front["sharpe"].max()
     assert best >= planted - 1.0, (best, planted)
+
+
+class Interrupting(driver.LocalEvaluator):
+    """Raises KeyboardInterrupt on its n-th call, as Ctrl-C (or ``ray job stop``) would."""
+
+    def __init__(self, data, cfg, at_call: int):
+        super().__init__(data, cfg)
+        self.calls, self.at_call = 0, at_call
+
+    def evaluate(self, genomes):
+        self.calls += 1
+        if self.calls == self.at_call:
+            raise KeyboardInterrupt
+        return super().evaluate(genomes)
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_run(home):
+    from mlflow.tracking import MlflowClient
+
+    from evolution.tracking import default_tracking_uri
+
+    cfg = config(home, generations=4, seed=9)
+    data = research_data(cfg)
+    stopped = driver.run(cfg, evaluator=Interrupting(data, cfg, at_call=3), data=data,
+                         progress=False)
+    assert stopped.interrupted and stopped.generation == 1  # generation 2 was cut short
+    client = MlflowClient(default_tracking_uri(cfg.home))
+    assert client.get_run(stopped.run_id).info.status == "KILLED"
+    resumed = driver.run(cfg, resume=stopped.run_id, evaluator=driver.LocalEvaluator(data, cfg),
+                         data=data, progress=False)
+    whole = driver.run(cfg, evaluator=driver.LocalEvaluator(data, cfg), data=data, progress=False)
+    assert resumed.generation == 4
+    assert list(resumed.front["genome"]) == list(whole.front["genome"])
+    assert client.get_run(stopped.run_id).info.status == "FINISHED"
