@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     genome_cli.register(sub, add_config)
     fitness_cli.register(sub, add_config)
     evolution_cli.register(sub, add_config)
+    evolution_cli.register_tune(sub, add_config)
     return parser
 
 

@@ -82,3 +82,64 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_progress:
         forwarded.append("--no-progress")
     return emp_main(forwarded)
+
+
+def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:
+    p = sub.add_parser(
+        "tune", help="tune the GA's own settings with a multi-objective Optuna study",
+        description="Search population, crossover, mutation, islands and migration interval: "
+                    "each trial is a short evolution (the config's generations) on the research "
+                    "period. Objectives: maximise the final hypervolume, minimise the distinct "
+                    "genomes evaluated. The study lives in sqlite:///$EMP_HOME/optuna.db; "
+                    "running again with the same --study adds trials to it. Each trial is an "
+                    "MLflow child run of one 'tune' run in the config's experiment.")
+    p.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
+    p.add_argument("--trials", type=int, required=True, metavar="N",
+                   help="trials to add to the study this call")
+    p.add_argument("--study", metavar="NAME",
+                   help="study name (default: emp-tune-SYMBOL-TIMEFRAME)")
+    p.add_argument("--generations", type=int, help="override evolution.generations per trial")
+    p.add_argument("--local", action="store_true",
+                   help="evaluate in this process without Ray (small runs, debugging)")
+    p.add_argument("--progress", action="store_true", help="a progress bar per trial")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    import optuna
+
+    from evolution.tracking import default_tracking_uri
+    from evolution.tune import METRICS, PARENT_ATTR, RUN_ATTR, default_study_name, storage_url
+    from evolution.tune import tune as run_tune
+
+    if args.trials < 1:
+        print("emp tune: --trials must be at least 1", file=sys.stderr)
+        return 2
+    if args.generations is not None:
+        cfg.evolution.generations = args.generations
+    name = args.study or default_study_name(cfg)
+    interrupted = False
+    try:
+        run_tune(cfg, args.trials, study_name=name, local=args.local, progress=args.progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    study = optuna.load_study(study_name=name, storage=storage_url(cfg))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = sorted(study.best_trials, key=lambda t: -t.values[0]) if done else []
+    print(f"\nstudy '{name}': {len(done)} complete trials of {len(study.trials)}; "
+          f"{len(best)} Pareto-optimal ({METRICS[0]} up, {METRICS[1]} down):")
+    for t in best:
+        values = "  ".join(f"{m}={v:.4g}" for m, v in zip(METRICS, t.values, strict=True))
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in t.params.items())
+        print(f"[trial {t.number}] {values}\n    {params}  (run {t.user_attrs.get(RUN_ATTR)})")
+    uri = default_tracking_uri(cfg.home)
+    print(f"\nMLflow: experiment '{cfg.evolution.experiment}', tune run "
+          f"{study.user_attrs.get(PARENT_ATTR)} (trials nested under it)\n"
+          f"  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}\n"
+          f"Optuna storage: {storage_url(cfg)}")
+    if interrupted:
+        print(f"stopped; add trials with: emp tune {args.config} --trials N --study {name}",
+              file=sys.stderr)
+        return 130
+    return 0

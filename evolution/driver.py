@@ -256,15 +256,16 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
     run_dir = cfg.home / "runs" / tracker.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     own_evaluator = evaluator is None
-    if evaluator is None:
-        from workers.pool import EvalJob, EvaluationPool
-
-        evaluator = EvaluationPool(EvalJob(data.bars, data.tables, data.meta, cfg.fitness,
-                                           data.segments), n_workers=ev.workers,
-                                   min_task_ms=ev.min_task_ms)
     restore_signal = _sigterm_as_interrupt()
     interrupted = False
+    state = State(0, [], tools.ParetoFront(similar=np.array_equal))
     try:
+        if evaluator is None:
+            from workers.pool import EvalJob, EvaluationPool
+
+            evaluator = EvaluationPool(EvalJob(data.bars, data.tables, data.meta, cfg.fitness,
+                                               data.segments), n_workers=ev.workers,
+                                       min_task_ms=ev.min_task_ms)
         if resume:
             snap = ckpt.load(run_dir)
             if snap.config_digest != digest:
@@ -278,7 +279,6 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             random.seed(ev.seed)
             tracker.log_params(cfg.model_dump(mode="json"), data.fingerprint(),
                                {"config_digest": digest})
-            state = State(0, [], tools.ParetoFront(similar=np.array_equal))
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):
@@ -314,9 +314,15 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             bar.close()
     except KeyboardInterrupt:
         interrupted = True
+    except ckpt.CheckpointError:
+        tracker.finish("KILLED")  # the run stays resumable with the right config
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
     finally:
         restore_signal()
-        if own_evaluator:
+        if own_evaluator and evaluator is not None:
             evaluator.close()
     front = ga.pareto_front(list(state.hof.items))  # type: ignore[attr-defined]
     df = front_frame(front, state, cfg)
