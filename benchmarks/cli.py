@@ -36,6 +36,18 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     kern.add_argument("--genomes", type=int, default=64, help="full genomes timed on S&P 500")
     kern.set_defaults(func=cmd_kernel)
 
+    evo = bsub.add_parser(
+        "evolution", help="Ray end-to-end evaluation rate vs in-process, scaling, worker memory",
+        description="Run a short evolution through the Ray pool (generation loop, checkpoints "
+                    "and MLflow logging included) on a generated hourly series, then evaluate the "
+                    "same genomes in one process with `evaluate`; also time 1 worker against all, "
+                    "and report each worker's memory for a small and a large dataset.")
+    evo.add_argument("--bars", type=int, default=1_000_000, help="bars in the large dataset")
+    evo.add_argument("--small-bars", type=int, default=100_000, help="bars in the small dataset")
+    evo.add_argument("--population", type=int, default=64)
+    evo.add_argument("--generations", type=int, default=3)
+    evo.set_defaults(func=cmd_evolution)
+
 
 def cmd_data(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from benchmarks.bench_data import run
@@ -48,6 +60,13 @@ def cmd_kernel(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from benchmarks.bench_kernel import run
 
     print(json.dumps(run(args.repeat, args.bars, args.genomes)))
+    return 0
+
+
+def cmd_evolution(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from benchmarks.bench_evolution import run
+
+    print(json.dumps(run(args.bars, args.population, args.generations, args.small_bars)))
     return 0
 
 

@@ -61,12 +61,28 @@ def drawdown(equity: np.ndarray) -> tuple[np.ndarray, bool]:
     return eq - peak, False
 
 
+MAX_POINTS = 4000
+
+
+def _thin(index: pd.DatetimeIndex, values: np.ndarray, reduce: str) -> tuple[np.ndarray, np.ndarray]:
+    """At most MAX_POINTS points per curve, as naive UTC datetime64 (matplotlib converts those
+    vectorised; tz-aware timestamps go one by one). Each block keeps its first value, or its
+    minimum for drawdowns so the worst point always shows."""
+    x = pd.DatetimeIndex(index)
+    x = (x.tz_convert(None) if x.tz is not None else x).to_numpy()
+    v = np.asarray(values, dtype=float)
+    if v.size <= MAX_POINTS:
+        return x, v
+    starts = np.arange(0, v.size, -(-v.size // MAX_POINTS))
+    return x[starts], (np.minimum.reduceat(v, starts) if reduce == "min" else v[starts])
+
+
 def equity_png(equity: np.ndarray, index: pd.DatetimeIndex, title: str = "Equity",
                path: Path | None = None) -> bytes:
     """Equity curve against time."""
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
-    ax.plot(index, np.asarray(equity, dtype=float), lw=1.0)
+    ax.plot(*_thin(index, equity, "first"), lw=1.0)
     ax.set_xlabel("time")
     ax.set_ylabel("equity")
     ax.set_title(title)
@@ -82,8 +98,9 @@ def drawdown_png(equity: np.ndarray, index: pd.DatetimeIndex, title: str = "Draw
     fig = Figure(figsize=(8, 3))
     ax = fig.add_subplot()
     vals = dd * 100.0 if frac else dd
-    ax.fill_between(index, vals, 0.0, color="tab:red", alpha=0.4, lw=0)
-    ax.plot(index, vals, color="tab:red", lw=0.8)
+    x, thin = _thin(index, vals, "min")
+    ax.fill_between(x, thin, 0.0, color="tab:red", alpha=0.4, lw=0)
+    ax.plot(x, thin, color="tab:red", lw=0.8)
     ax.set_xlabel("time")
     ax.set_ylabel("drawdown (%)" if frac else "drawdown")
     ax.set_title(f"{title} (max {vals.min():.2f}{'%' if frac else ''})" if vals.size else title)

@@ -52,15 +52,6 @@ def data():
     return bars, build_tables(bars, META, vol=VolatilityConfig(window=100, refit_every=200))
 
 
-@pytest.fixture(scope="module")
-def pool(ray_cluster, data):
-    from workers.pool import EvalJob, EvaluationPool
-
-    p = EvaluationPool(EvalJob(*data, META, SimConfig(), SEGMENTS), n_workers=2)
-    yield p
-    p.close()
-
-
 def test_connect_is_idempotent(ray_cluster):
     from workers import cluster
 
@@ -69,40 +60,84 @@ def test_connect_is_idempotent(ray_cluster):
     assert again["cpus"] >= 1 and again["embedded"] == ray_cluster["embedded"]
 
 
-def test_pool_equals_plain_evaluate(pool, data):
-    bars, tables = data
-    g = genomes(50, 1)
-    want = evaluate(g, tables, bars, SEGMENTS, META, SimConfig())
-    got = pool.evaluate(g)
-    assert got.shape == (50, len(SEGMENTS), N_METRICS)
-    assert np.array_equal(got, want, equal_nan=True)
-    again = pool.evaluate(g[::-1])  # a second call, batched from measured cost, keeps input order
-    assert np.array_equal(again, want[::-1], equal_nan=True)
-    s = pool.stats()
-    assert s["genomes"] == 50 and s["tasks"] >= 1 and s["genomes_per_s"] > 0
-    assert all(mb > 0 for mb in pool.worker_rss_mb())
+@pytest.fixture(scope="class")
+def pool(ray_cluster, data):
+    """One 2-worker pool per test class, closed at the class's end: the test cluster has 2 CPUs,
+    so another pool's workers could not start while this one holds them."""
+    from workers.pool import EvalJob, EvaluationPool
+
+    p = EvaluationPool(EvalJob(*data, META, SimConfig(), SEGMENTS), n_workers=2,
+                       start_timeout_s=120)
+    yield p
+    p.close()
 
 
-def test_batching_rule(pool):
-    pool.evaluate(genomes(40, 2))
-    per = pool.stats()["ms_per_genome"]
-    size = pool.task_size(100_000)
-    assert size == int(np.ceil(100_000 / (4 * pool.n_workers)))  # large batch: 4 tasks per worker
-    for n in (10, 100, 1000):  # each task does >= min_task_ms of work, or holds the whole batch
-        size = pool.task_size(n)
-        assert size == n or size * per >= pool.min_task_ms * (1 - 1e-9)
+class TestSharedPool:
+    def test_pool_equals_plain_evaluate(self, pool, data):
+        bars, tables = data
+        g = genomes(50, 1)
+        want = evaluate(g, tables, bars, SEGMENTS, META, SimConfig())
+        got = pool.evaluate(g)
+        assert got.shape == (50, len(SEGMENTS), N_METRICS)
+        assert np.array_equal(got, want, equal_nan=True)
+        again = pool.evaluate(g[::-1])  # a second call, batched from measured cost, keeps input order
+        assert np.array_equal(again, want[::-1], equal_nan=True)
+        s = pool.stats()
+        assert s["genomes"] == 50 and s["tasks"] >= 1 and s["genomes_per_s"] > 0
+        assert all(mb > 0 for mb in pool.worker_rss_mb())
 
+    def test_batching_rule(self, pool):
+        pool.evaluate(genomes(40, 2))
+        per = pool.stats()["ms_per_genome"]
+        size = pool.task_size(100_000)
+        assert size == int(np.ceil(100_000 / (4 * pool.n_workers)))  # large batch: 4 tasks per worker
+        for n in (10, 100, 1000):  # each task does >= min_task_ms of work, or holds the whole batch
+            size = pool.task_size(n)
+            assert size == n or size * per >= pool.min_task_ms * (1 - 1e-9)
 
-def test_input_validation(pool):
-    for empty in (np.empty((0, N_GENES)), []):
-        out = pool.evaluate(empty)
-        assert out.shape == (0, len(SEGMENTS), N_METRICS) and out.dtype == np.float64
-    with pytest.raises(ValueError, match=rf"\[n, {N_GENES}\]"):
-        pool.evaluate(np.zeros((3, N_GENES - 1)))
-    bad = genomes(2, 3)
-    bad[1, 4] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        pool.evaluate(bad)
+    def test_input_validation(self, pool):
+        for empty in (np.empty((0, N_GENES)), []):
+            out = pool.evaluate(empty)
+            assert out.shape == (0, len(SEGMENTS), N_METRICS) and out.dtype == np.float64
+        with pytest.raises(ValueError, match=rf"\[n, {N_GENES}\]"):
+            pool.evaluate(np.zeros((3, N_GENES - 1)))
+        bad = genomes(2, 3)
+        bad[1, 4] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            pool.evaluate(bad)
+
+    def test_worker_killed_mid_generation(self, pool, data, ray_cluster):
+        if not ray_cluster["embedded"]:
+            pytest.skip("needs the workers' processes on this machine")
+        bars, tables = data
+        pool.evaluate(genomes(400, 4))  # measure the per-genome cost on this machine, now
+        n = max(4000, int(2 * 1500 / pool.stats()["ms_per_genome"]))  # ~1.5 s on 2 workers
+        g = genomes(n, 4)
+        want = evaluate(g, tables, bars, SEGMENTS, META, SimConfig())
+        before = pool.worker_pids()
+        result: dict[str, object] = {}
+
+        def run() -> None:
+            t = time.perf_counter()
+            try:
+                result["out"] = pool.evaluate(g)
+            except BaseException as e:  # surfaced by the assertions below
+                result["err"] = e
+            result["seconds"] = time.perf_counter() - t
+
+        th = threading.Thread(target=run)
+        th.start()
+        time.sleep(0.25)  # first tasks (~1/8 of the work each) are running
+        assert th.is_alive(), "the call finished before the kill: make it bigger"
+        os.kill(before[0], signal.SIGKILL)
+        th.join(timeout=60)
+        assert not th.is_alive()
+        assert "err" not in result, result.get("err")
+        assert result["seconds"] > 1.0
+        assert np.array_equal(result["out"], want, equal_nan=True)
+        after = pool.worker_pids()
+        assert len(after) == 2 and before[0] not in after  # restarted, not dropped
+        assert pool.stats()["workers"] == 2
 
 
 def test_bad_segment_is_refused_on_the_driver(data):
@@ -112,39 +147,6 @@ def test_bad_segment_is_refused_on_the_driver(data):
         EvalJob(*data, META, SimConfig(), np.array([[0, 5000]]))
 
 
-def test_worker_killed_mid_generation(pool, data, ray_cluster):
-    if not ray_cluster["embedded"]:
-        pytest.skip("needs the workers' processes on this machine")
-    bars, tables = data
-    g = genomes(4000, 4)
-    want = evaluate(g, tables, bars, SEGMENTS, META, SimConfig())
-    pool.evaluate(g[:200])  # measure per-genome cost so the big call is cut into many tasks
-    before = pool.worker_pids()
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        t = time.perf_counter()
-        try:
-            result["out"] = pool.evaluate(g)
-        except BaseException as e:  # surfaced by the assertions below
-            result["err"] = e
-        result["seconds"] = time.perf_counter() - t
-
-    th = threading.Thread(target=run)
-    th.start()
-    time.sleep(0.4)
-    assert th.is_alive(), "the call finished before the kill: make it bigger"
-    os.kill(before[0], signal.SIGKILL)
-    th.join(timeout=60)
-    assert not th.is_alive()
-    assert "err" not in result, result.get("err")
-    assert result["seconds"] > 1.0
-    assert np.array_equal(result["out"], want, equal_nan=True)
-    after = pool.worker_pids()
-    assert len(after) == 2 and before[0] not in after  # restarted, not dropped
-    assert pool.stats()["workers"] == 2
-
-
 def test_non_default_config_reaches_every_worker(ray_cluster, data):
     from workers.pool import EvalJob, EvaluationPool
 
@@ -152,7 +154,7 @@ def test_non_default_config_reaches_every_worker(ray_cluster, data):
     job = EvalJob(bars, tables, COSTLY, ODD_SIM, SEGMENTS)
     assert job.digest() != EvalJob(bars, tables, META, SimConfig(), SEGMENTS).digest()
     g = genomes(60, 6)
-    with EvaluationPool(job, n_workers=2) as p:
+    with EvaluationPool(job, n_workers=2, start_timeout_s=120) as p:
         assert p.worker_digests() == [job.digest()] * 2
         got = p.evaluate(g)
     assert np.array_equal(got, evaluate(g, tables, bars, SEGMENTS, COSTLY, ODD_SIM),
@@ -178,7 +180,7 @@ def test_job_is_put_once_and_shared(ray_cluster, data, monkeypatch):
 
     monkeypatch.setattr(ray, "put", counting_put)
     job = EvalJob(*data, META, SimConfig(), SEGMENTS)
-    p = EvaluationPool(job, n_workers=2)
+    p = EvaluationPool(job, n_workers=2, start_timeout_s=120)
     try:
         p.evaluate(genomes(30, 7))
         assert len(puts) == 1 and puts[0] is job
@@ -188,3 +190,20 @@ def test_job_is_put_once_and_shared(ray_cluster, data, monkeypatch):
     finally:
         p.close()
     assert p.job_ref is None and p.n_workers == 0
+
+
+def test_dead_worker_without_restarts_is_dropped(ray_cluster, data):
+    if not ray_cluster["embedded"]:
+        pytest.skip("needs the workers' processes on this machine")
+    from workers.pool import EvalJob, EvaluationPool
+
+    bars, tables = data
+    g = genomes(80, 8)
+    with EvaluationPool(EvalJob(bars, tables, META, SimConfig(), SEGMENTS), n_workers=2,
+                        max_restarts=0, start_timeout_s=120) as p:
+        victim = p.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        got = p.evaluate(g)  # its batches move to the surviving worker
+        assert p.stats()["workers"] == 1 and p.worker_pids() != [victim]
+    assert np.array_equal(got, evaluate(g, tables, bars, SEGMENTS, META, SimConfig()),
+                          equal_nan=True)

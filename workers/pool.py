@@ -67,6 +67,19 @@ class EvalJob:
         return h.hexdigest()
 
 
+def _private_mb() -> float:
+    """Anonymous (private) resident memory: what this worker holds itself. Object-store pages it
+    reads are shared memory (RssShmem), counted once per node, not per worker."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _rss_mb() -> float:
     """Resident set size of this process (current from /proc, else peak from getrusage)."""
     try:
@@ -103,7 +116,7 @@ class Evaluator:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "digest": self._digest, "ref": self._ref.hex(),
-                "rss_mb": _rss_mb(),
+                "rss_mb": _rss_mb(), "private_mb": _private_mb(),
                 # read-only arrays are views into the object store, not private copies
                 "zero_copy": not self.job.tables.features.values.flags.writeable}
 
@@ -112,7 +125,7 @@ class EvaluationPool:
     """A fixed set of ``Evaluator`` actors sharing one ``EvalJob``."""
 
     def __init__(self, job: EvalJob, n_workers: int | None = None, min_task_ms: float = 20.0,
-                 max_restarts: int = 3) -> None:
+                 max_restarts: int = 3, start_timeout_s: float | None = 300.0) -> None:
         if not ray.is_initialized():
             cluster.connect()
         self.job = job
@@ -128,7 +141,13 @@ class EvaluationPool:
         self._actors = [Evaluator.options(**opts).remote([self._ref]) for _ in range(n)]
         self._per_genome_s: float | None = None
         self._stats: dict[str, Any] = {}
-        self.worker_info()  # block until every worker is up and warm
+        try:  # block until every worker is up and warm; fail loudly if they cannot be placed
+            ray.get([a.info.remote() for a in self._actors], timeout=start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise TimeoutError(
+                f"{n} evaluation workers (1 CPU each) did not start within {start_timeout_s} s; "
+                f"free resources: {ray.available_resources()}") from None
 
     @property
     def job_ref(self) -> ray.ObjectRef | None:
