@@ -264,3 +264,25 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_run(home):
     assert resumed.generation == 4
     assert list(resumed.front["genome"]) == list(whole.front["genome"])
     assert client.get_run(stopped.run_id).info.status == "FINISHED"
+
+
+def test_python_m_evolution_entry_point(home, tmp_path):
+    """The Ray job entry point runs a whole (tiny, in-process) evolution and says where to look."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cfg_file = tmp_path / "tiny.yaml"
+    raw = {**BASE, "home": str(home), "evolution": {**BASE["evolution"], "generations": 1}}
+    cfg_file.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(root), "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "evolution", "run", str(cfg_file), "--local",
+                           "--no-progress"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "final Pareto front" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    assert "generation 1/1" in proc.stdout
