@@ -58,6 +58,22 @@ def make_daily_bars(n: int = 300, start: str = "2020-01-02", seed: int = 0) -> p
     })
 
 
+def random_bars(n: int, seed: int, start_price: float = 1.1):
+    """Hourly bars (24x7) with fat-tailed returns, a slow cycle and consistent OHLC."""
+    from market.loader import Bars
+
+    hour = 3_600_000_000_000
+    rng = np.random.default_rng(seed)
+    ts = np.int64(1_704_067_200_000_000_000) + np.arange(n, dtype=np.int64) * hour
+    r = rng.standard_t(4, n) * 0.002 + 0.0003 * np.sin(np.arange(n) / 40)
+    close = start_price * np.exp(np.cumsum(r))
+    open_ = np.concatenate([[start_price], close[:-1]]) * np.exp(rng.normal(0, 0.0005, n))
+    hi = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.0015, n)))
+    lo = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.0015, n)))
+    vol = rng.integers(50, 500, n).astype(float)
+    return Bars(("X",), "1h", ts, open_[None], hi[None], lo[None], close[None], vol[None], None)
+
+
 def write_bar_csv(path, frame: pd.DataFrame) -> None:
     out = frame.copy()
     out["ts"] = pd.DatetimeIndex(out["ts"]).strftime("%Y-%m-%d %H:%M:%S")

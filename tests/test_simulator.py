@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import random_bars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_sim import reference_run
@@ -23,18 +24,6 @@ META = SymbolMeta(asset_class="fx", tick_size=1e-5, value_per_unit=1.0, min_lot=
                   calendar="always",
                   costs=CostModel(unit="pips", pip_size=1e-4, spread=0.8, commission=0.3,
                                   slippage=0.2, financing_annual=0.02))
-
-
-def random_bars(n: int, seed: int, start_price: float = 1.1) -> Bars:
-    rng = np.random.default_rng(seed)
-    ts = np.int64(1_704_067_200_000_000_000) + np.arange(n, dtype=np.int64) * HOUR
-    r = rng.standard_t(4, n) * 0.002 + 0.0003 * np.sin(np.arange(n) / 40)
-    close = start_price * np.exp(np.cumsum(r))
-    open_ = np.concatenate([[start_price], close[:-1]]) * np.exp(rng.normal(0, 0.0005, n))
-    hi = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.0015, n)))
-    lo = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.0015, n)))
-    vol = rng.integers(50, 500, n).astype(float)
-    return Bars(("X",), "1h", ts, open_[None], hi[None], lo[None], close[None], vol[None], None)
 
 
 def tables_for(bars: Bars, meta: SymbolMeta = META):

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import random_bars
 
 from fitness.config import SimConfig
 from fitness.metrics import N_METRICS
@@ -17,7 +18,6 @@ from fitness.simulator import build_tables, evaluate
 from genome.ops import random_genome
 from genome.schema import N_GENES
 from market.config import CostModel, SymbolMeta, VolatilityConfig
-from market.loader import Bars
 
 HOUR = 3_600_000_000_000
 META = SymbolMeta(asset_class="fx", tick_size=1e-5, value_per_unit=1.0, min_lot=1000.0,
@@ -27,18 +27,6 @@ COSTLY = SymbolMeta(asset_class="fx", tick_size=1e-5, value_per_unit=1.0, min_lo
                     costs=CostModel(unit="bps", spread=7.0, commission=0.5, slippage=0.5))
 ODD_SIM = SimConfig(max_leverage=2.5, fill="close")
 SEGMENTS = np.array([[0, 1000], [1000, 2000], [2000, 3000]], dtype=np.int64)
-
-
-def random_bars(n: int, seed: int, start_price: float = 1.1) -> Bars:
-    rng = np.random.default_rng(seed)
-    ts = np.int64(1_704_067_200_000_000_000) + np.arange(n, dtype=np.int64) * HOUR
-    r = rng.standard_t(4, n) * 0.002 + 0.0003 * np.sin(np.arange(n) / 40)
-    close = start_price * np.exp(np.cumsum(r))
-    open_ = np.concatenate([[start_price], close[:-1]]) * np.exp(rng.normal(0, 0.0005, n))
-    hi = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.0015, n)))
-    lo = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.0015, n)))
-    vol = rng.integers(50, 500, n).astype(float)
-    return Bars(("X",), "1h", ts, open_[None], hi[None], lo[None], close[None], vol[None], None)
 
 
 def genomes(n: int, seed: int) -> np.ndarray:

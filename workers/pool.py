@@ -67,29 +67,28 @@ class EvalJob:
         return h.hexdigest()
 
 
-def _private_mb() -> float:
-    """Anonymous (private) resident memory: what this worker holds itself. Object-store pages it
-    reads are shared memory (RssShmem), counted once per node, not per worker."""
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status in MB (NaN where /proc is missing)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return float("nan")
 
 
+def _private_mb() -> float:
+    """Anonymous (private) resident memory: what this worker holds itself. Object-store pages it
+    reads are shared memory (RssShmem), counted once per node, not per worker."""
+    return _status_mb("RssAnon")
+
+
 def _rss_mb() -> float:
     """Resident set size of this process (current from /proc, else peak from getrusage)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss = _status_mb("VmRSS")
+    return rss if rss == rss else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @ray.remote(num_cpus=1)
