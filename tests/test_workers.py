@@ -19,7 +19,6 @@ from genome.ops import random_genome
 from genome.schema import N_GENES
 from market.config import CostModel, SymbolMeta, VolatilityConfig
 
-HOUR = 3_600_000_000_000
 META = SymbolMeta(asset_class="fx", tick_size=1e-5, value_per_unit=1.0, min_lot=1000.0,
                   calendar="always")  # default costs: 1 bps spread, 0.5 commission, 0.5 slippage
 COSTLY = SymbolMeta(asset_class="fx", tick_size=1e-5, value_per_unit=1.0, min_lot=1000.0,
