@@ -34,6 +34,7 @@ from fitness.metrics import METRIC_INDEX
 from genome.codec import to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
+from market.atomic import atomic_write_bytes
 
 
 class Evaluator(Protocol):
@@ -279,6 +280,9 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             random.seed(ev.seed)
             tracker.log_params(cfg.model_dump(mode="json"), data.fingerprint(),
                                {"config_digest": digest})
+            # the exact settings, for `--resume` checks and for the gates that judge this run
+            atomic_write_bytes(run_dir / "config.json",
+                               json.dumps(cfg.model_dump(mode="json"), indent=2).encode())
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):

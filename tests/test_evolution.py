@@ -151,6 +151,8 @@ def test_end_to_end_on_ray_with_mlflow_contents(home):
     if not result.front[result.front["violation"] == 0].empty:
         assert {"best/rank_1/genome.json", "best/rank_1/equity.png"} <= best
     assert (result.run_dir / "checkpoint.json").exists()
+    saved = parse_config(__import__("json").loads((result.run_dir / "config.json").read_text()), "x")
+    assert saved.evolution == cfg.evolution
 
 
 def _planted_home(tmp_path):
