@@ -55,7 +55,7 @@ from itertools import combinations
 
 import numpy as np
 
-__all__ = ["Fold", "purged_walk_forward", "cpcv", "cpcv_paths", "n_paths"]
+__all__ = ["Fold", "cpcv", "cpcv_paths", "n_paths", "purged_walk_forward"]
 
 
 @dataclass(frozen=True)
