@@ -85,8 +85,10 @@ TAIL_P = 0.05
 
 _LOG_CAP = math.log1p(RETURN_CAP)
 _C = 0.0625  # |r| below this: log1p by a vectorisable series, else libm log1p
-# reassoc lets LLVM vectorise reductions; no nnan/ninf so the finiteness checks stay valid.
-_FM = {"reassoc", "contract", "nsz", "arcp"}
+# No fast-math: with reassociation or FMA contraction the rounding of a sum depends on how LLVM
+# vectorises it in each caller, and the same genome evaluated by a Ray worker (read-only arrays)
+# and in-process differed in the 13th digit. Strict IEEE keeps every path bit-identical.
+_FM = False
 # error_model="numpy": float division by zero gives inf/nan instead of a per-division branch.
 _JIT = {"cache": True, "error_model": "numpy"}
 
