@@ -176,25 +176,32 @@ def cx_section(a: Any, b: Any, rng: np.random.Generator) -> tuple[np.ndarray, np
     a, b = _as_genome(a), _as_genome(b)
     units: list[np.ndarray] = []
     swap: list[bool] = []
-    section_units: list[int] = []
     for sec in S.SECTIONS:
         whole = bool(rng.random() < 0.5)
-        section_units.append(len(units))
         units.append(SECTION_IDX[sec])
         swap.append(whole)
         if sec in SLOT_IDX and not whole:
             for idx in SLOT_IDX[sec]:
                 units.append(idx)
                 swap.append(bool(rng.random() < 0.5))
-    if not any(swap):  # always recombine something
-        swap[section_units[rng.integers(len(section_units))]] = True
-    elif all(swap[i] for i in section_units):  # swapping everything would only swap the parents
-        swap[section_units[rng.integers(len(section_units))]] = False
+    # A child must differ from both parents: some differing gene swaps and some stays. Units
+    # whose genes are equal in both parents change nothing, so judge by the differing ones.
+    differs = [bool(np.any(a[idx] != b[idx])) for idx in units]
+    moved = [i for i, (s, d) in enumerate(zip(swap, differs, strict=True)) if s and d]
+    if not moved and any(differs):
+        swap[int(rng.choice(np.flatnonzero(differs)))] = True
+    elif moved and not np.any((a != b) & ~_mask(units, swap)):
+        swap[int(rng.choice(moved))] = False
+    mask = _mask(units, swap)
+    return repair(np.where(mask, b, a)), repair(np.where(mask, a, b))
+
+
+def _mask(units: list[np.ndarray], swap: list[bool]) -> np.ndarray:
     mask = np.zeros(S.N_GENES, dtype=bool)
     for idx, s in zip(units, swap, strict=True):
         if s:
             mask[idx] = True
-    return repair(np.where(mask, b, a)), repair(np.where(mask, a, b))
+    return mask
 
 
 def mutate(g: Any, rng: np.random.Generator, indpb: float = 0.1,
