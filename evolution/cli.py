@@ -10,17 +10,6 @@ from pathlib import Path
 from configs.models import EmpConfig
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
-    p.add_argument("--resume", metavar="RUN_ID",
-                   help="continue a stopped run from its last checkpoint (same config; "
-                        "generations may be raised)")
-    p.add_argument("--generations", type=int, help="override evolution.generations")
-    p.add_argument("--local", action="store_true",
-                   help="evaluate in this process without Ray (small runs, debugging)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     ev = sub.add_parser(
         "evolve", help="evolve strategies (NSGA-II on Ray, tracked in MLflow)",
@@ -29,7 +18,14 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "is checkpointed under $EMP_HOME/runs/RUN_ID and logged to MLflow "
                     "(sqlite:///$EMP_HOME/mlflow.db unless $MLFLOW_TRACKING_URI). Ctrl-C or a job "
                     "stop ends cleanly; --resume RUN_ID continues exactly.")
-    add_run_arguments(ev)
+    ev.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
+    ev.add_argument("--resume", metavar="RUN_ID",
+                    help="continue a stopped run from its last checkpoint (same config; "
+                         "generations may be raised)")
+    ev.add_argument("--generations", type=int, help="override evolution.generations")
+    ev.add_argument("--local", action="store_true",
+                    help="evaluate in this process without Ray (small runs, debugging)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evolve)
 
 
@@ -63,25 +59,17 @@ def cmd_evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m evolution run CONFIG`` (the Ray job entry point)."""
+    """``python -m evolution run CONFIG [options]`` is ``emp evolve CONFIG [options]`` (the Ray
+    job entry point); one parser, so the two can never drift apart."""
     from emp_cli.main import main as emp_main
 
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    parser = argparse.ArgumentParser(prog="python -m evolution",
-                                     description="EMP evolution entry point for Ray jobs.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    add_run_arguments(sub.add_parser("run", help="run or resume an evolution"))
-    args = parser.parse_args(argv)
-    forwarded = ["evolve", str(args.config)]
-    if args.resume:
-        forwarded += ["--resume", args.resume]
-    if args.generations is not None:
-        forwarded += ["--generations", str(args.generations)]
-    if args.local:
-        forwarded.append("--local")
-    if args.no_progress:
-        forwarded.append("--no-progress")
-    return emp_main(forwarded)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] != "run":
+        print("usage: python -m evolution run CONFIG [--resume RUN_ID] [--generations N] "
+              "[--local] [--no-progress]", file=sys.stderr)
+        return 2
+    return emp_main(["evolve", *args[1:]])
 
 
 def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:

@@ -207,9 +207,6 @@ def generation_metrics(state: State, cfg: EmpConfig, front: list, new_evals: int
     out["trials"] = float(len(state.cache))
     out["evaluations_per_s"] = new_evals / seconds if seconds > 0 else 0.0
     out["generation_seconds"] = seconds
-    if feasible:
-        keys = [phenotype_key(np.asarray(i)) for i in feasible]
-        out["weighted_best"] = float(weighted_fitness(np.stack([state.cache[k] for k in keys])).max())
     return out
 
 
@@ -349,8 +346,11 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
          data: ResearchData) -> dict[str, float]:
     front = ga.pareto_front(list(state.hof.items))
     stats = generation_metrics(state, cfg, front, new, seconds)
-    tracker.log_generation(state.generation, stats)
     df = front_frame(front, state, cfg)
+    feasible = df[df["violation"] == 0.0] if not df.empty else df
+    if not feasible.empty:
+        stats["weighted_best"] = float(feasible["weighted"].max())
+    tracker.log_generation(state.generation, stats)
     tracker.log_front(state.generation, df.drop(columns=["genome"]))
     ev = cfg.evolution
     if state.generation % ev.plot_every == 0 or state.generation >= ev.generations:

@@ -8,6 +8,7 @@ sorting, crowding and ``selTournamentDCD`` all respect it without any penalty te
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 
@@ -55,19 +56,13 @@ def variation(pop: list, cxpb: float, mate: Callable, mutate: Callable,
               rng: np.random.Generator) -> list:
     """Tournament (dominance, then crowding) parents, pairwise crossover, per-gene mutation."""
     parents = tools.selTournamentDCD(pop, len(pop))
-    offspring = [creator_clone(p) for p in parents]
+    offspring = [copy.deepcopy(p) for p in parents]
     for i in range(0, len(offspring) - 1, 2):
         if rng.random() < cxpb:
             mate(offspring[i], offspring[i + 1])
     for child in offspring:
         mutate(child)
     return offspring
-
-
-def creator_clone(ind: np.ndarray) -> np.ndarray:
-    import copy
-
-    return copy.deepcopy(ind)
 
 
 def select(pop: list, k: int) -> list:
@@ -79,7 +74,7 @@ def migrate(islands: list[list], k: int) -> None:
     """Ring migration: the k best of island i join island i+1, which then reselects its size."""
     if len(islands) < 2:
         return
-    emigrants = [[creator_clone(ind) for ind in tools.selNSGA2(isl, k)] for isl in islands]
+    emigrants = [[copy.deepcopy(ind) for ind in tools.selNSGA2(isl, k)] for isl in islands]
     for i in range(len(islands)):
         target = (i + 1) % len(islands)
         islands[target] = select(islands[target] + emigrants[i], len(islands[target]))

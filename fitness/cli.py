@@ -35,6 +35,7 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from genome.decode import describe
     from market.loader import load_bars
     from market.store import HistoryStore, StoreError
+    from market.timeframes import utc_ns
 
     try:
         genome = from_json(args.genome.read_text())
@@ -47,8 +48,8 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
     bars = load_bars(args.symbol, args.timeframe, store=store)
     tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
     idx = bars.index()
-    start = 0 if args.start is None else int(np.searchsorted(idx, _utc(args.start)))
-    end = bars.n_bars if args.end is None else int(np.searchsorted(idx, _utc(args.end)))
+    start = 0 if args.start is None else int(np.searchsorted(idx, utc_ns([args.start])[0]))
+    end = bars.n_bars if args.end is None else int(np.searchsorted(idx, utc_ns([args.end])[0]))
     result = simulate(genome, tables, bars, meta, start, end, cfg.fitness)
     if args.json:
         print(json.dumps(result.metrics))
@@ -62,9 +63,3 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
         print(result.trades.head(args.trades).to_string(index=False))
     return 0
 
-
-def _utc(text: str):  # type: ignore[no-untyped-def]
-    import pandas as pd
-
-    t = pd.Timestamp(text)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

@@ -17,6 +17,7 @@ from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
 from fitness.config import SimConfig
 from fitness.metrics import METRIC_NAMES, N_METRICS
+from fitness.metrics_nb import fill_metrics
 from genome.features import FeatureTable, build_features
 from market.config import SymbolMeta, VolatilityConfig
 from market.loader import Bars
@@ -136,8 +137,6 @@ def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
         comp.fp[0], comp.ip[0], o, h, lo, c, tables.hour, tables.weekday, tables.vol.variance,
         tables.vol.rv, cfg, int(seg[0, 0]), int(seg[0, 1]), rets, stats, True, equity, position,
         trades)
-    from fitness.metrics_nb import fill_metrics
-
     m = np.empty(N_METRICS)
     fill_metrics(m, rets, int(stats[k.S_TRADES]), int(stats[k.S_WINS]), stats[k.S_GROSS_WIN],
                  stats[k.S_GROSS_LOSS], stats[k.S_TURNOVER], in_market, tables.bars_per_year)

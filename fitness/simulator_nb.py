@@ -95,17 +95,19 @@ def _close(stats: np.ndarray, trades: np.ndarray, record: bool, units: float, ra
 
 @nb.njit(cache=True)
 def _open(stats: np.ndarray, units: float, raw_px: float, cash: float, full_size: bool,
-          cost_frac: float, cost_abs: float, vpu: float) -> tuple[float, float, float]:
+          dist: float, tp_mult: float, cost_frac: float, cost_abs: float,
+          vpu: float) -> tuple[float, float, float, float, float]:
     """Buy (units > 0) or sell short at ``raw_px`` plus costs; all equity when ``full_size``.
 
-    Returns (signed units, fill price, new cash); the entry counts towards turnover.
+    Returns (signed units, fill price, new cash, stop, take-profit); the stop sits ``dist``
+    from the fill, the target ``tp_mult`` × dist the other way. The entry counts as turnover.
     """
     side = 1.0 if units > 0 else -1.0
     px = raw_px + side * (raw_px * cost_frac + cost_abs)
     if full_size:
         units = side * cash / (px * vpu)
     stats[S_TURNOVER] += abs(units) * px * vpu / max(cash, 1e-12)
-    return units, px, cash - units * px * vpu
+    return units, px, cash - units * px * vpu, px - side * dist, px + side * tp_mult * dist
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -166,12 +168,9 @@ def run_segment(
             units = 0.0
         pend_exit = False
         if pend_units != 0.0:
-            units, entry_px, cash = _open(stats, pend_units, open_[t], cash, full_size,
-                                          cost_frac, cost_abs, vpu)
+            units, entry_px, cash, stop, tp = _open(stats, pend_units, open_[t], cash, full_size,
+                                                    pend_dist, tp_mult, cost_frac, cost_abs, vpu)
             entry_bar, dist, held, fin_paid = t, pend_dist, 0, 0.0
-            side = 1.0 if units > 0 else -1.0
-            stop = entry_px - side * dist
-            tp = entry_px + side * tp_mult * dist
             pend_units = 0.0
         # ---- 2. stop / take-profit inside bar t (stop first) ---------------------------------
         if units != 0.0 and dist > 0.0:
@@ -294,12 +293,10 @@ def run_segment(
                               fin_paid, t, reason, cost_frac, cost_abs, vpu)
                 units = 0.0
             if want_units != 0.0:
-                units, entry_px, cash = _open(stats, want_units, close[t], cash, full_size,
-                                              cost_frac, cost_abs, vpu)
+                units, entry_px, cash, stop, tp = _open(stats, want_units, close[t], cash,
+                                                        full_size, want_dist, tp_mult,
+                                                        cost_frac, cost_abs, vpu)
                 entry_bar, dist, held, fin_paid = t, want_dist, 0, 0.0
-                side = 1.0 if units > 0 else -1.0
-                stop = entry_px - side * dist
-                tp = entry_px + side * tp_mult * dist
         # ---- 4. segment end close-out, financing, mark to market -----------------------------
         if last and units != 0.0:
             cash = _close(stats, trades, record, units, close[t], cash, entry_px, entry_bar,

@@ -153,19 +153,33 @@ def _is_swing_low(low: np.ndarray, i: int, n: int) -> bool:
 
 
 @nb.njit(cache=True)
+def swing_events(high: np.ndarray, low: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Level of the swing high / low that becomes *known* at each bar, NaN where none: a swing
+    at bar i is confirmed at bar i+n. The one place the SMC kernels learn about swings."""
+    new_h = np.full(high.shape[0], NAN)
+    new_l = np.full(high.shape[0], NAN)
+    for t in range(2 * n, high.shape[0]):
+        i = t - n
+        if _is_swing_high(high, i, n):
+            new_h[t] = high[i]
+        if _is_swing_low(low, i, n):
+            new_l[t] = low[i]
+    return new_h, new_l
+
+
+@nb.njit(cache=True)
 def swings_nb(high: np.ndarray, low: np.ndarray, n: int,
               sh_level: np.ndarray, sl_level: np.ndarray) -> None:
     """Level of the last *confirmed* swing high / low at each bar (NaN before the first one).
-    Exposed for tests and diagnostics; the SMC kernels track the same thing inline."""
+    Exposed for tests and diagnostics."""
+    new_h, new_l = swing_events(high, low, n)
     sh = NAN
     sl = NAN
     for t in range(high.shape[0]):
-        i = t - n
-        if i >= n:
-            if _is_swing_high(high, i, n):
-                sh = high[i]
-            if _is_swing_low(low, i, n):
-                sl = low[i]
+        if not math.isnan(new_h[t]):
+            sh = new_h[t]
+        if not math.isnan(new_l[t]):
+            sl = new_l[t]
         sh_level[t] = sh
         sl_level[t] = sl
 
@@ -382,15 +396,12 @@ def bos_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int, out: np
     sl = 0.0
     sh_live = False
     sl_live = False
+    new_h, new_l = swing_events(high, low, n)
     for t in range(close.shape[0]):
-        i = t - n
-        if i >= n:
-            if _is_swing_high(high, i, n):
-                sh = high[i]
-                sh_live = True
-            if _is_swing_low(low, i, n):
-                sl = low[i]
-                sl_live = True
+        if not math.isnan(new_h[t]):
+            sh, sh_live = new_h[t], True
+        if not math.isnan(new_l[t]):
+            sl, sl_live = new_l[t], True
         up = sh_live and close[t] > sh
         dn = sl_live and close[t] < sl
         if up:
@@ -434,15 +445,12 @@ def obr_nb(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarr
     bull_b = -1
     bear_k = -1
     bear_b = -1
+    new_h, new_l = swing_events(high, low, n)
     for t in range(close.shape[0]):
-        i = t - n
-        if i >= n:
-            if _is_swing_high(high, i, n):
-                sh = high[i]
-                sh_live = True
-            if _is_swing_low(low, i, n):
-                sl = low[i]
-                sl_live = True
+        if not math.isnan(new_h[t]):
+            sh, sh_live = new_h[t], True
+        if not math.isnan(new_l[t]):
+            sl, sl_live = new_l[t], True
         bull_hit = False
         bear_hit = False
         if bull_k >= 0 and low[t] <= high[bull_k]:
@@ -481,15 +489,12 @@ def sweep_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int,
     sl = 0.0
     sh_live = False
     sl_live = False
+    new_h, new_l = swing_events(high, low, n)
     for t in range(close.shape[0]):
-        i = t - n
-        if i >= n:
-            if _is_swing_high(high, i, n):
-                sh = high[i]
-                sh_live = True
-            if _is_swing_low(low, i, n):
-                sl = low[i]
-                sl_live = True
+        if not math.isnan(new_h[t]):
+            sh, sh_live = new_h[t], True
+        if not math.isnan(new_l[t]):
+            sl, sl_live = new_l[t], True
         bull = False
         bear = False
         if sl_live and low[t] < sl:

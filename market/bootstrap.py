@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from market.config import QualityConfig, SymbolMeta
-from market.ingest import IngestResult, ingest_bars
+from market.ingest import IngestError, IngestResult, ingest_bars
 from market.readers import SourceRows
 from market.store import HistoryStore
 
@@ -36,7 +36,7 @@ def bootstrap(store: HistoryStore, symbols: dict[str, SymbolMeta],
     results = []
     for symbol, dataset in BUNDLED.items():
         if symbol not in symbols:
-            raise KeyError(f"data.symbols.{symbol} is missing from the config; bootstrap needs "
+            raise IngestError(f"data.symbols.{symbol} is missing from the config; bootstrap needs "
                            f"its metadata (see configs/default.yaml)")
         frame = bundled_frame(dataset)
         rows = SourceRows(frame, np.arange(2, len(frame) + 2, dtype=np.int64))

@@ -162,10 +162,9 @@ def cmd_bootstrap(args: argparse.Namespace, cfg: EmpConfig) -> int:
     return 0
 
 
-ERRORS = (IngestError, SourceError, StoreError, KeyError)
+ERRORS = (IngestError, SourceError, StoreError)
 
 
 def fail(exc: BaseException) -> int:
-    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    print(f"emp: error: {msg}", file=sys.stderr)
+    print(f"emp: error: {exc}", file=sys.stderr)
     return 2

@@ -239,9 +239,7 @@ def _overlapping_groups(pf: pq.ParquetFile, lo: int | None, hi: int | None) -> l
 
 
 def _ns(ts: pd.Timestamp | str) -> int:
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return int(t.as_unit("ns").value)
+    return int(utc_ns([ts])[0].value)
 
 
 def _tf_order(path: Path) -> int:
