@@ -43,7 +43,13 @@ class EvolutionConfig(Strict):
     end: str | None = None
     holdout: float = Field(0.2, gt=0.0, lt=0.9, description="last fraction kept for the gates")
     warmup_bars: int = Field(250, ge=0, description="bars before the first fold (indicator warm-up)")
-    folds: int = Field(4, ge=1, le=20, description="in-sample training folds of the research period")
+    folds: int = Field(4, ge=1, le=20, description="walk-forward folds: the research period is "
+                       "cut into folds + 1 blocks; the last is the OOS window the gates judge, "
+                       "the rest (minus the purge) forms this many training folds")
+    purge_bars: int | None = Field(None, ge=0, description="bars dropped between training and "
+                                   "the OOS window; default: the longest feature lookback")
+    embargo: float = Field(0.01, ge=0, lt=0.5, description="fraction of the research period "
+                           "embargoed after each walk-forward test window")
     population: int = Field(100, ge=8, description="per island; rounded up to a multiple of 4")
     generations: int = Field(30, ge=1)
     cxpb: float = Field(0.8, ge=0, le=1, description="crossover probability per pair")

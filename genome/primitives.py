@@ -73,3 +73,5 @@ PRIMITIVES: tuple[Primitive, ...] = (
 SESSION_NAMES = ("Asia", "London", "NewYork", "Overlap")
 PRIMITIVE_IDS: dict[str, int] = {p.name: i for i, p in enumerate(PRIMITIVES)}
 MAX_GRID = max(len(p.grid) for p in PRIMITIVES)
+# bars of history the slowest feature reads (SMA/EMA 200, ATR 200): the default purge
+LONGEST_LOOKBACK = max(v for p in PRIMITIVES if p.name != "sess" for t in p.grid for v in t)

@@ -126,6 +126,17 @@ def _default_root() -> Path:
     return Path(os.environ.get("EMP_HOME", "./var")) / "history"
 
 
+def truncate(bars: Bars, end: int) -> Bars:
+    """The history as it was known before bar ``end`` (bars ``[0, end)``), C-contiguous."""
+    if not 0 < end <= bars.n_bars:
+        raise ValueError(f"cannot truncate {bars.n_bars} bars at {end}")
+    fields = {f: np.ascontiguousarray(getattr(bars, f)[:, :end]) for f in FIELDS}
+    spread = None if bars.spread is None else np.ascontiguousarray(bars.spread[:, :end])
+    return Bars(bars.symbols, bars.timeframe, np.ascontiguousarray(bars.ts[:end]),
+                fields["open"], fields["high"], fields["low"], fields["close"],
+                fields["volume"], spread)
+
+
 def split_holdout(bars: Bars, holdout: float) -> tuple[Bars, int]:
     """The research part of ``bars`` (all but the last ``holdout`` fraction) and the index of
     the first hold-out bar. Evolution only ever receives the research part; only the gates read
@@ -135,9 +146,4 @@ def split_holdout(bars: Bars, holdout: float) -> tuple[Bars, int]:
     cut = round(bars.n_bars * (1.0 - holdout))
     if cut < 2 or cut >= bars.n_bars:
         raise ValueError(f"{bars.n_bars} bars cannot be split with holdout={holdout}")
-    fields = {f: np.ascontiguousarray(getattr(bars, f)[:, :cut]) for f in FIELDS}
-    spread = None if bars.spread is None else np.ascontiguousarray(bars.spread[:, :cut])
-    research = Bars(bars.symbols, bars.timeframe, np.ascontiguousarray(bars.ts[:cut]),
-                    fields["open"], fields["high"], fields["low"], fields["close"],
-                    fields["volume"], spread)
-    return research, cut
+    return truncate(bars, cut), cut

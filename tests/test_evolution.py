@@ -88,15 +88,23 @@ def test_each_distinct_genome_is_evaluated_once(home):
     assert [i.fitness.values for i in again] == [i.fitness.values for i in pop[:5]]
 
 
-def test_holdout_never_reaches_evolution(home):
-    cfg = config(home, holdout=0.25)
+def test_neither_oos_window_nor_holdout_reaches_evolution(home):
+    cfg = config(home, holdout=0.25, folds=3, purge_bars=120)
     data = research_data(cfg)
     full = HistoryStore(cfg.store_root()).read_frame("SP500", "1d")
-    first_holdout = full["ts"].iloc[data.holdout_start]
-    assert data.bars.index()[-1] < first_holdout
-    assert data.bars.n_bars == data.holdout_start == round(len(full) * 0.75)
-    assert data.segments.max() <= data.bars.n_bars
+    assert data.holdout_start == round(len(full) * 0.75)
+    oos_start, oos_end = (int(x) for x in data.oos[0])
+    assert oos_end == data.holdout_start
+    # the OOS window is the last of folds + 1 walk-forward blocks of the research period
+    assert oos_start == 250 + 3 * (data.holdout_start - 250) // 4
+    # evolution's bars stop a purge before the OOS window; its tables hold nothing more
+    assert data.bars.n_bars == oos_start - 120
+    assert data.bars.index()[-1] < full["ts"].iloc[oos_start]
     assert data.tables.features.n_bars == data.bars.n_bars
+    # equal training folds, contiguous, covering [warmup, training end)
+    assert data.segments[0, 0] == 250 and data.segments[-1, 1] == data.bars.n_bars
+    assert (data.segments[1:, 0] == data.segments[:-1, 1]).all()
+    assert np.ptp(np.diff(data.segments, axis=1)) <= 1
 
 
 def test_constraint_domination():
