@@ -9,6 +9,7 @@ from pydantic import Field
 
 from evolution.config import EvolutionConfig
 from fitness.config import SimConfig
+from fitness.gates import GatePolicy
 from market.config import QualityConfig, Strict, SymbolMeta, VolatilityConfig
 
 
@@ -33,6 +34,7 @@ class EmpConfig(Strict):
     volatility: VolatilityConfig = Field(default_factory=VolatilityConfig)
     fitness: SimConfig = Field(default_factory=SimConfig)
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    gates: GatePolicy = Field(default_factory=GatePolicy)
 
     def store_root(self) -> Path:
         return self.data.store if self.data.store is not None else self.home / "history"

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from configs import cli as config_cli
     from evolution import cli as evolution_cli
+    from evolution import gates_cli
     from fitness import cli as fitness_cli
     from genome import cli as genome_cli
     from market import cli as market_cli
@@ -48,12 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     fitness_cli.register(sub, add_config)
     evolution_cli.register(sub, add_config)
     evolution_cli.register_tune(sub, add_config)
+    gates_cli.register(sub, add_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.cli import ERRORS as BENCH_ERRORS
     from evolution.checkpoint import CheckpointError
+    from fitness.gates import GateError
     from genome.cli import ERRORS as GENOME_ERRORS
     from market.cli import ERRORS as DATA_ERRORS
     from market.cli import fail
@@ -68,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emp: {exc}", file=sys.stderr)
         return 2
-    except (*DATA_ERRORS, *BENCH_ERRORS, *GENOME_ERRORS, CheckpointError) as exc:
+    except (*DATA_ERRORS, *BENCH_ERRORS, *GENOME_ERRORS, CheckpointError,
+            GateError) as exc:
         return fail(exc)
     except BrokenPipeError:  # output piped into `head` and closed early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -124,7 +124,7 @@ def _island_arrays(pop: list) -> dict[str, np.ndarray]:
             "crowding": np.array([getattr(i.fitness, "crowding_dist", 0.0) for i in pop])}
 
 
-def _restore(cls: type, arrays: dict[str, np.ndarray]) -> list:
+def restore_individuals(cls: type, arrays: dict[str, np.ndarray]) -> list:
     pop = []
     for j in range(arrays["genes"].shape[0]):
         ind = ga.make_individual(cls, arrays["genes"][j])
@@ -154,10 +154,10 @@ def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> 
 
     rng.bit_generator.state = snap.numpy_rng
     ga.set_python_random_state(snap.python_rng)
-    islands = [_restore(cls, isl) for isl in snap.islands]
+    islands = [restore_individuals(cls, isl) for isl in snap.islands]
     hof = tools.ParetoFront(similar=np.array_equal)
     if snap.hof["genes"].size:
-        for ind in _restore(cls, snap.hof):
+        for ind in restore_individuals(cls, snap.hof):
             hof.insert(ind)
     cache = {str(k): snap.cache_metrics[i] for i, k in enumerate(snap.cache_keys)}
     return State(snap.generation, islands, hof, cache, snap.evaluations)
@@ -280,6 +280,9 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             # the exact settings, for `--resume` checks and for the gates that judge this run
             atomic_write_bytes(run_dir / "config.json",
                                json.dumps(cfg.model_dump(mode="json"), indent=2).encode())
+            # what evolution saw, so the gates can refuse a history that changed since
+            atomic_write_bytes(run_dir / "data.json",
+                               json.dumps(data.fingerprint(), indent=2).encode())
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):

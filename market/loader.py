@@ -127,14 +127,16 @@ def _default_root() -> Path:
 
 
 def truncate(bars: Bars, end: int) -> Bars:
-    """The history as it was known before bar ``end`` (bars ``[0, end)``), C-contiguous."""
-    if not 0 < end <= bars.n_bars:
-        raise ValueError(f"cannot truncate {bars.n_bars} bars at {end}")
-    fields = {f: np.ascontiguousarray(getattr(bars, f)[:, :end]) for f in FIELDS}
-    spread = None if bars.spread is None else np.ascontiguousarray(bars.spread[:, :end])
-    return Bars(bars.symbols, bars.timeframe, np.ascontiguousarray(bars.ts[:end]),
-                fields["open"], fields["high"], fields["low"], fields["close"],
-                fields["volume"], spread)
+    """The history as it was known before bar ``end`` (bars ``[0, end)``), C-contiguous.
+
+    Copies, not views: a kernel indexing past the end of a view would silently read the future.
+    """
+    if not 1 <= end <= bars.n_bars:
+        raise ValueError(f"end={end} outside [1, {bars.n_bars}]")
+    cut = {f: np.array(getattr(bars, f)[:, :end], order="C") for f in FIELDS}
+    spread = None if bars.spread is None else np.array(bars.spread[:, :end], order="C")
+    return Bars(bars.symbols, bars.timeframe, np.array(bars.ts[:end], order="C"), cut["open"],
+                cut["high"], cut["low"], cut["close"], cut["volume"], spread)
 
 
 def split_holdout(bars: Bars, holdout: float) -> tuple[Bars, int]:

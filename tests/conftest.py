@@ -74,6 +74,42 @@ def random_bars(n: int, seed: int, start_price: float = 1.1):
     return Bars(("X",), "1h", ts, open_[None], hi[None], lo[None], close[None], vol[None], None)
 
 
+def ingest_generated(home, symbol: str, timeframe: str, close: np.ndarray, costs: dict,
+                     seed: int, hourly: bool = False) -> None:
+    """Ingest bars built on ``close`` (business days, or 24x7 hours) into ``home``'s store."""
+    from configs.loader import parse_config
+    from market.ingest import ingest_bars
+    from market.readers import SourceRows
+
+    rng = np.random.default_rng(seed)
+    n = close.size
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    wick = np.abs(rng.normal(0, 0.002, n)) * close
+    ts = (pd.date_range("2012-01-01", periods=n, freq="h", tz="UTC") if hourly
+          else pd.bdate_range("1950-01-02", periods=n, tz="UTC"))
+    frame = pd.DataFrame({"ts": ts, "open": open_, "high": np.maximum(open_, close) + wick,
+                          "low": np.minimum(open_, close) - wick, "close": close,
+                          "volume": rng.integers(100, 1000, n).astype(float)})
+    meta = SymbolMeta(asset_class="crypto" if hourly else "equity", tick_size=0.01,
+                      min_lot=0.001, calendar="always" if hourly else "business", costs=costs)
+    cfg = parse_config({"home": str(home)}, "t")
+    ingest_bars(HistoryStore(cfg.store_root()), symbol, timeframe,
+                SourceRows(frame, np.arange(n)), meta,
+                QualityConfig(severity={"absurd_return": "off", "gap": "off"}))
+
+
+def planted_home(tmp_path, n: int = 3000, phi: float = 0.35, seed: int = 11):
+    """Daily bars whose returns follow an AR(1) with φ = 0.35: yesterday's sign predicts today."""
+    rng = np.random.default_rng(seed)
+    r = np.zeros(n)
+    eps = rng.normal(0, 0.01, n)
+    for t in range(1, n):
+        r[t] = phi * r[t - 1] + eps[t]
+    ingest_generated(tmp_path, "PLANT", "1d", 100 * np.exp(np.cumsum(r)),
+                     {"unit": "bps", "spread": 1.0, "commission": 0.5, "slippage": 1.0}, seed)
+    return tmp_path
+
+
 def write_bar_csv(path, frame: pd.DataFrame) -> None:
     out = frame.copy()
     out["ts"] = pd.DatetimeIndex(out["ts"]).strftime("%Y-%m-%d %H:%M:%S")

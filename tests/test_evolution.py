@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import planted_home
 
 from configs.loader import parse_config
 from evolution import driver, ga
@@ -163,36 +164,6 @@ def test_end_to_end_on_ray_with_mlflow_contents(home):
     assert saved.evolution == cfg.evolution
 
 
-def _planted_home(tmp_path):
-    """Daily bars whose returns follow an AR(1) with φ = 0.35: yesterday's sign predicts today."""
-    import pandas as pd
-
-    from market.config import QualityConfig, SymbolMeta
-    from market.ingest import ingest_bars
-    from market.readers import SourceRows
-
-    rng = np.random.default_rng(11)
-    n = 3000
-    r = np.zeros(n)
-    eps = rng.normal(0, 0.01, n)
-    for t in range(1, n):
-        r[t] = 0.35 * r[t - 1] + eps[t]
-    close = 100 * np.exp(np.cumsum(r))
-    open_ = np.concatenate([[100.0], close[:-1]])
-    wick = np.abs(rng.normal(0, 0.002, n)) * close
-    frame = pd.DataFrame({"ts": pd.bdate_range("2001-01-01", periods=n, tz="UTC"),
-                          "open": open_, "high": np.maximum(open_, close) + wick,
-                          "low": np.minimum(open_, close) - wick, "close": close,
-                          "volume": np.full(n, 1000.0)})
-    meta = SymbolMeta(asset_class="equity", tick_size=0.01, min_lot=0.01, calendar="business",
-                      costs={"unit": "bps", "spread": 0.5, "commission": 0.0, "slippage": 0.0})
-    cfg = parse_config({"home": str(tmp_path)}, "t")
-    q = QualityConfig(severity={"absurd_return": "off", "gap": "off"})
-    ingest_bars(HistoryStore(cfg.store_root()), "PLANT", "1d", SourceRows(frame, np.arange(n)),
-                meta, q)
-    return tmp_path
-
-
 def _planted_genome() -> np.ndarray:
     """LONG when ROC(1) > 0; SHORT when ROC(1) < 0: the strategy the data rewards."""
     from genome.ops import repair
@@ -228,7 +199,7 @@ def test_evolution_finds_a_planted_pattern(tmp_path):
     from fitness.metrics import METRIC_INDEX
     from fitness.simulator import evaluate
 
-    home = _planted_home(tmp_path)
+    home = planted_home(tmp_path)
     cfg = parse_config({"home": str(home), "volatility": {"window": 250, "refit_every": 500},
                         "evolution": {"symbol": "PLANT", "folds": 2, "seed": 5,
                                       "min_trades_per_year": 10}}, "t")

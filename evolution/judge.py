@@ -1,0 +1,298 @@
+"""``emp gates RUN_ID``: judge the final Pareto front of a run on data it never saw.
+
+For every front candidate this replays the genome on the run's own layout
+(``evolution.data.walk_forward_layout``): the training folds (for the deflated Sharpe), the OOS
+window (the last walk-forward fold's test window) and, once per candidate, the hold-out. It adds
+the run-level statistics (PBO of the final population on the OOS window, the trial count and
+the variance of trial Sharpes), runs the look-ahead audit, and writes the gate report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from configs.loader import parse_config
+from configs.models import EmpConfig
+from evolution import checkpoint as ckpt
+from evolution import ga
+from evolution.data import Layout, layout_for, load_history
+from evolution.driver import State, front_frame, restore_individuals
+from evolution.objectives import deap_weights
+from fitness import stats
+from fitness.gates import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
+from fitness.lookahead import LookaheadError, audit_lookahead, cut_points
+from fitness.metrics import METRIC_INDEX
+from fitness.simulator import Backtest, Tables, build_tables, simulate
+from genome.ops import phenotype_key
+from market.atomic import atomic_write_bytes
+from market.config import SymbolMeta
+from market.loader import Bars, truncate
+
+
+@dataclass
+class RunContext:
+    """A finished (or stopped) run with the data it was evolved on, rebuilt from disk."""
+
+    run_id: str
+    run_dir: Path
+    cfg: EmpConfig
+    snap: ckpt.Snapshot
+    bars: Bars          # the whole history, hold-out included
+    meta: SymbolMeta
+    layout: Layout
+    tables: Tables = field(repr=False)
+
+
+def resolve_run_id(home: Path, run_id: str) -> str:
+    """``latest`` names the run started last under ``home`` (by its saved config's time)."""
+    if run_id != "latest":
+        return run_id
+    runs = sorted((Path(home) / "runs").glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise GateError(f"no runs under {Path(home) / 'runs'}")
+    return runs[-1].parent.name
+
+
+def load_run(home: Path, run_id: str) -> RunContext:
+    run_id = resolve_run_id(home, run_id)
+    run_dir = Path(home) / "runs" / run_id
+    if not (run_dir / "config.json").exists():
+        known = sorted(p.name for p in (Path(home) / "runs").glob("*") if p.is_dir())
+        raise GateError(f"no run {run_id!r} under {Path(home) / 'runs'} (runs there: "
+                        f"{', '.join(known[-5:]) or 'none'})")
+    try:
+        cfg = parse_config(json.loads((run_dir / "config.json").read_text()),
+                           str(run_dir / "config.json"))
+    except ValueError as exc:
+        raise GateError(f"{run_dir / 'config.json'}: {exc}") from None
+    cfg = cfg.model_copy(update={"home": Path(home)})
+    snap = ckpt.load(run_dir)
+    bars, meta = load_history(cfg)
+    layout = layout_for(cfg, bars.n_bars)
+    saved = run_dir / "data.json"
+    if saved.exists():
+        want = json.loads(saved.read_text()).get("sha256")
+        got = truncate(bars, layout.train_end).fingerprint()
+        if want != got:
+            raise GateError(
+                f"the {cfg.evolution.symbol}/{cfg.evolution.timeframe} history changed since run "
+                f"{run_id} was evolved (training data sha256 {got[:12]} != {str(want)[:12]}); "
+                f"judge it on the history it was evolved on")
+    tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
+    return RunContext(run_id, run_dir, cfg, snap, bars, meta, layout, tables)
+
+
+def front_of(ctx: RunContext) -> pd.DataFrame:
+    """The run's final Pareto front (constraint-domination), one row per distinct strategy,
+    best weighted fitness first."""
+    cls = ga.individual_class(deap_weights(ctx.cfg.evolution.objectives))
+    hof = restore_individuals(cls, ctx.snap.hof) if ctx.snap.hof["genes"].size else []
+    front = ga.pareto_front(hof)
+    cache = {str(k): ctx.snap.cache_metrics[i] for i, k in enumerate(ctx.snap.cache_keys)}
+    df = front_frame(front, State(ctx.snap.generation, [], None, cache), ctx.cfg)
+    # genotypes that differ only in unused genes are one strategy: judge it once
+    return df.drop_duplicates("key", ignore_index=True) if not df.empty else df
+
+
+def _sim(ctx: RunContext, genome: np.ndarray, a: int, b: int) -> Backtest:
+    return simulate(genome, ctx.tables, ctx.bars, ctx.meta, a, b, ctx.cfg.fitness)
+
+
+def _genes(row: pd.Series) -> np.ndarray:
+    from genome.codec import from_json
+
+    return from_json(row["genome"])
+
+
+def trial_sharpe_variance(ctx: RunContext) -> tuple[int, float]:
+    """N = distinct genomes evaluated, and the variance of their per-bar Sharpe ratios (the
+    mean over training folds of each trial's annualised Sharpe, de-annualised)."""
+    m = ctx.snap.cache_metrics
+    n = int(m.shape[0])
+    if n < 2:
+        return max(n, 1), 0.0
+    sr = m[:, :, METRIC_INDEX["sharpe"]].mean(axis=1) / math.sqrt(ctx.tables.bars_per_year)
+    return n, float(np.var(sr[np.isfinite(sr)], ddof=1))
+
+
+def population_oos_returns(ctx: RunContext) -> np.ndarray:
+    """[T_oos, N] per-bar OOS returns of the final population's distinct genomes."""
+    a, b = (int(x) for x in ctx.layout.oos[0])
+    seen: dict[str, np.ndarray] = {}
+    for isl in ctx.snap.islands:
+        for g in isl["genes"]:
+            seen.setdefault(phenotype_key(g), g)
+    return np.stack([_sim(ctx, g, a, b).returns for g in seen.values()], axis=1)
+
+
+def benchmark_returns(ctx: RunContext, kind: str) -> np.ndarray:
+    a, b = (int(x) for x in ctx.layout.oos[0])
+    if kind == "flat":
+        return np.zeros(b - a)
+    c = ctx.bars.close[0]
+    return c[a:b] / c[a - 1:b - 1] - 1.0
+
+
+def candidate_figures(ctx: RunContext, genome: np.ndarray, n_trials: int, var_trials: float,
+                      policy: GatePolicy, bench: np.ndarray) -> tuple[dict[str, float], dict]:
+    """Every figure a gate needs for one genome; the hold-out is read here, once."""
+    training = np.concatenate([_sim(ctx, genome, int(a), int(b)).returns
+                               for a, b in ctx.layout.segments])
+    sr, skew, kurt = moments(training)
+    try:
+        dsr = stats.deflated_sharpe(sr, training.size, skew, kurt, n_trials, var_trials)
+    except ValueError:
+        dsr = math.nan  # a degenerate moment combination is no evidence: the gate fails
+    oa, ob = (int(x) for x in ctx.layout.oos[0])
+    oos = _sim(ctx, genome, oa, ob)
+    bs = policy.bootstrap
+    spa_p = stats.spa_pvalue(-(oos.returns - bench), np.zeros_like(bench),
+                             block_size=min(bs.block_size, oos.returns.size), reps=bs.reps,
+                             seed=bs.seed)
+    hold = _sim(ctx, genome, ctx.layout.holdout_start, ctx.layout.n_total)
+    om, hm = oos.metrics, hold.metrics
+    figures = {
+        "training_sharpe": float(sr * math.sqrt(ctx.tables.bars_per_year)),
+        "dsr": dsr, "spa_p": spa_p,
+        "oos_sharpe": om["sharpe"], "oos_max_drawdown": om["max_drawdown"],
+        "oos_trades_per_year": om["trades_per_year"], "oos_annual_return": om["annual_return"],
+        "holdout_sharpe": hm["sharpe"], "holdout_max_drawdown": hm["max_drawdown"],
+        "holdout_annual_return": hm["annual_return"],
+        "holdout_drawdown_ratio": drawdown_ratio(hm["max_drawdown"], om["max_drawdown"]),
+    }
+    curves = {"oos_equity": oos.equity, "holdout_equity": hold.equity}
+    return figures, curves
+
+
+def run_audit(ctx: RunContext, genomes: np.ndarray, cuts: int, seed: int) -> dict[str, object]:
+    """The look-ahead audit over the whole history; a failure is reported, never swallowed."""
+    start = int(ctx.layout.segments[0, 0])
+    points = cut_points(ctx.bars.n_bars, start, cuts, seed)
+    try:
+        res = audit_lookahead(genomes, ctx.bars, ctx.meta, start=start, cuts=points,
+                              vol=ctx.cfg.volatility, sim=ctx.cfg.fitness,
+                              full_tables=ctx.tables)
+    except LookaheadError as exc:
+        return {"passed": False, "cuts": points, "error": str(exc)}
+    return {"passed": True, "cuts": res.cuts, "candidates": res.candidates,
+            "bars_compared": res.bars_compared}
+
+
+def _holdout_reads(run_dir: Path, policy_sha: str) -> int:
+    """Count gate passes that read this run's hold-out (kept in runs/<id>/gates/)."""
+    path = run_dir / "gates" / "holdout_reads.json"
+    log = json.loads(path.read_text()) if path.exists() else []
+    log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "policy_sha256": policy_sha})
+    atomic_write_bytes(path, json.dumps(log, indent=1).encode())
+    return len(log)
+
+
+def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
+              log_mlflow: bool = True) -> dict:
+    """Judge a run's final front; write ``runs/<id>/gates/report.{json,md}`` and
+    ``eligible.json``; log them to the run in MLflow. Returns the JSON report."""
+    t0 = time.perf_counter()
+    ctx = load_run(home, run_id)
+    run_id = ctx.run_id
+    policy = policy or ctx.cfg.gates
+    front = front_of(ctx)
+    if front.empty:
+        raise GateError(f"run {run_id} has no front to judge (checkpoint at generation "
+                        f"{ctx.snap.generation})")
+    n_trials, var_trials = trial_sharpe_variance(ctx)
+    pop = population_oos_returns(ctx)
+    pbo = (stats.pbo_cscv(pop, n_blocks=policy.pbo_blocks)[0]
+           if pop.shape[1] >= 2 and pop.shape[0] >= policy.pbo_blocks else math.nan)
+    bench = benchmark_returns(ctx, policy.benchmark)
+    genomes = np.stack([_genes(row) for _, row in front.iterrows()])
+    audit = run_audit(ctx, genomes, policy.lookahead_cuts, policy.lookahead_seed)
+    policy_json = policy.model_dump(mode="json")
+    policy_sha = hashlib.sha256(json.dumps(policy_json, sort_keys=True).encode()).hexdigest()
+    reads = _holdout_reads(ctx.run_dir, policy_sha)
+    candidates = []
+    for rank, (_, row) in enumerate(front.iterrows(), start=1):
+        figures, _ = candidate_figures(ctx, genomes[rank - 1], n_trials, var_trials, policy,
+                                       bench)
+        figures["pbo"] = pbo
+        gates = judge(figures, policy, bool(audit["passed"]))
+        candidates.append({
+            "rank": rank, "key": row["key"], "eligible": all(g.passed for g in gates),
+            "weighted_fitness": float(row["weighted"]), "rules": row["rules"],
+            "genome": json.loads(row["genome"]),
+            "figures": {k: _num(v) for k, v in figures.items()},
+            "gates": [g.as_dict() for g in gates]})
+    report = {
+        "run_id": run_id, "symbol": ctx.cfg.evolution.symbol,
+        "timeframe": ctx.cfg.evolution.timeframe,
+        "generation": ctx.snap.generation, "generations": ctx.cfg.evolution.generations,
+        "periods": _periods(ctx), "policy": policy_json, "policy_sha256": policy_sha,
+        "trials": n_trials, "trial_sharpe_variance": var_trials,
+        "pbo": _num(pbo), "population": int(pop.shape[1]), "lookahead": audit,
+        "holdout_reads": reads, "seconds": round(time.perf_counter() - t0, 2),
+        "candidates": candidates,
+        "eligible": [c["key"] for c in candidates if c["eligible"]],
+    }
+    _write(ctx.run_dir, report)
+    if log_mlflow:
+        _log_mlflow(ctx.cfg.home, report, ctx.run_dir)
+    return report
+
+
+def _num(v: float) -> float | str:
+    return float(v) if math.isfinite(v) else str(v)
+
+
+def _periods(ctx: RunContext) -> dict[str, dict[str, object]]:
+    idx = ctx.bars.index()
+    lay = ctx.layout
+    spans = {"training": (int(lay.segments[0, 0]), lay.train_end),
+             "oos": (int(lay.oos[0, 0]), int(lay.oos[0, 1])),
+             "holdout": (lay.holdout_start, lay.n_total)}
+    return {k: {"first": str(idx[a].date()), "last": str(idx[b - 1].date()), "bars": b - a,
+                "start": a, "end": b} for k, (a, b) in spans.items()} | {
+        "purge": {"bars": lay.purge}}
+
+
+def _write(run_dir: Path, report: dict) -> None:
+    from evolution.gate_report import markdown
+
+    out = run_dir / "gates"
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(out / "report.md", markdown(report).encode())
+    eligible = [{"key": c["key"], "rank": c["rank"], "rules": c["rules"], "genome": c["genome"],
+                 "figures": c["figures"]} for c in report["candidates"] if c["eligible"]]
+    atomic_write_bytes(out / "eligible.json",
+                       json.dumps({"run_id": report["run_id"], "eligible": eligible},
+                                  indent=1).encode())
+
+
+def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:
+    from evolution.tracking import Tracker
+
+    tracker = Tracker(home, run_id=report["run_id"], resume=False)
+    metrics: dict[str, float] = {
+        "gates.candidates": len(report["candidates"]), "gates.eligible": len(report["eligible"]),
+        "gates.trials": report["trials"], "gates.lookahead_passed": float(
+            bool(report["lookahead"]["passed"]))}
+    if isinstance(report["pbo"], float):
+        metrics["gates.pbo"] = report["pbo"]
+    for c in report["candidates"]:
+        for name, key, _, _ in GATES:
+            v = c["figures"][key]
+            if isinstance(v, float):
+                metrics[f"gates.c{c['rank']:02d}.{name}"] = v
+    tracker.log_generation(report["generation"], metrics)
+    tracker.client.log_artifacts(tracker.run_id, str(run_dir / "gates"), "gates")
+    tracker.set_tags({"gates.verdict": f"{len(report['eligible'])} eligible of "
+                                       f"{len(report['candidates'])}",
+                      "gates.eligible": ",".join(report["eligible"]) or "none",
+                      "gates.policy_sha256": report["policy_sha256"]})
