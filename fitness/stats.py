@@ -104,9 +104,23 @@ def sharpe_of_block(x: np.ndarray) -> np.ndarray:
     t = x.shape[-2]
     if t < 2:
         return np.zeros(x.shape[:-2] + x.shape[-1:])
-    mu = x.mean(axis=-2)
-    sd = x.std(axis=-2, ddof=1)
-    return np.divide(mu, sd, out=np.zeros_like(mu), where=sd > 0.0)
+    return _sharpe(x.mean(axis=-2), x.std(axis=-2, ddof=1))
+
+
+def _sharpe(mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """mean / std, 0 where the std is zero or only rounding noise (a constant series)."""
+    return np.divide(mu, sd, out=np.zeros_like(mu), where=sd > 1e-14 * np.abs(mu))
+
+
+def _moment_sharpe(bm: np.ndarray, bm2: np.ndarray, idx: np.ndarray, m: int) -> np.ndarray:
+    """Sharpe of the union of the blocks ``idx`` [k, h] from per-block means ``bm`` and sums of
+    squared deviations ``bm2`` [S, N] (Chan's parallel combination): [k, N], no data pass."""
+    means = bm[idx]
+    mu = means.mean(axis=1)
+    if idx.shape[1] * m < 2:
+        return np.zeros_like(mu)
+    m2 = bm2[idx].sum(axis=1) + m * ((means - mu[:, None, :]) ** 2).sum(axis=1)
+    return _sharpe(mu, np.sqrt(m2 / (idx.shape[1] * m - 1)))
 
 
 def pbo_cscv(
@@ -145,25 +159,52 @@ def pbo_cscv(
     n_split = len(is_idx)
     half = n_blocks // 2
 
+    def exact(sel: np.ndarray) -> np.ndarray:  # the metric over the concatenated data
+        return np.asarray(metric(blocks[sel].reshape(len(sel), half * m, n_s)), dtype=np.float64)
+
+    logits = np.empty(n_split)
+    if metric is sharpe_of_block:
+        # Sharpe from block moments: C(16, 8) splits cost no pass over the data. A split whose
+        # ranking hinges on a near-tie is recomputed exactly, so ties rank as the plain
+        # definition ranks them.
+        bm = blocks.mean(axis=1)
+        bm2 = ((blocks - bm[:, None, :]) ** 2).sum(axis=1)
+        perf_is = _moment_sharpe(bm, bm2, is_idx, m)
+        perf_oos = _moment_sharpe(bm, bm2, oos_idx, m)
+        near = _near_ties(perf_is, perf_oos)
+        if near.any():
+            perf_is[near], perf_oos[near] = exact(is_idx[near]), exact(oos_idx[near])
+        logits[:] = _logits(perf_is, perf_oos)
+        return float(np.mean(logits <= 0.0)), logits
     per_split = 2 * half * m * n_s * 8
     chunk = max(1, _CSCV_CHUNK_BYTES // max(per_split, 1))
-    logits = np.empty(n_split)
     for lo in range(0, n_split, chunk):
         hi = min(lo + chunk, n_split)
-        k = hi - lo
-        x_is = blocks[is_idx[lo:hi]].reshape(k, half * m, n_s)
-        x_oos = blocks[oos_idx[lo:hi]].reshape(k, half * m, n_s)
-        perf_is = np.asarray(metric(x_is), dtype=np.float64)
-        perf_oos = np.asarray(metric(x_oos), dtype=np.float64)
-        best = np.argmax(perf_is, axis=1)
-        v = perf_oos[np.arange(k), best][:, None]
-        less = (perf_oos < v).sum(axis=1)
-        equal = (perf_oos == v).sum(axis=1)
-        rank = less + (equal + 1) / 2.0
-        w = rank / (n_s + 1.0)
-        logits[lo:hi] = np.log(w / (1.0 - w))
+        logits[lo:hi] = _logits(exact(is_idx[lo:hi]), exact(oos_idx[lo:hi]))
     pbo = float(np.mean(logits <= 0.0))
     return pbo, logits
+
+
+def _logits(perf_is: np.ndarray, perf_oos: np.ndarray) -> np.ndarray:
+    """λ = logit(ω) of the IS-best strategy's OOS rank (average rank on ties), per split."""
+    k, n_s = perf_is.shape
+    best = np.argmax(perf_is, axis=1)
+    v = perf_oos[np.arange(k), best][:, None]
+    rank = (perf_oos < v).sum(axis=1) + ((perf_oos == v).sum(axis=1) + 1) / 2.0
+    w = rank / (n_s + 1.0)
+    return np.log(w / (1.0 - w))
+
+
+def _near_ties(perf_is: np.ndarray, perf_oos: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Splits where rounding could change the IS-best strategy or its OOS rank."""
+    k = perf_is.shape[0]
+    scale = tol * np.maximum(1.0, np.abs(perf_is).max(axis=1))
+    top = np.sort(perf_is, axis=1)[:, -2:] if perf_is.shape[1] > 1 else perf_is
+    near = (top[:, -1] - top[:, 0]) <= scale
+    v = perf_oos[np.arange(k), np.argmax(perf_is, axis=1)][:, None]
+    gap = np.abs(perf_oos - v)
+    gap[np.arange(k), np.argmax(perf_is, axis=1)] = np.inf
+    return near | (gap <= tol * np.maximum(1.0, np.abs(v))).any(axis=1)
 
 
 def _arch_inputs(

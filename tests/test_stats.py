@@ -130,12 +130,27 @@ def test_pbo_matches_loop_reference(data, n_blocks, n):
     assert len(logits) == math.comb(n_blocks, n_blocks // 2)
 
 
+def test_pbo_moment_path_equals_the_concatenating_path():
+    """The default Sharpe metric takes the block-moment shortcut; any other callable
+    concatenates the data. Same logits, also with duplicate, flat and constant columns."""
+    rng = np.random.default_rng(5)
+    r = rng.standard_t(4, (700, 12)) * 0.01
+    r[:, 3] = r[:, 7]             # exact ties everywhere
+    r[:, 5] = 0.0                 # a flat strategy
+    r[:, 9] = 0.001               # constant returns: Sharpe 0, not rounding noise
+    r[:300, 10] = 0.0             # flat for some blocks only
+    fast = pbo_cscv(r, 10)
+    slow = pbo_cscv(r, 10, metric=lambda x: sharpe_of_block(x))
+    assert fast[0] == slow[0]
+    np.testing.assert_array_equal(fast[1], slow[1])
+
+
 def test_pbo_chunking_matches_reference(monkeypatch):
     import fitness.stats as fs
 
     monkeypatch.setattr(fs, "_CSCV_CHUNK_BYTES", 1000)  # force many small chunks
     r = np.random.default_rng(3).standard_normal((83, 5))
-    pbo, logits = pbo_cscv(r, 8)
+    pbo, logits = pbo_cscv(r, 8, metric=lambda x: sharpe_of_block(x))  # the concatenating path
     ref_pbo, ref_logits = _pbo_reference(r, 8)
     assert pbo == ref_pbo
     np.testing.assert_array_equal(logits, ref_logits)
