@@ -71,7 +71,10 @@ def markdown(report: dict) -> str:
             f"{report['population']} distinct genomes on the OOS window: {_fmt(report['pbo'])}",
             f"- SPA: stationary bootstrap, block {pol['bootstrap']['block_size']}, "
             f"{pol['bootstrap']['reps']} reps, seed {pol['bootstrap']['seed']}, benchmark "
-            f"{pol['benchmark']}",
+            f"{pol['benchmark']}; each candidate's own p-value is gated. StepM (Romano-Wolf, "
+            f"FWER {pol['spa_p_max']}) over the whole front finds "
+            f"{sum(c['figures']['stepm_superior'] == 1.0 for c in report['candidates'])} "
+            f"candidate(s) superior to the benchmark (reported, not gated)",
             f"- Look-ahead audit: {audit}", "", "## Verdicts", ""]
     names = [name for name, *_ in GATES] + ["lookahead"]
     out.append("| # | key | " + " | ".join(_SHORT[n] for n in names) + " | verdict |")
@@ -85,7 +88,9 @@ def markdown(report: dict) -> str:
     for c in report["candidates"]:
         f = c["figures"]
         out += [f"### {c['rank']}. `{c['key']}` ({'eligible' if c['eligible'] else 'rejected'})",
-                "", f"Training Sharpe {_fmt(f['training_sharpe'])}, OOS annual return "
+                "", f"Training Sharpe {_fmt(f['training_sharpe'])}, "
+                f"{'in' if f['stepm_superior'] == 1.0 else 'not in'} the StepM superior set, "
+                f"OOS annual return "
                 f"{_fmt(f['oos_annual_return'])}, hold-out annual return "
                 f"{_fmt(f['holdout_annual_return'])}, hold-out max drawdown "
                 f"{_fmt(f['holdout_max_drawdown'])}.", "", "```", c["rules"], "```", ""]

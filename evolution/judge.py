@@ -142,8 +142,9 @@ def benchmark_returns(ctx: RunContext, kind: str) -> np.ndarray:
 
 
 def candidate_figures(ctx: RunContext, genome: np.ndarray, n_trials: int, var_trials: float,
-                      policy: GatePolicy, bench: np.ndarray) -> tuple[dict[str, float], dict]:
-    """Every figure a gate needs for one genome; the hold-out is read here, once."""
+                      policy: GatePolicy, bench: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Every figure a gate needs for one genome, and its OOS returns; the hold-out is read
+    here, once."""
     training = np.concatenate([_sim(ctx, genome, int(a), int(b)).returns
                                for a, b in ctx.layout.segments])
     sr, skew, kurt = moments(training)
@@ -168,8 +169,7 @@ def candidate_figures(ctx: RunContext, genome: np.ndarray, n_trials: int, var_tr
         "holdout_annual_return": hm["annual_return"],
         "holdout_drawdown_ratio": drawdown_ratio(hm["max_drawdown"], om["max_drawdown"]),
     }
-    curves = {"oos_equity": oos.equity, "holdout_equity": hold.equity}
-    return figures, curves
+    return figures, oos.returns
 
 
 def run_audit(ctx: RunContext, genomes: np.ndarray, cuts: int, seed: int) -> dict[str, object]:
@@ -218,11 +218,12 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     policy_json = policy.model_dump(mode="json")
     policy_sha = hashlib.sha256(json.dumps(policy_json, sort_keys=True).encode()).hexdigest()
     reads = _holdout_reads(ctx.run_dir, policy_sha)
+    figs, oos = zip(*(candidate_figures(ctx, g, n_trials, var_trials, policy, bench)
+                      for g in genomes), strict=True)
+    superior = _stepm(np.stack(oos, axis=1), bench, policy)
     candidates = []
     for rank, (_, row) in enumerate(front.iterrows(), start=1):
-        figures, _ = candidate_figures(ctx, genomes[rank - 1], n_trials, var_trials, policy,
-                                       bench)
-        figures["pbo"] = pbo
+        figures = {**figs[rank - 1], "pbo": pbo, "stepm_superior": float(rank - 1 in superior)}
         gates = judge(figures, policy, bool(audit["passed"]))
         candidates.append({
             "rank": rank, "key": row["key"], "eligible": all(g.passed for g in gates),
@@ -245,6 +246,14 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     if log_mlflow:
         _log_mlflow(ctx.cfg.home, report, ctx.run_dir)
     return report
+
+
+def _stepm(oos: np.ndarray, bench: np.ndarray, policy: GatePolicy) -> set[int]:
+    """Front candidates that beat the benchmark jointly (Romano–Wolf StepM, FWER =
+    ``spa_p_max``): reported beside each candidate's own SPA p-value, not a gate of its own."""
+    bs = policy.bootstrap
+    return set(stats.stepm_superior(-bench, -oos, block_size=min(bs.block_size, bench.size),
+                                    reps=bs.reps, seed=bs.seed, size=policy.spa_p_max))
 
 
 def _num(v: float) -> float | str:
