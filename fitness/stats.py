@@ -154,8 +154,9 @@ def pbo_cscv(
     m = n_t // n_blocks
     blocks = r[n_t - m * n_blocks :].reshape(n_blocks, m, n_s)
     is_idx = np.array(list(combinations(range(n_blocks), n_blocks // 2)), dtype=np.intp)
-    all_idx = np.arange(n_blocks)
-    oos_idx = np.array([np.setdiff1d(all_idx, c) for c in is_idx], dtype=np.intp)
+    in_is = np.zeros((len(is_idx), n_blocks), dtype=bool)
+    in_is[np.arange(len(is_idx))[:, None], is_idx] = True
+    oos_idx = np.nonzero(~in_is)[1].reshape(len(is_idx), -1)  # the complement, in block order
     n_split = len(is_idx)
     half = n_blocks // 2
 
