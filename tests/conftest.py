@@ -110,6 +110,36 @@ def planted_home(tmp_path, n: int = 3000, phi: float = 0.35, seed: int = 11):
     return tmp_path
 
 
+def roc1_genome(all_week: bool = False) -> np.ndarray:
+    """LONG when ROC(1) > 0, SHORT when ROC(1) < 0, out after one bar: uses the roc(1) row only
+    (the strategy an AR(1) series with positive φ rewards)."""
+    from genome.ops import repair
+    from genome.primitives import PRIMITIVE_IDS, PRIMITIVES
+    from genome.schema import INDEX, N_GENES
+
+    g = np.zeros(N_GENES)
+    roc = PRIMITIVE_IDS["roc"]
+    zero = (0.0 - PRIMITIVES[roc].thr_lo) / (PRIMITIVES[roc].thr_hi - PRIMITIVES[roc].thr_lo)
+    for side, cmp in (("long", 0), ("short", 1)):
+        g[INDEX[f"{side}.s0.on"]] = 1
+        g[INDEX[f"{side}.s0.prim"]] = roc
+        g[INDEX[f"{side}.s0.param"]] = 0
+        g[INDEX[f"{side}.s0.cmp"]] = cmp
+        g[INDEX[f"{side}.s0.thr"]] = zero
+    for r in ("calm", "normal", "storm"):
+        g[INDEX[f"regime.{r}"]] = 1
+    days = ("mon", "tue", "wed", "thu", "fri") + (("sat", "sun") if all_week else ())
+    for d in days:
+        g[INDEX[f"session.{d}"]] = 1
+    g[INDEX["risk.k_stop"]] = 8.0
+    g[INDEX["risk.risk_pct"]] = 0.01
+    g[INDEX["vol.blend_weight"]] = 0.5
+    g[INDEX["vol.calm_below"]] = 0.02
+    g[INDEX["vol.storm_above"]] = 0.8
+    g[INDEX["risk.max_bars"]] = 1
+    return repair(g)
+
+
 def write_bar_csv(path, frame: pd.DataFrame) -> None:
     out = frame.copy()
     out["ts"] = pd.DatetimeIndex(out["ts"]).strftime("%Y-%m-%d %H:%M:%S")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import planted_home
+from conftest import planted_home, roc1_genome
 
 from configs.loader import parse_config
 from evolution import driver, ga
@@ -164,35 +164,6 @@ def test_end_to_end_on_ray_with_mlflow_contents(home):
     assert saved.evolution == cfg.evolution
 
 
-def _planted_genome() -> np.ndarray:
-    """LONG when ROC(1) > 0; SHORT when ROC(1) < 0: the strategy the data rewards."""
-    from genome.ops import repair
-    from genome.primitives import PRIMITIVE_IDS, PRIMITIVES
-    from genome.schema import INDEX, N_GENES
-
-    g = np.zeros(N_GENES)
-    roc = PRIMITIVE_IDS["roc"]
-    zero = (0.0 - PRIMITIVES[roc].thr_lo) / (PRIMITIVES[roc].thr_hi - PRIMITIVES[roc].thr_lo)
-    for side, cmp in (("long", 0), ("short", 1)):
-        g[INDEX[f"{side}.s0.on"]] = 1
-        g[INDEX[f"{side}.s0.prim"]] = roc
-        g[INDEX[f"{side}.s0.param"]] = 0
-        g[INDEX[f"{side}.s0.cmp"]] = cmp
-        g[INDEX[f"{side}.s0.thr"]] = zero
-    for r in ("calm", "normal", "storm"):
-        g[INDEX[f"regime.{r}"]] = 1
-    for d in ("mon", "tue", "wed", "thu", "fri"):
-        g[INDEX[f"session.{d}"]] = 1
-    g[INDEX["risk.k_stop"]] = 8.0
-    g[INDEX["risk.risk_pct"]] = 0.01
-    g[INDEX["vol.blend_weight"]] = 0.5
-    g[INDEX["vol.calm_below"]] = 0.02
-    g[INDEX["vol.storm_above"]] = 0.8
-    g[INDEX["risk.tp_mult"]] = 1.0
-    g[INDEX["risk.max_bars"]] = 1
-    return repair(g)
-
-
 def test_evolution_finds_a_planted_pattern(tmp_path):
     """Within the default budget (population 100, 30 generations) the best in-sample Sharpe
     comes within a margin of the planted strategy's Sharpe on the same folds."""
@@ -204,7 +175,7 @@ def test_evolution_finds_a_planted_pattern(tmp_path):
                         "evolution": {"symbol": "PLANT", "folds": 2, "seed": 5,
                                       "min_trades_per_year": 10}}, "t")
     data = research_data(cfg)
-    planted = evaluate(_planted_genome()[None], data.tables, data.bars, data.segments, data.meta,
+    planted = evaluate(roc1_genome()[None], data.tables, data.bars, data.segments, data.meta,
                        cfg.fitness)[0, :, METRIC_INDEX["sharpe"]].mean()
     assert planted > 2.0, "the planted pattern should be strongly profitable"
     result = driver.run(cfg, evaluator=driver.LocalEvaluator(data, cfg), data=data,

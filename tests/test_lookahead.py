@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_bars
+from conftest import random_bars, roc1_genome
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,8 +16,8 @@ from fitness.lookahead import AuditResult, LookaheadError, audit_lookahead, cut_
 from fitness.simulator import Tables, build_tables, simulate
 from genome.features import NAMES
 from genome.ops import random_genome, repair
-from genome.primitives import PRIMITIVE_IDS, PRIMITIVES
-from genome.schema import INDEX, N_GENES
+from genome.primitives import PRIMITIVE_IDS
+from genome.schema import INDEX
 from market.config import CostModel, SymbolMeta, VolatilityConfig
 from market.loader import Bars, truncate
 from market.volatility import build_vol_table
@@ -54,31 +54,6 @@ def random_genomes(seed: int, n: int = 20) -> np.ndarray:
             g[INDEX[f"regime.{r}"]] = rng.choice([1, 1, 2])
         out.append(repair(g))
     return np.stack(out)
-
-
-def roc1_genome(all_week: bool = False) -> np.ndarray:
-    """LONG when ROC(1) > 0, SHORT when ROC(1) < 0, out after one bar: uses the roc(1) row only."""
-    g = np.zeros(N_GENES)
-    roc = PRIMITIVE_IDS["roc"]
-    zero = (0.0 - PRIMITIVES[roc].thr_lo) / (PRIMITIVES[roc].thr_hi - PRIMITIVES[roc].thr_lo)
-    for side, cmp in (("long", 0), ("short", 1)):
-        g[INDEX[f"{side}.s0.on"]] = 1
-        g[INDEX[f"{side}.s0.prim"]] = roc
-        g[INDEX[f"{side}.s0.param"]] = 0
-        g[INDEX[f"{side}.s0.cmp"]] = cmp
-        g[INDEX[f"{side}.s0.thr"]] = zero
-    for r in ("calm", "normal", "storm"):
-        g[INDEX[f"regime.{r}"]] = 1
-    days = ("mon", "tue", "wed", "thu", "fri") + (("sat", "sun") if all_week else ())
-    for d in days:
-        g[INDEX[f"session.{d}"]] = 1
-    g[INDEX["risk.k_stop"]] = 8.0
-    g[INDEX["risk.risk_pct"]] = 0.01
-    g[INDEX["vol.blend_weight"]] = 0.5
-    g[INDEX["vol.calm_below"]] = 0.02
-    g[INDEX["vol.storm_above"]] = 0.8
-    g[INDEX["risk.max_bars"]] = 1
-    return repair(g)
 
 
 def trades_before(genomes: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta, start: int,
