@@ -250,6 +250,10 @@ def spa_pvalue(
 
     b, m = _arch_inputs(losses_benchmark, losses_model)
     _check_boot(block_size, reps, b.shape[0])
+    d = b[:, None] - m
+    constant = d.std(axis=0) <= 1e-12 * np.abs(d).max(axis=0)
+    if np.all(constant & (d.mean(axis=0) <= 0.0)):
+        return 1.0  # never better than the benchmark (e.g. flat against flat): no evidence
     spa = SPA(b, m, block_size=int(block_size), reps=int(reps), bootstrap="stationary", seed=seed)
     spa.compute()
     return float(spa.pvalues["consistent"])

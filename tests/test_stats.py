@@ -244,3 +244,12 @@ def test_spa_stepm_validation():
     bad[0, 0] = np.inf
     with pytest.raises(ValueError):
         stepm_superior(bench, bad, block_size=10)
+
+
+def test_spa_of_a_strategy_identical_to_the_benchmark_is_one():
+    """arch reports p = 0 for an all-zero loss differential; no evidence is p = 1."""
+    z = np.zeros(300)
+    assert spa_pvalue(z, z, block_size=10, reps=200) == 1.0
+    assert spa_pvalue(np.full(300, 0.001), z, block_size=10, reps=200) == 1.0
+    r = np.random.default_rng(0).normal(0.002, 0.01, 300)
+    assert spa_pvalue(np.stack([z, -r], axis=1), z, block_size=10, reps=200) < 0.05
