@@ -64,9 +64,12 @@ def markdown(report: dict) -> str:
     la = report["lookahead"]
     audit = (f"passed ({len(la['cuts'])} random cut points, {la['bars_compared']} bar "
              f"comparisons)" if la["passed"] else f"**FAILED**: {la['error']}")
+    audit += ("; it replays the whole history but only compares decisions, and no figure "
+              "above is taken from it")
     out += ["", "## Run-level statistics", "",
-            f"- Trials (distinct genomes evaluated): {report['trials']}; variance of their "
-            f"per-bar Sharpe ratios: {report['trial_sharpe_variance']:.3e}",
+            f"- Trials (distinct genomes evaluated, flat ones included): {report['trials']}; "
+            f"variance of their per-bar Sharpe ratios (mean over training folds): "
+            f"{report['trial_sharpe_variance']:.3e}",
             f"- PBO (CSCV, S = {pol['pbo_blocks']}) over the final population's "
             f"{report['population']} distinct genomes on the OOS window: {_fmt(report['pbo'])}",
             f"- SPA: stationary bootstrap, block {pol['bootstrap']['block_size']}, "
