@@ -27,7 +27,7 @@ from fitness.simulator import Tables, build_tables
 from fitness.splitters import purged_walk_forward
 from genome.primitives import LONGEST_LOOKBACK
 from market.config import SymbolMeta
-from market.loader import Bars, load_bars, split_holdout, truncate
+from market.loader import Bars, holdout_start, load_bars, truncate
 from market.store import HistoryStore, StoreError
 
 
@@ -62,9 +62,7 @@ def walk_forward_layout(n_total: int, holdout: float, warmup: int, folds: int, p
     tests on the last block (the OOS window) and trains on everything before it minus the purge.
     That training set is cut into ``folds`` equal training folds for the per-fold objectives.
     """
-    research = round(n_total * (1.0 - holdout))
-    if research >= n_total or research < 2:
-        raise ValueError(f"{n_total} bars cannot be split with holdout={holdout}")
+    research = holdout_start(n_total, holdout)
     try:
         last = purged_walk_forward(research, folds, anchored=True, purge=purge,
                                    embargo=embargo, start=warmup)[-1]
@@ -129,8 +127,6 @@ def layout_for(cfg: EmpConfig, n_total: int) -> Layout:
 def research_data(cfg: EmpConfig) -> ResearchData:
     full, meta = load_history(cfg)
     lay = layout_for(cfg, full.n_bars)
-    _, cut = split_holdout(full, cfg.evolution.holdout)
-    assert cut == lay.holdout_start
     training = truncate(full, lay.train_end)
     tables = build_tables(training, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
     return ResearchData(training, tables, meta, lay.segments, lay.holdout_start, full.n_bars,

@@ -62,16 +62,11 @@ def cmd_gates(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, cfg: EmpConfig) -> int:
-    import numpy as np
-
-    from evolution.judge import front_of, load_run, run_audit
-    from genome.codec import from_json
+    from evolution.judge import front_genomes, front_of, load_run, run_audit
 
     ctx = load_run(cfg.home, args.run_id)
     policy = _policy(args, cfg) or ctx.cfg.gates
-    front = front_of(ctx)
-    genomes = np.stack([from_json(s) for s in front["genome"]])
-    res = run_audit(ctx, genomes, args.cuts or policy.lookahead_cuts,
+    res = run_audit(ctx, front_genomes(front_of(ctx)), args.cuts or policy.lookahead_cuts,
                     policy.lookahead_seed if args.seed is None else args.seed)
     if not res["passed"]:
         print(f"emp audit lookahead: FAILED: {res['error']}", file=sys.stderr)

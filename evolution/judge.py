@@ -31,6 +31,7 @@ from fitness.gates import GATES, GateError, GatePolicy, drawdown_ratio, judge, m
 from fitness.lookahead import LookaheadError, audit_lookahead, cut_points
 from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
+from genome.codec import from_json
 from genome.ops import phenotype_key
 from market.atomic import atomic_write_bytes
 from market.config import SymbolMeta
@@ -106,10 +107,9 @@ def _sim(ctx: RunContext, genome: np.ndarray, a: int, b: int) -> Backtest:
     return simulate(genome, ctx.tables, ctx.bars, ctx.meta, a, b, ctx.cfg.fitness)
 
 
-def _genes(row: pd.Series) -> np.ndarray:
-    from genome.codec import from_json
-
-    return from_json(row["genome"])
+def front_genomes(front: pd.DataFrame) -> np.ndarray:
+    """[n, N_GENES] genomes of a front frame, in its row order (checked JSON + sha256)."""
+    return np.stack([from_json(s) for s in front["genome"]])
 
 
 def trial_sharpe_variance(ctx: RunContext) -> tuple[int, float]:
@@ -213,7 +213,7 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     pbo = (stats.pbo_cscv(pop, n_blocks=policy.pbo_blocks)[0]
            if pop.shape[1] >= 2 and pop.shape[0] >= policy.pbo_blocks else math.nan)
     bench = benchmark_returns(ctx, policy.benchmark)
-    genomes = np.stack([_genes(row) for _, row in front.iterrows()])
+    genomes = front_genomes(front)
     audit = run_audit(ctx, genomes, policy.lookahead_cuts, policy.lookahead_seed)
     policy_json = policy.model_dump(mode="json")
     policy_sha = hashlib.sha256(json.dumps(policy_json, sort_keys=True).encode()).hexdigest()

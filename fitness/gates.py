@@ -8,6 +8,7 @@ that is NaN fails its gate: a candidate never passes on missing evidence.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,16 +84,13 @@ GATES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _compare(value: float, op: str, threshold: float) -> bool:
-    if not math.isfinite(value) and not (op == "<=" and value == -math.inf):
-        return False
-    return {">=": value >= threshold, "<=": value <= threshold, ">": value > threshold}[op]
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt}  # NaN compares False: fails
 
 
 def judge(figures: dict[str, float], policy: GatePolicy, lookahead_ok: bool) -> list[Gate]:
     """Every gate's value, threshold and verdict for one candidate, then the look-ahead audit."""
     out = [Gate(name, float(figures[key]), op, float(getattr(policy, attr)),
-                _compare(float(figures[key]), op, float(getattr(policy, attr))))
+                _OPS[op](float(figures[key]), float(getattr(policy, attr))))
            for name, key, op, attr in GATES]
     out.append(Gate("lookahead", 1.0 if lookahead_ok else 0.0, ">=", 1.0, lookahead_ok))
     return out

@@ -139,13 +139,12 @@ def truncate(bars: Bars, end: int) -> Bars:
                 cut["high"], cut["low"], cut["close"], cut["volume"], spread)
 
 
-def split_holdout(bars: Bars, holdout: float) -> tuple[Bars, int]:
-    """The research part of ``bars`` (all but the last ``holdout`` fraction) and the index of
-    the first hold-out bar. Evolution only ever receives the research part; only the gates read
-    the rest."""
+def holdout_start(n_bars: int, holdout: float) -> int:
+    """Index of the first hold-out bar: the last ``holdout`` fraction of ``n_bars`` is kept
+    from evolution; only the gates read it."""
     if not 0.0 < holdout < 1.0:
         raise ValueError(f"holdout must be a fraction in (0, 1), not {holdout}")
-    cut = round(bars.n_bars * (1.0 - holdout))
-    if cut < 2 or cut >= bars.n_bars:
-        raise ValueError(f"{bars.n_bars} bars cannot be split with holdout={holdout}")
-    return truncate(bars, cut), cut
+    cut = round(n_bars * (1.0 - holdout))
+    if cut < 2 or cut >= n_bars:
+        raise ValueError(f"{n_bars} bars cannot be split with holdout={holdout}")
+    return cut
