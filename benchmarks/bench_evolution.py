@@ -46,9 +46,9 @@ class Recording:
     def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
         self.inner, self.batches = inner, []
 
-    def evaluate(self, genomes: np.ndarray) -> np.ndarray:
+    def evaluate_trials(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.batches.append(np.array(genomes))
-        return self.inner.evaluate(genomes)
+        return self.inner.evaluate_trials(genomes)
 
     def close(self) -> None:
         self.inner.close()
@@ -70,7 +70,8 @@ def run(n_bars: int = 1_000_000, population: int = 64, generations: int = 3,
                                           "top_k": 1}}, "bench")
         data = research(n_bars, 2, cfg)
         seg_bars = int((data.segments[:, 1] - data.segments[:, 0]).sum())
-        job = EvalJob(data.bars, data.tables, META, cfg.fitness, data.segments)
+        job = EvalJob(data.bars, data.tables, META, cfg.fitness, data.segments,
+                      sketch_blocks=driver.SKETCH_BLOCKS)
         with EvaluationPool(job) as pool:
             # setup (MLflow run, initial population) first; then time the resumed loop alone
             first = driver.run(cfg, stop_after=0, evaluator=pool, data=data, progress=False)

@@ -101,7 +101,8 @@ def _run(F, comp: Compiled, bars: Bars, tables, cfg: np.ndarray) -> np.ndarray:
     out = np.empty((comp.slots.shape[0], 1, N_METRICS))
     k.evaluate_batch(F, comp.slots, comp.thr, comp.n_active, comp.logic, comp.fp, comp.ip,
                      *(np.ascontiguousarray(getattr(bars, c)[0]) for c in ("open", "high", "low", "close")),
-                     tables.hour, tables.weekday, tables.vol.variance, tables.vol.rv, cfg, seg, out)
+                     tables.hour, tables.weekday, tables.vol.variance, tables.vol.rv, cfg, seg, out,
+                     np.full(bars.n_bars, -1, np.int64), np.zeros((out.shape[0], 0)))
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from market.atomic import atomic_write_bytes
 
-VERSION = 1
+VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -37,11 +37,13 @@ class Snapshot:
     hof: dict[str, np.ndarray]           # genes, values, violation
     cache_keys: np.ndarray               # str [n]
     cache_metrics: np.ndarray            # float64 [n, folds, M]
+    cache_sketches: np.ndarray           # float32 [n, B] per-trial return sketches
 
 
 def save(run_dir: Path, snap: Snapshot) -> None:
     arrays: dict[str, np.ndarray] = {"cache_keys": snap.cache_keys.astype("U64"),
-                                     "cache_metrics": snap.cache_metrics}
+                                     "cache_metrics": snap.cache_metrics,
+                                     "cache_sketches": snap.cache_sketches}
     for i, isl in enumerate(snap.islands):
         for name, arr in isl.items():
             arrays[f"island{i}_{name}"] = arr
@@ -82,4 +84,4 @@ def load(run_dir: Path) -> Snapshot:
     hof = {n: arrays[f"hof_{n}"] for n in ("genes", "values", "violation")}
     return Snapshot(meta["generation"], meta["config_digest"], meta["trials"],
                     meta["evaluations"], meta["numpy_rng"], meta["python_rng"], islands, hof,
-                    arrays["cache_keys"], arrays["cache_metrics"])
+                    arrays["cache_keys"], arrays["cache_metrics"], arrays["cache_sketches"])

@@ -36,9 +36,14 @@ from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
 from market.atomic import atomic_write_bytes
 
+# Columns of each trial's return sketch: its training returns summed over this many equal
+# stretches of time. The gates cluster the trials' sketches to count the effectively
+# independent trials (float32: 1 KiB a trial; 10 MiB for population 100 x 100 generations).
+SKETCH_BLOCKS = 256
+
 
 class Evaluator(Protocol):
-    def evaluate(self, genomes: np.ndarray) -> np.ndarray: ...
+    def evaluate_trials(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def close(self) -> None: ...
 
 
@@ -48,11 +53,12 @@ class LocalEvaluator:
     def __init__(self, data: ResearchData, cfg: EmpConfig) -> None:
         self.data, self.sim = data, cfg.fitness
 
-    def evaluate(self, genomes: np.ndarray) -> np.ndarray:
-        from fitness.simulator import evaluate
+    def evaluate_trials(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from fitness.simulator import evaluate_trials
 
         d = self.data
-        return evaluate(genomes, d.tables, d.bars, d.segments, d.meta, self.sim)
+        return evaluate_trials(genomes, d.tables, d.bars, d.segments, d.meta, self.sim,
+                               n_blocks=SKETCH_BLOCKS)
 
     def close(self) -> None:
         return None
@@ -63,8 +69,9 @@ class State:
     generation: int
     islands: list[list]
     hof: object  # deap.tools.ParetoFront
-    cache: dict[str, np.ndarray] = field(default_factory=dict)
+    cache: dict[str, np.ndarray] = field(default_factory=dict)     # key -> per-fold metrics
     evaluations: int = 0
+    sketches: dict[str, np.ndarray] = field(default_factory=dict)  # key -> return sketch
 
 
 @dataclass
@@ -101,9 +108,10 @@ def evaluate_individuals(inds: list, state: State, evaluator: Evaluator, cfg: Em
         if key not in state.cache and key not in new:
             new[key] = j
     if new:
-        metrics = evaluator.evaluate(genes[list(new.values())])
-        for key, row in zip(new, metrics, strict=True):
+        metrics, sketches = evaluator.evaluate_trials(genes[list(new.values())])
+        for key, row, sketch in zip(new, metrics, sketches, strict=True):
             state.cache[key] = row
+            state.sketches[key] = sketch
     stacked = np.stack([state.cache[k] for k in keys])
     ev = cfg.evolution
     values = objective_values(stacked, ev.objectives)
@@ -139,6 +147,8 @@ def restore_individuals(cls: type, arrays: dict[str, np.ndarray]) -> list:
 def _snapshot(state: State, rng: np.random.Generator, digest: str) -> ckpt.Snapshot:
     keys = list(state.cache)
     metrics = (np.stack([state.cache[k] for k in keys]) if keys else np.zeros((0, 0, 0)))
+    sketches = (np.stack([state.sketches[k] for k in keys]) if keys
+                else np.zeros((0, 0), np.float32))
     hof_items = list(state.hof.items)  # type: ignore[attr-defined]
     hof = (_island_arrays(hof_items) if hof_items else
            {"genes": np.zeros((0, 0)), "values": np.zeros((0, 0)), "violation": np.zeros(0)})
@@ -146,7 +156,7 @@ def _snapshot(state: State, rng: np.random.Generator, digest: str) -> ckpt.Snaps
     return ckpt.Snapshot(state.generation, digest, len(state.cache), state.evaluations,
                          rng.bit_generator.state, ga.python_random_state(),
                          [_island_arrays(isl) for isl in state.islands], hof,
-                         np.array(keys, dtype="U64"), metrics)
+                         np.array(keys, dtype="U64"), metrics, sketches)
 
 
 def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> State:
@@ -160,7 +170,8 @@ def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> 
         for ind in restore_individuals(cls, snap.hof):
             hof.insert(ind)
     cache = {str(k): snap.cache_metrics[i] for i, k in enumerate(snap.cache_keys)}
-    return State(snap.generation, islands, hof, cache, snap.evaluations)
+    sketches = {str(k): snap.cache_sketches[i] for i, k in enumerate(snap.cache_keys)}
+    return State(snap.generation, islands, hof, cache, snap.evaluations, sketches)
 
 
 # ---- reporting ------------------------------------------------------------------------------------
@@ -262,7 +273,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             from workers.pool import EvalJob, EvaluationPool
 
             evaluator = EvaluationPool(EvalJob(data.bars, data.tables, data.meta, cfg.fitness,
-                                               data.segments), n_workers=ev.workers,
+                                               data.segments, sketch_blocks=SKETCH_BLOCKS),
+                                       n_workers=ev.workers,
                                        min_task_ms=ev.min_task_ms)
         if resume:
             snap = ckpt.load(run_dir)

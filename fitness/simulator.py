@@ -94,16 +94,47 @@ def _segments(segments: np.ndarray | list[tuple[int, int]], n_bars: int) -> np.n
 def evaluate(genomes: np.ndarray, tables: Tables, bars: Bars, segments: np.ndarray,
              meta: SymbolMeta, sim: SimConfig | None = None, symbol: int = 0) -> np.ndarray:
     """Metrics ``[n_genomes, n_segments, N_METRICS]`` (order: ``METRIC_NAMES``); pure."""
+    return evaluate_trials(genomes, tables, bars, segments, meta, sim, symbol)[0]
+
+
+def sketch_columns(segments: np.ndarray, n_bars: int, n_blocks: int) -> np.ndarray:
+    """int64 ``[n_bars]``: the sketch column of each bar, -1 outside every segment.
+
+    Each segment gets ``n_blocks // n_segments`` consecutive, near-equal blocks of bars (fewer
+    when it has fewer bars), so a column never spans two segments and a trial's sketch is its
+    per-bar training returns summed over ~``n_blocks`` equal stretches of time: enough to
+    cluster trials by correlation at a fraction of the memory of the full series.
+    """
+    seg = _segments(segments, n_bars)
+    cols = np.full(n_bars, -1, dtype=np.int64)
+    per = max(1, n_blocks // seg.shape[0])
+    nxt = 0
+    for a, b in seg:
+        k_seg = min(per, int(b - a))
+        cols[a:b] = nxt + (np.arange(b - a) * k_seg) // (b - a)
+        nxt += k_seg
+    return cols
+
+
+def evaluate_trials(genomes: np.ndarray, tables: Tables, bars: Bars, segments: np.ndarray,
+                    meta: SymbolMeta, sim: SimConfig | None = None, symbol: int = 0,
+                    n_blocks: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``evaluate``'s metrics and each genome's return sketch ``float32 [n_genomes, B]``
+    (``sketch_columns``; B = 0 when ``n_blocks`` is 0): what the gates need to count the
+    effectively independent trials."""
     sim = sim or SimConfig()
     comp = compile_genomes(genomes, tables.features)
     seg = _segments(segments, bars.n_bars)
     o, h, lo, c = _prices(bars, symbol)
     out = np.empty((comp.slots.shape[0], seg.shape[0], N_METRICS))
+    cols = (sketch_columns(seg, bars.n_bars, n_blocks) if n_blocks > 0
+            else np.full(bars.n_bars, -1, dtype=np.int64))
+    sketch = np.zeros((comp.slots.shape[0], int(cols.max()) + 1))
     k.evaluate_batch(tables.features.values, comp.slots, comp.thr, comp.n_active, comp.logic,
                      comp.fp, comp.ip, o, h, lo, c, tables.hour, tables.weekday,
                      tables.vol.variance, tables.vol.rv,
-                     market_config(meta, tables.bars_per_year, sim), seg, out)
-    return out
+                     market_config(meta, tables.bars_per_year, sim), seg, out, cols, sketch)
+    return out, sketch.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -322,9 +322,15 @@ def evaluate_batch(
     fp: np.ndarray, ip: np.ndarray,
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
     hour: np.ndarray, weekday: np.ndarray, var_g: np.ndarray, rv: np.ndarray,
-    cfg: np.ndarray, segments: np.ndarray, out: np.ndarray,
+    cfg: np.ndarray, segments: np.ndarray, out: np.ndarray, sketch_col: np.ndarray,
+    sketch: np.ndarray,
 ) -> None:
-    """Metrics for every (genome, segment) pair into ``out[n_genomes, n_segments, N_METRICS]``."""
+    """Metrics for every (genome, segment) pair into ``out[n_genomes, n_segments, N_METRICS]``.
+
+    Return sketch: bar t's net return is added to ``sketch[g, sketch_col[t]]`` (skipped where
+    ``sketch_col[t] < 0``, or when ``sketch`` has no columns). Columns never straddle two
+    segments (``fitness.simulator.sketch_columns``), so parallel jobs never share a cell.
+    """
     n_g = slots.shape[0]
     n_s = segments.shape[0]
     dummy = np.empty(1)
@@ -341,3 +347,8 @@ def evaluate_batch(
                          dummy, dummy, no_trades)
         fill_metrics(out[g, s], rets, int(stats[S_TRADES]), int(stats[S_WINS]),
                      stats[S_GROSS_WIN], stats[S_GROSS_LOSS], stats[S_TURNOVER], im, cfg[C_BPY])
+        if sketch.shape[1] > 0:
+            for t in range(a, b):
+                col = sketch_col[t]
+                if col >= 0:
+                    sketch[g, col] += rets[t - a]

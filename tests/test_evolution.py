@@ -48,10 +48,10 @@ class Counting(driver.LocalEvaluator):
         self.seen = 0
         self.batches: list[np.ndarray] = []
 
-    def evaluate(self, genomes):
+    def evaluate_trials(self, genomes):
         self.seen += len(genomes)
         self.batches.append(np.array(genomes))
-        return super().evaluate(genomes)
+        return super().evaluate_trials(genomes)
 
 
 def test_resume_gives_exactly_the_uninterrupted_front(home):
@@ -191,11 +191,11 @@ class Interrupting(driver.LocalEvaluator):
         super().__init__(data, cfg)
         self.calls, self.at_call = 0, at_call
 
-    def evaluate(self, genomes):
+    def evaluate_trials(self, genomes):
         self.calls += 1
         if self.calls == self.at_call:
             raise KeyboardInterrupt
-        return super().evaluate(genomes)
+        return super().evaluate_trials(genomes)
 
 
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_run(home):

@@ -14,7 +14,7 @@ from conftest import random_bars
 
 from fitness.config import SimConfig
 from fitness.metrics import N_METRICS
-from fitness.simulator import build_tables, evaluate
+from fitness.simulator import build_tables, evaluate, evaluate_trials
 from genome.ops import random_genome
 from genome.schema import N_GENES
 from market.config import CostModel, SymbolMeta, VolatilityConfig
@@ -53,8 +53,8 @@ def pool(ray_cluster, data):
     so another pool's workers could not start while this one holds them."""
     from workers.pool import EvalJob, EvaluationPool
 
-    p = EvaluationPool(EvalJob(*data, META, SimConfig(), SEGMENTS), n_workers=2,
-                       start_timeout_s=120)
+    p = EvaluationPool(EvalJob(*data, META, SimConfig(), SEGMENTS, sketch_blocks=64),
+                       n_workers=2, start_timeout_s=120)
     yield p
     p.close()
 
@@ -69,6 +69,11 @@ class TestSharedPool:
         assert np.array_equal(got, want, equal_nan=True)
         again = pool.evaluate(g[::-1])  # a second call, batched from measured cost, keeps input order
         assert np.array_equal(again, want[::-1], equal_nan=True)
+        metrics, sketches = pool.evaluate_trials(g)
+        want_m, want_s = evaluate_trials(g, tables, bars, SEGMENTS, META, SimConfig(),
+                                         n_blocks=64)
+        assert np.array_equal(metrics, want_m, equal_nan=True)
+        assert sketches.dtype == np.float32 and np.array_equal(sketches, want_s)
         s = pool.stats()
         assert s["genomes"] == 50 and s["tasks"] >= 1 and s["genomes_per_s"] > 0
         assert all(mb > 0 for mb in pool.worker_rss_mb())

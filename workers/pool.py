@@ -26,7 +26,7 @@ import ray
 
 from fitness.config import SimConfig
 from fitness.metrics import N_METRICS
-from fitness.simulator import Tables, _segments, evaluate
+from fitness.simulator import Tables, _segments, evaluate_trials, sketch_columns
 from genome.ops import random_genome
 from genome.schema import N_GENES
 from market.config import SymbolMeta
@@ -48,6 +48,7 @@ class EvalJob:
     sim: SimConfig
     segments: np.ndarray    # int64 [n_segments, 2], half-open bar ranges
     symbol: int = 0         # row of ``bars`` that ``tables`` were built for
+    sketch_blocks: int = 0  # columns of each genome's return sketch (0: none)
 
     def __post_init__(self) -> None:
         # validate on the driver: a bad segment should fail here, not in every worker
@@ -61,7 +62,7 @@ class EvalJob:
         """sha256 over meta/sim JSON, symbol, segments and the bars' fingerprint."""
         h = hashlib.sha256()
         for part in (self.meta.model_dump_json(), self.sim.model_dump_json(), str(self.symbol),
-                     self.bars.fingerprint()):
+                     str(self.sketch_blocks), self.bars.fingerprint()):
             h.update(part.encode() + b"\0")
         h.update(self.segments.tobytes())
         return h.hexdigest()
@@ -103,15 +104,17 @@ class Evaluator:
         self.job: EvalJob = ray.get(self._ref)
         self._digest = self.job.digest()
         j = self.job
-        evaluate(random_genome(np.random.default_rng(0))[None], j.tables, j.bars,
-                 j.segments[:1], j.meta, j.sim, j.symbol)
+        evaluate_trials(random_genome(np.random.default_rng(0))[None], j.tables, j.bars,
+                        j.segments[:1], j.meta, j.sim, j.symbol, j.sketch_blocks)
 
-    def run(self, genomes: np.ndarray) -> tuple[np.ndarray, float]:
-        """Metrics for a batch, and the seconds spent (the driver sizes batches from it)."""
+    def run(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Metrics and return sketches for a batch, and the seconds spent (the driver sizes
+        batches from it)."""
         t = time.perf_counter()
         j = self.job
-        out = evaluate(genomes, j.tables, j.bars, j.segments, j.meta, j.sim, j.symbol)
-        return out, time.perf_counter() - t
+        out, sketch = evaluate_trials(genomes, j.tables, j.bars, j.segments, j.meta, j.sim,
+                                      j.symbol, j.sketch_blocks)
+        return out, sketch, time.perf_counter() - t
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "digest": self._digest, "ref": self._ref.hex(),
@@ -178,11 +181,19 @@ class EvaluationPool:
 
     def evaluate(self, genomes: np.ndarray) -> np.ndarray:
         """float64 ``[n, n_segments, N_METRICS]`` in input order, as ``fitness.simulator.evaluate``."""
+        return self.evaluate_trials(genomes)[0]
+
+    def evaluate_trials(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Metrics and return sketches in input order, as ``fitness.simulator.evaluate_trials``."""
         g = self._check(genomes)
         n = g.shape[0]
         out = np.empty((n, self.job.n_segments, N_METRICS))
+        j = self.job
+        width = (int(sketch_columns(j.segments, j.bars.n_bars, j.sketch_blocks).max()) + 1
+                 if j.sketch_blocks else 0)
+        sketches = np.empty((n, width), dtype=np.float32)
         if n == 0:
-            return out
+            return out, sketches
         if not self._actors:
             raise RuntimeError("the pool is closed")
         size = self.task_size(n)
@@ -203,7 +214,7 @@ class EvaluationPool:
             [done], _ = ray.wait(list(pending), num_returns=1)
             actor, lo, hi = pending.pop(done)
             try:
-                res, secs = ray.get(done)
+                res, sk, secs = ray.get(done)
             except ray.exceptions.RayActorError:
                 # restarts exhausted: drop the actor and hand its batch to a live one
                 if actor in live:
@@ -214,6 +225,7 @@ class EvaluationPool:
                 actor = live[0]
             else:
                 out[lo:hi] = res
+                sketches[lo:hi] = sk
                 busy_s += secs
             if todo:
                 submit(actor)
@@ -223,7 +235,7 @@ class EvaluationPool:
         self._stats = {"genomes": n, "tasks": n_tasks, "batch_size": size, "seconds": wall,
                        "genomes_per_s": n / wall, "worker_seconds": busy_s,
                        "ms_per_genome": 1e3 * self._per_genome_s, "workers": len(live)}
-        return out
+        return out, sketches
 
     def worker_info(self) -> list[dict[str, Any]]:
         """Per live actor: pid, job digest, job ObjectRef id, RSS in MB, zero-copy flag."""
