@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from market.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 
 VERSION = 1
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from configs.models import EmpConfig
+from core.atomic import atomic_write_bytes
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import ResearchData, research_data
@@ -34,7 +35,6 @@ from fitness.metrics import METRIC_INDEX
 from genome.codec import to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
-from market.atomic import atomic_write_bytes
 
 
 class Evaluator(Protocol):

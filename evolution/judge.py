@@ -21,6 +21,7 @@ import pandas as pd
 
 from configs.loader import parse_config
 from configs.models import EmpConfig
+from core.atomic import atomic_write_bytes
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import Layout, layout_for, load_history
@@ -33,7 +34,6 @@ from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
 from genome.codec import from_json
 from genome.ops import phenotype_key
-from market.atomic import atomic_write_bytes
 from market.config import SymbolMeta
 from market.loader import Bars, truncate
 

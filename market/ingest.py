@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from market.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 from market.bars import higher_timeframes, resample_bars, ticks_to_bars
 from market.calendars import day_start_offset_ns
 from market.config import QualityConfig, SymbolMeta

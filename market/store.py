@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from market.atomic import TMP_MARK, atomic_write_bytes, fsync_dir, fsync_file, temp_path_for
+from core.atomic import TMP_MARK, atomic_write_bytes, fsync_dir, fsync_file, temp_path_for
 from market.config import SymbolMeta
 from market.timeframes import TIMEFRAME_NS, utc_ns
 
