@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field, field_validator
 from scipy import stats as sps
 
-from market.config import Strict
+from core.config import Strict
 
 
 class GateError(RuntimeError):
