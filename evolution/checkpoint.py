@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from core.atomic import atomic_write_bytes
+from core.errors import EmpError
 
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EmpError, RuntimeError):
     """A checkpoint is missing, torn or does not match the run."""
 
 

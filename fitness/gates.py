@@ -17,9 +17,10 @@ from pydantic import Field, field_validator
 from scipy import stats as sps
 
 from core.config import Strict
+from core.errors import EmpError
 
 
-class GateError(RuntimeError):
+class GateError(EmpError, RuntimeError):
     """A run cannot be judged: missing, unreadable, or its history changed since."""
 
 

@@ -95,6 +95,3 @@ def cmd_random(args: argparse.Namespace, cfg: EmpConfig) -> int:
         atomic_write_bytes(args.out, text.encode("utf-8"))
         print(f"wrote {args.out}")
     return 0
-
-
-ERRORS: tuple[type[BaseException], ...] = (GenomeError,)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.atomic import TMP_MARK, atomic_write_bytes, fsync_dir, fsync_file, temp_path_for
+from core.errors import EmpError
 from market.config import SymbolMeta
 from market.timeframes import TIMEFRAME_NS, utc_ns
 
@@ -33,7 +34,7 @@ ROW_GROUP_SIZE = 65_536
 TS_TYPE = pa.timestamp("ns", tz="UTC")
 
 
-class StoreError(RuntimeError):
+class StoreError(EmpError, RuntimeError):
     """The store holds something unreadable or was asked for something it does not have."""
 
 
