@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from core.atomic import atomic_write_bytes
 from core.errors import EmpError
+from core.jsonio import read_json, write_json
 
 VERSION = 1
 
@@ -58,17 +58,14 @@ def save(run_dir: Path, snap: Snapshot) -> None:
         "python_rng": snap.python_rng, "islands": len(snap.islands),
         "npz_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    atomic_write_bytes(run_dir / "checkpoint.json", json.dumps(meta).encode())
+    write_json(run_dir / "checkpoint.json", meta)
 
 
 def load(run_dir: Path) -> Snapshot:
     meta_path, npz_path = run_dir / "checkpoint.json", run_dir / "checkpoint.npz"
     if not meta_path.exists() or not npz_path.exists():
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{meta_path}: unreadable: {exc}") from None
+    meta = read_json(meta_path, CheckpointError)
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{meta_path}: checkpoint version {meta.get('version')} != {VERSION}")
     blob = npz_path.read_bytes()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from configs.models import EmpConfig
-from core.atomic import atomic_write_bytes
+from core.jsonio import write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import ResearchData, research_data
@@ -278,11 +278,9 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             tracker.log_params(cfg.model_dump(mode="json"), data.fingerprint(),
                                {"config_digest": digest})
             # the exact settings, for `--resume` checks and for the gates that judge this run
-            atomic_write_bytes(run_dir / "config.json",
-                               json.dumps(cfg.model_dump(mode="json"), indent=2).encode())
+            write_json(run_dir / "config.json", cfg.model_dump(mode="json"), indent=2)
             # what evolution saw, so the gates can refuse a history that changed since
-            atomic_write_bytes(run_dir / "data.json",
-                               json.dumps(data.fingerprint(), indent=2).encode())
+            write_json(run_dir / "data.json", data.fingerprint(), indent=2)
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):

@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from core.config import Strict
 from core.errors import EmpError
+from core.jsonio import json_float
 
 
 class GateError(EmpError, RuntimeError):
@@ -68,7 +69,7 @@ class Gate:
     passed: bool
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "value": _json_float(self.value), "op": self.op,
+        return {"name": self.name, "value": json_float(self.value), "op": self.op,
                 "threshold": self.threshold, "passed": self.passed}
 
 
@@ -115,7 +116,3 @@ def moments(returns: np.ndarray) -> tuple[float, float, float]:
     if not sd > 0:
         return 0.0, 0.0, 3.0
     return (float(r.mean() / sd), float(sps.skew(r)), float(sps.kurtosis(r, fisher=True) + 3.0))
-
-
-def _json_float(v: float) -> float | str:
-    return v if math.isfinite(v) else str(v)
