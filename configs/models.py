@@ -10,7 +10,7 @@ from pydantic import Field
 from core.config import Strict
 from evolution.config import EvolutionConfig
 from fitness.config import SimConfig
-from fitness.gates import GatePolicy
+from gates.policy import GatePolicy
 from market.config import QualityConfig, SymbolMeta, VolatilityConfig
 
 

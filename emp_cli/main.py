@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from configs import cli as config_cli
     from evolution import cli as evolution_cli
-    from evolution import gates_cli
     from fitness import cli as fitness_cli
+    from gates import cli as gates_cli
     from genome import cli as genome_cli
     from market import cli as market_cli
 

@@ -103,7 +103,7 @@ def test_user_errors_print_one_line_and_exit_with_their_code(monkeypatch, capsys
     traceback, and the error's exit code (2 by default, 3 for look-ahead)."""
     from core.errors import EmpError
     from emp_cli import main as cli
-    from fitness.lookahead import LookaheadError
+    from gates.lookahead import LookaheadError
     from genome.codec import GenomeError
 
     for exc, code in [(LookaheadError("bar 7 changed"), 3), (GenomeError("bar 7 changed"), 2),

@@ -1,6 +1,6 @@
 """The gate policy and the verdicts: what a candidate must show before it may become a champion.
 
-The statistics come from ``fitness.stats``; this module names the gates, holds their thresholds
+The statistics come from ``gates.stats``; this module names the gates, holds their thresholds
 (the ``gates`` section of a config file) and turns a candidate's figures into verdicts. A figure
 that is NaN fails its gate: a candidate never passes on missing evidence.
 """

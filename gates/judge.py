@@ -1,7 +1,7 @@
 """``emp gates RUN_ID``: judge the final Pareto front of a run on data it never saw.
 
 For every front candidate this replays the genome on the run's own layout
-(``evolution.data.walk_forward_layout``): the training folds (for the deflated Sharpe), the OOS
+(``gates.layout.walk_forward_layout``): the training folds (for the deflated Sharpe), the OOS
 window (the last walk-forward fold's test window) and, once per candidate, the hold-out. It adds
 the run-level statistics (PBO of the final population on the OOS window, the trial count and
 the variance of trial Sharpes), runs the look-ahead audit, and writes the gate report.
@@ -25,14 +25,14 @@ from core.atomic import atomic_write_bytes
 from core.jsonio import json_float, read_json, write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
-from evolution.data import Layout, layout_for, load_history
 from evolution.driver import State, front_frame, restore_individuals
 from evolution.objectives import deap_weights
-from fitness import stats
-from fitness.gates import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
-from fitness.lookahead import LookaheadError, audit_lookahead, cut_points
 from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
+from gates import stats
+from gates.layout import Layout, layout_for, load_history
+from gates.lookahead import LookaheadError, audit_lookahead, cut_points
+from gates.policy import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
 from genome.codec import from_json
 from genome.ops import phenotype_key
 from market.config import SymbolMeta
@@ -269,7 +269,7 @@ def _periods(ctx: RunContext) -> dict[str, dict[str, object]]:
 
 
 def _write(run_dir: Path, report: dict) -> None:
-    from evolution.gate_report import markdown
+    from gates.report import markdown
 
     out = run_dir / "gates"
     write_json(out / "report.json", report, indent=1)
