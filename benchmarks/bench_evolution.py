@@ -13,8 +13,9 @@ import numpy as np
 
 from configs.loader import parse_config
 from evolution import driver
-from evolution.data import ResearchData, fold_segments
+from evolution.data import ResearchData
 from fitness.simulator import build_tables, evaluate
+from gates.layout import fold_segments
 from market.config import CostModel, SymbolMeta
 from market.loader import Bars
 

@@ -14,9 +14,9 @@ import numpy as np
 import market.volatility as vol
 from benchmarks.bench_kernel import SP500_META, sp500_bars
 from benchmarks.timing import best_of
-from fitness.lookahead import audit_lookahead, cut_points
 from fitness.simulator import build_tables
-from fitness.stats import pbo_cscv, sharpe_of_block
+from gates.lookahead import audit_lookahead, cut_points
+from gates.stats import pbo_cscv, sharpe_of_block
 from genome.ops import random_genome
 from market.config import VolatilityConfig
 

@@ -84,6 +84,3 @@ def cmd_gates(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
     print(json.dumps(run(args.repeat)))
     return 0
-
-
-ERRORS: tuple[type[BaseException], ...] = ()

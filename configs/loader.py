@@ -16,12 +16,13 @@ import yaml
 from pydantic import ValidationError
 
 from configs.models import EmpConfig
+from core.errors import EmpError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_HINTS = ("password", "secret", "token", "key")
 
 
-class ConfigError(ValueError):
+class ConfigError(EmpError, ValueError):
     """A config file is unusable; the message says where and why."""
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from pydantic import Field
 
+from core.config import Strict
 from evolution.config import EvolutionConfig
 from fitness.config import SimConfig
-from fitness.gates import GatePolicy
-from market.config import QualityConfig, Strict, SymbolMeta, VolatilityConfig
+from gates.policy import GatePolicy
+from market.config import QualityConfig, SymbolMeta, VolatilityConfig
 
 
 def default_home() -> Path:

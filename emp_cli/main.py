@@ -8,8 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from configs.loader import ConfigError, load_config
+from configs.loader import load_config
 from configs.models import EmpConfig
+from core.errors import EmpError
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from configs import cli as config_cli
     from evolution import cli as evolution_cli
-    from evolution import gates_cli
     from fitness import cli as fitness_cli
+    from gates import cli as gates_cli
     from genome import cli as genome_cli
     from market import cli as market_cli
 
@@ -54,13 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.cli import ERRORS as BENCH_ERRORS
-    from evolution.checkpoint import CheckpointError
-    from fitness.gates import GateError
-    from genome.cli import ERRORS as GENOME_ERRORS
-    from market.cli import ERRORS as DATA_ERRORS
-    from market.cli import fail
-
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,12 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = resolve_config(getattr(args, "config", None))
         return func(args, cfg)
-    except ConfigError as exc:
-        print(f"emp: {exc}", file=sys.stderr)
-        return 2
-    except (*DATA_ERRORS, *BENCH_ERRORS, *GENOME_ERRORS, CheckpointError,
-            GateError) as exc:
-        return fail(exc)
+    except EmpError as exc:
+        print(f"emp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:  # output piped into `head` and closed early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

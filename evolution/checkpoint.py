@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from market.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
+from core.errors import EmpError
+from core.jsonio import read_json, write_json
 
 VERSION = 2
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EmpError, RuntimeError):
     """A checkpoint is missing, torn or does not match the run."""
 
 
@@ -59,17 +60,14 @@ def save(run_dir: Path, snap: Snapshot) -> None:
         "python_rng": snap.python_rng, "islands": len(snap.islands),
         "npz_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    atomic_write_bytes(run_dir / "checkpoint.json", json.dumps(meta).encode())
+    write_json(run_dir / "checkpoint.json", meta)
 
 
 def load(run_dir: Path) -> Snapshot:
     meta_path, npz_path = run_dir / "checkpoint.json", run_dir / "checkpoint.npz"
     if not meta_path.exists() or not npz_path.exists():
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{meta_path}: unreadable: {exc}") from None
+    meta = read_json(meta_path, CheckpointError)
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{meta_path}: checkpoint version {meta.get('version')} != {VERSION}")
     blob = npz_path.read_bytes()

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.config import Strict
 from fitness.metrics import METRIC_NAMES
-from market.config import Strict
 
 
 class ObjectiveSpec(Strict):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from configs.models import EmpConfig
+from core.jsonio import write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import ResearchData, research_data
@@ -34,7 +35,6 @@ from fitness.metrics import METRIC_INDEX
 from genome.codec import to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
-from market.atomic import atomic_write_bytes
 
 # Columns of each trial's return sketch: its training returns summed over this many equal
 # stretches of time. The gates cluster the trials' sketches to count the effectively
@@ -290,11 +290,9 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             tracker.log_params(cfg.model_dump(mode="json"), data.fingerprint(),
                                {"config_digest": digest})
             # the exact settings, for `--resume` checks and for the gates that judge this run
-            atomic_write_bytes(run_dir / "config.json",
-                               json.dumps(cfg.model_dump(mode="json"), indent=2).encode())
+            write_json(run_dir / "config.json", cfg.model_dump(mode="json"), indent=2)
             # what evolution saw, so the gates can refuse a history that changed since
-            atomic_write_bytes(run_dir / "data.json",
-                               json.dumps(data.fingerprint(), indent=2).encode())
+            write_json(run_dir / "data.json", data.fingerprint(), indent=2)
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from market.config import Strict
+from core.config import Strict
 
 
 class SimConfig(Strict):

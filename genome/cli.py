@@ -81,8 +81,8 @@ def cmd_show(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
 
 def cmd_random(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from core.atomic import atomic_write_bytes
     from genome.ops import random_genome
-    from market.atomic import atomic_write_bytes
 
     if not 0.0 <= args.p_slot_on <= 1.0:
         raise GenomeError(f"--p-slot-on {args.p_slot_on} is not a probability")
@@ -95,6 +95,3 @@ def cmd_random(args: argparse.Namespace, cfg: EmpConfig) -> int:
         atomic_write_bytes(args.out, text.encode("utf-8"))
         print(f"wrote {args.out}")
     return 0
-
-
-ERRORS: tuple[type[BaseException], ...] = (GenomeError,)

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import EmpError
 from genome import schema as S
 from genome.ops import validate
 
 
-class GenomeError(ValueError):
+class GenomeError(EmpError, ValueError):
     """A genome file or genome that cannot be used; the message names the problem."""
 
 

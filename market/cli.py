@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,13 +12,12 @@ from market.config import SymbolMeta, preset_meta
 from market.ingest import IngestError, ingest_bars, ingest_ticks
 from market.quality import check_bars
 from market.readers import (
-    SourceError,
     parse_mapping,
     read_bar_csv,
     read_metatrader_csv,
     read_tick_csv,
 )
-from market.store import HistoryStore, StoreError
+from market.store import HistoryStore
 from market.timeframes import TIMEFRAME_NS
 
 
@@ -160,11 +158,3 @@ def cmd_bootstrap(args: argparse.Namespace, cfg: EmpConfig) -> int:
     for result in bootstrap(store, cfg.data.symbols, cfg.data.quality):
         print(result.summary())
     return 0
-
-
-ERRORS = (IngestError, SourceError, StoreError)
-
-
-def fail(exc: BaseException) -> int:
-    print(f"emp: error: {exc}", file=sys.stderr)
-    return 2

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from core.config import Strict
 
 AssetClass = Literal["fx", "equity", "index", "crypto", "future", "commodity"]
 CalendarName = Literal["fx", "nyse", "business", "always"]
@@ -37,12 +39,6 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "zero_volume_run": "warning",
     "crossed_quote": "error",
 }
-
-
-class Strict(BaseModel):
-    """Base for every config model: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class CostModel(Strict):

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from market.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
+from core.errors import EmpError
 from market.bars import higher_timeframes, resample_bars, ticks_to_bars
 from market.calendars import day_start_offset_ns
 from market.config import QualityConfig, SymbolMeta
@@ -28,7 +29,7 @@ from market.store import HistoryStore, Transaction, frame_to_table
 from market.timeframes import TIMEFRAME_NS, utc_ns
 
 
-class IngestError(ValueError):
+class IngestError(EmpError, ValueError):
     """Ingest refused a file; nothing in the store changed."""
 
 

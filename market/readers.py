@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from core.errors import EmpError
+
 BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume", "spread")
 TICK_FIELDS = ("ts", "bid", "ask")
 _ALIASES = {
@@ -32,7 +34,7 @@ _ALIASES = {
 }
 
 
-class SourceError(ValueError):
+class SourceError(EmpError, ValueError):
     """A source file cannot be read at all (missing columns, unreadable CSV)."""
 
 

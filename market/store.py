@@ -20,7 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from market.atomic import TMP_MARK, atomic_write_bytes, fsync_dir, fsync_file, temp_path_for
+from core.atomic import TMP_MARK, fsync_dir, fsync_file, temp_path_for
+from core.errors import EmpError
+from core.jsonio import read_json, write_json
 from market.config import SymbolMeta
 from market.timeframes import TIMEFRAME_NS, utc_ns
 
@@ -33,7 +35,7 @@ ROW_GROUP_SIZE = 65_536
 TS_TYPE = pa.timestamp("ns", tz="UTC")
 
 
-class StoreError(RuntimeError):
+class StoreError(EmpError, RuntimeError):
     """The store holds something unreadable or was asked for something it does not have."""
 
 
@@ -96,7 +98,7 @@ class Transaction:
             return
         journal = [[str(a.relative_to(self.store.root)), str(b.relative_to(self.store.root))]
                    for a, b in self._renames]
-        atomic_write_bytes(self.store.root / JOURNAL_FILE, json.dumps(journal).encode())
+        write_json(self.store.root / JOURNAL_FILE, journal)
         self.store._roll_forward()
         self._renames = []
 
@@ -131,7 +133,7 @@ class HistoryStore:
         journal = self.root / JOURNAL_FILE
         if not journal.exists():
             return
-        for tmp_rel, target_rel in json.loads(journal.read_text()):
+        for tmp_rel, target_rel in read_json(journal, StoreError):
             tmp, target = self.root / tmp_rel, self.root / target_rel
             if tmp.exists():
                 os.replace(tmp, target)

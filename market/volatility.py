@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from market.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 from market.volatility_nb import (
     annualised_sigma,
     arch_backcast,

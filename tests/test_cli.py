@@ -94,7 +94,26 @@ def test_config_errors_exit_before_work(tmp_path):
     cfg.write_text("data:\n  qualty: {}\n")
     proc = emp("data", "bootstrap", "--config", str(cfg), home=tmp_path / "h", check=False)
     assert proc.returncode == 2 and "data.qualty: unknown key" in proc.stderr
+    assert proc.stderr.startswith("emp: error: invalid config:")
     assert not (tmp_path / "h").exists()
+
+
+def test_user_errors_print_one_line_and_exit_with_their_code(monkeypatch, capsys):
+    """Every package's user-facing error is an ``EmpError``: one ``emp: error:`` line, no
+    traceback, and the error's exit code (2 by default, 3 for look-ahead)."""
+    from core.errors import EmpError
+    from emp_cli import main as cli
+    from gates.lookahead import LookaheadError
+    from genome.codec import GenomeError
+
+    for exc, code in [(LookaheadError("bar 7 changed"), 3), (GenomeError("bar 7 changed"), 2),
+                      (EmpError("bar 7 changed", exit_code=5), 5)]:
+        def boom(path, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(cli, "resolve_config", boom)
+        assert cli.main(["config", "check"]) == code
+        assert capsys.readouterr().err == "emp: error: bar 7 changed\n"
 
 
 def test_bench_data_prints_one_json_line(tmp_path):

@@ -16,9 +16,10 @@ from scipy import stats as sps
 
 from configs.loader import parse_config
 from evolution import driver
-from evolution.data import research_data, walk_forward_layout
-from evolution.judge import judge_run
-from fitness.gates import GateError, GatePolicy, drawdown_ratio, judge, moments
+from evolution.data import research_data
+from gates.judge import judge_run
+from gates.layout import walk_forward_layout
+from gates.policy import GateError, GatePolicy, drawdown_ratio, judge, moments
 
 # Data preparation only: a lighter GARCH refit schedule keeps the tests quick; every GA
 # setting below is the default (population 100, 30 generations, 4 folds, NSGA-II).

@@ -11,9 +11,9 @@ from conftest import random_bars, roc1_genome
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fitness import lookahead
-from fitness.lookahead import AuditResult, LookaheadError, audit_lookahead, cut_points
 from fitness.simulator import Tables, build_tables, simulate
+from gates import lookahead
+from gates.lookahead import AuditResult, LookaheadError, audit_lookahead, cut_points
 from genome.features import NAMES
 from genome.ops import random_genome, repair
 from genome.primitives import PRIMITIVE_IDS

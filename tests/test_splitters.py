@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fitness.splitters import Fold, cpcv, cpcv_paths, n_paths, purged_walk_forward
+from gates.splitters import Fold, cpcv, cpcv_paths, n_paths, purged_walk_forward
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

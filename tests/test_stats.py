@@ -1,4 +1,4 @@
-"""fitness.stats vs the DSR paper's worked example, direct scipy formulas, a loop CSCV and arch."""
+"""gates.stats vs the DSR paper's worked example, direct scipy formulas, a loop CSCV and arch."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fitness.stats import (
+from gates.stats import (
     deflated_sharpe,
     expected_max_sharpe,
     pbo_cscv,
@@ -146,7 +146,7 @@ def test_pbo_moment_path_equals_the_concatenating_path():
 
 
 def test_pbo_chunking_matches_reference(monkeypatch):
-    import fitness.stats as fs
+    import gates.stats as fs
 
     monkeypatch.setattr(fs, "_CSCV_CHUNK_BYTES", 1000)  # force many small chunks
     r = np.random.default_rng(3).standard_normal((83, 5))

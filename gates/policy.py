@@ -1,6 +1,6 @@
 """The gate policy and the verdicts: what a candidate must show before it may become a champion.
 
-The statistics come from ``fitness.stats``; this module names the gates, holds their thresholds
+The statistics come from ``gates.stats``; this module names the gates, holds their thresholds
 (the ``gates`` section of a config file) and turns a candidate's figures into verdicts. A figure
 that is NaN fails its gate: a candidate never passes on missing evidence.
 """
@@ -16,10 +16,12 @@ import numpy as np
 from pydantic import Field, field_validator
 from scipy import stats as sps
 
-from market.config import Strict
+from core.config import Strict
+from core.errors import EmpError
+from core.jsonio import json_float
 
 
-class GateError(RuntimeError):
+class GateError(EmpError, RuntimeError):
     """A run cannot be judged: missing, unreadable, or its history changed since."""
 
 
@@ -67,7 +69,7 @@ class Gate:
     passed: bool
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "value": _json_float(self.value), "op": self.op,
+        return {"name": self.name, "value": json_float(self.value), "op": self.op,
                 "threshold": self.threshold, "passed": self.passed}
 
 
@@ -114,7 +116,3 @@ def moments(returns: np.ndarray) -> tuple[float, float, float]:
     if not sd > 0:
         return 0.0, 0.0, 3.0
     return (float(r.mean() / sd), float(sps.skew(r)), float(sps.kurtosis(r, fisher=True) + 3.0))
-
-
-def _json_float(v: float) -> float | str:
-    return v if math.isfinite(v) else str(v)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.errors import EmpError
 from fitness.config import SimConfig
 from fitness.simulator import REASONS, Backtest, Tables, build_tables, simulate
 from genome.schema import N_GENES
@@ -32,8 +33,10 @@ from market.volatility import GARCH_VARIANTS, RV_WINDOWS
 Builder = Callable[..., Tables]
 
 
-class LookaheadError(RuntimeError):
-    """A value or decision known at bar t changed when the bars after t were removed."""
+class LookaheadError(EmpError, RuntimeError):
+    """A value or decision known at bar t changed when the bars after t were removed (exit 3)."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ def _policy(args: argparse.Namespace, cfg: EmpConfig):  # type: ignore[no-untype
 
 
 def cmd_gates(args: argparse.Namespace, cfg: EmpConfig) -> int:
-    from evolution.gate_report import verdict_table
-    from evolution.judge import judge_run
+    from gates.judge import judge_run
+    from gates.report import verdict_table
 
     report = judge_run(cfg.home, args.run_id, _policy(args, cfg), log_mlflow=not args.no_mlflow)
     if args.json:
@@ -62,7 +62,7 @@ def cmd_gates(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, cfg: EmpConfig) -> int:
-    from evolution.judge import front_genomes, front_of, load_run, run_audit
+    from gates.judge import front_genomes, front_of, load_run, run_audit
 
     ctx = load_run(cfg.home, args.run_id)
     policy = _policy(args, cfg) or ctx.cfg.gates

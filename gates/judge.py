@@ -1,7 +1,7 @@
 """``emp gates RUN_ID``: judge the final Pareto front of a run on data it never saw.
 
 For every front candidate this replays the genome on the run's own layout
-(``evolution.data.walk_forward_layout``): the training folds (for the deflated Sharpe), the OOS
+(``gates.layout.walk_forward_layout``): the training folds (for the deflated Sharpe), the OOS
 window (the last walk-forward fold's test window) and, once per candidate, the hold-out. It adds
 the run-level statistics (PBO of the final population on the OOS window, the trial count and
 the variance of trial Sharpes), runs the look-ahead audit, and writes the gate report.
@@ -19,21 +19,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.loader import parse_config
+from configs.loader import ConfigError, parse_config
 from configs.models import EmpConfig
+from core.atomic import atomic_write_bytes
+from core.jsonio import json_float, read_json, write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
-from evolution.data import Layout, layout_for, load_history
 from evolution.driver import State, front_frame, restore_individuals
 from evolution.objectives import deap_weights
-from fitness import stats
-from fitness.gates import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
-from fitness.lookahead import LookaheadError, audit_lookahead, cut_points
 from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
+from gates import stats
+from gates.layout import Layout, layout_for, load_history
+from gates.lookahead import LookaheadError, audit_lookahead, cut_points
+from gates.policy import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
 from genome.codec import from_json
 from genome.ops import phenotype_key
-from market.atomic import atomic_write_bytes
 from market.config import SymbolMeta
 from market.loader import Bars, truncate
 
@@ -70,9 +71,9 @@ def load_run(home: Path, run_id: str) -> RunContext:
         raise GateError(f"no run {run_id!r} under {Path(home) / 'runs'} (runs there: "
                         f"{', '.join(known[-5:]) or 'none'})")
     try:
-        cfg = parse_config(json.loads((run_dir / "config.json").read_text()),
+        cfg = parse_config(read_json(run_dir / "config.json", GateError),
                            str(run_dir / "config.json"))
-    except ValueError as exc:
+    except ConfigError as exc:
         raise GateError(f"{run_dir / 'config.json'}: {exc}") from None
     cfg = cfg.model_copy(update={"home": Path(home)})
     snap = ckpt.load(run_dir)
@@ -80,7 +81,7 @@ def load_run(home: Path, run_id: str) -> RunContext:
     layout = layout_for(cfg, bars.n_bars)
     saved = run_dir / "data.json"
     if saved.exists():
-        want = json.loads(saved.read_text()).get("sha256")
+        want = read_json(saved, GateError).get("sha256")
         got = truncate(bars, layout.train_end).fingerprint()
         if want != got:
             raise GateError(
@@ -189,10 +190,10 @@ def run_audit(ctx: RunContext, genomes: np.ndarray, cuts: int, seed: int) -> dic
 def _holdout_reads(run_dir: Path, policy_sha: str) -> int:
     """Count gate passes that read this run's hold-out (kept in runs/<id>/gates/)."""
     path = run_dir / "gates" / "holdout_reads.json"
-    log = json.loads(path.read_text()) if path.exists() else []
+    log = read_json(path, GateError) if path.exists() else []
     log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "policy_sha256": policy_sha})
-    atomic_write_bytes(path, json.dumps(log, indent=1).encode())
+    write_json(path, log, indent=1)
     return len(log)
 
 
@@ -229,7 +230,7 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
             "rank": rank, "key": row["key"], "eligible": all(g.passed for g in gates),
             "weighted_fitness": float(row["weighted"]), "rules": row["rules"],
             "genome": json.loads(row["genome"]),
-            "figures": {k: _num(v) for k, v in figures.items()},
+            "figures": {k: json_float(v) for k, v in figures.items()},
             "gates": [g.as_dict() for g in gates]})
     report = {
         "run_id": run_id, "symbol": ctx.cfg.evolution.symbol,
@@ -237,7 +238,7 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
         "generation": ctx.snap.generation, "generations": ctx.cfg.evolution.generations,
         "periods": _periods(ctx), "policy": policy_json, "policy_sha256": policy_sha,
         "trials": n_trials, "trial_sharpe_variance": var_trials,
-        "pbo": _num(pbo), "population": int(pop.shape[1]), "lookahead": audit,
+        "pbo": json_float(pbo), "population": int(pop.shape[1]), "lookahead": audit,
         "holdout_reads": reads, "seconds": round(time.perf_counter() - t0, 2),
         "candidates": candidates,
         "eligible": [c["key"] for c in candidates if c["eligible"]],
@@ -256,10 +257,6 @@ def _stepm(oos: np.ndarray, bench: np.ndarray, policy: GatePolicy) -> set[int]:
                                     reps=bs.reps, seed=bs.seed, size=policy.spa_p_max))
 
 
-def _num(v: float) -> float | str:
-    return float(v) if math.isfinite(v) else str(v)
-
-
 def _periods(ctx: RunContext) -> dict[str, dict[str, object]]:
     idx = ctx.bars.index()
     lay = ctx.layout
@@ -272,16 +269,15 @@ def _periods(ctx: RunContext) -> dict[str, dict[str, object]]:
 
 
 def _write(run_dir: Path, report: dict) -> None:
-    from evolution.gate_report import markdown
+    from gates.report import markdown
 
     out = run_dir / "gates"
-    atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
+    write_json(out / "report.json", report, indent=1)
     atomic_write_bytes(out / "report.md", markdown(report).encode())
     eligible = [{"key": c["key"], "rank": c["rank"], "rules": c["rules"], "genome": c["genome"],
                  "figures": c["figures"]} for c in report["candidates"] if c["eligible"]]
-    atomic_write_bytes(out / "eligible.json",
-                       json.dumps({"run_id": report["run_id"], "eligible": eligible},
-                                  indent=1).encode())
+    write_json(out / "eligible.json", {"run_id": report["run_id"], "eligible": eligible},
+               indent=1)
 
 
 def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:

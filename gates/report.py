@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fitness.gates import GATES
+from gates.policy import GATES
 
 _SHORT = {"oos_sharpe": "OOS SR", "dsr": "DSR", "pbo": "PBO", "spa": "SPA p",
           "trades_per_year": "trades/yr", "oos_max_drawdown": "OOS DD",

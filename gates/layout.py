@@ -1,0 +1,104 @@
+"""The period layout of a run and the hold-out loading: where evolution may look and where only
+the gates may.
+
+The history is cut in three, in time order (see ``walk_forward_layout``):
+
+* **training** ``[0, train_end)``: the purged training set of the last walk-forward fold, cut
+  into ``evolution.folds`` equal training folds; the GA's fitness comes only from these;
+* **OOS** ``[oos_start, holdout_start)``: the last walk-forward fold's test window, after a purge
+  gap. No training fold contains it, so it is the one truly out-of-sample walk-forward window
+  for the candidates of a single run (earlier folds' test windows are inside the last fold's
+  training set, so a run has seen them);
+* **hold-out** ``[holdout_start, n_total)``: the last ``evolution.holdout`` fraction.
+
+``load_history`` returns the whole history, hold-out included: ``evolution.data`` cuts the
+training bars from it at once (the one thing evolution takes from the gates is this layout), and
+only the gates read the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gates.splitters import purged_walk_forward
+from genome.primitives import LONGEST_LOOKBACK
+from market.loader import Bars, holdout_start, load_bars
+from market.store import HistoryStore, StoreError
+
+if TYPE_CHECKING:  # configs.models composes every package's section: a type here, no import
+    from configs.models import EmpConfig
+    from market.config import SymbolMeta
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Bar indexes of the three periods, all in full-history positions."""
+
+    segments: np.ndarray  # int64 [folds, 2] training folds, inside [warmup, train_end)
+    train_end: int        # evolution sees bars [0, train_end)
+    oos: np.ndarray       # int64 [1, 2] the last walk-forward fold's test window
+    purge: int            # bars dropped between training and the OOS window
+    holdout_start: int
+    n_total: int
+
+
+def purge_bars(cfg: EmpConfig) -> int:
+    """Explicit ``evolution.purge_bars``, else the longest feature lookback.
+
+    Every training fold is flattened on its last bar, so no training trade's decision-to-exit
+    window reaches past the training end; what can still couple the two periods is a feature
+    whose lookback spans both, hence the default.
+    """
+    p = cfg.evolution.purge_bars
+    return LONGEST_LOOKBACK if p is None else p
+
+
+def walk_forward_layout(n_total: int, holdout: float, warmup: int, folds: int, purge: int,
+                        embargo: float) -> Layout:
+    """Anchored purged walk-forward over the research period ``[warmup, holdout_start)``.
+
+    ``fitness.splitters.purged_walk_forward`` cuts it into ``folds + 1`` blocks; the last fold
+    tests on the last block (the OOS window) and trains on everything before it minus the purge.
+    That training set is cut into ``folds`` equal training folds for the per-fold objectives.
+    """
+    research = holdout_start(n_total, holdout)
+    try:
+        last = purged_walk_forward(research, folds, anchored=True, purge=purge,
+                                   embargo=embargo, start=warmup)[-1]
+    except ValueError as exc:
+        raise ValueError(f"{research} research bars, warm-up {warmup}, {folds} folds, purge "
+                         f"{purge}: {exc}") from None
+    train_end = int(last.train[-1, 1])
+    per_fold = (train_end - warmup) // folds
+    if per_fold < 20:
+        raise ValueError(
+            f"{research} research bars leave {train_end - warmup} training bars after a "
+            f"{warmup}-bar warm-up and a {purge}-bar purge: under 20 per fold for {folds} folds; "
+            f"use more history, fewer folds, a shorter warm-up or a smaller purge_bars")
+    return Layout(fold_segments(train_end, warmup, folds), train_end, last.test.copy(), purge,
+                  research, n_total)
+
+
+def fold_segments(n_bars: int, warmup: int, folds: int) -> np.ndarray:
+    """``folds`` contiguous, equal training folds of [warmup, n_bars)."""
+    edges = warmup + np.linspace(0, n_bars - warmup, folds + 1).round().astype(np.int64)
+    return np.stack([edges[:-1], edges[1:]], axis=1)
+
+
+def load_history(cfg: EmpConfig) -> tuple[Bars, SymbolMeta]:
+    """The whole history of the run's symbol (hold-out included): for the gates only."""
+    ev = cfg.evolution
+    store = HistoryStore(cfg.store_root())
+    meta = cfg.data.symbols.get(ev.symbol) or store.meta(ev.symbol)
+    if meta is None:
+        raise StoreError(f"no metadata for {ev.symbol}: add data.symbols.{ev.symbol} to the config")
+    return load_bars(ev.symbol, ev.timeframe, ev.start, ev.end, store=store), meta
+
+
+def layout_for(cfg: EmpConfig, n_total: int) -> Layout:
+    ev = cfg.evolution
+    return walk_forward_layout(n_total, ev.holdout, ev.warmup_bars, ev.folds, purge_bars(cfg),
+                               ev.embargo)
