@@ -66,7 +66,7 @@ def test_p_values_fall_as_the_statistic_rises_and_flat_is_one():
 
 
 def test_agrees_with_arch_stepm_on_a_clear_case():
-    from fitness.stats import stepm_superior  # moves to gates.stats
+    from gates.stats import stepm_superior
 
     edge = np.array([0.0, 0.4, 0.0, 0.5, -0.2, 0.0])
     x = family(7, t=500, k=6, rho=0.3, edge=edge)
