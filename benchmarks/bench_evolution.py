@@ -72,7 +72,7 @@ def run(n_bars: int = 1_000_000, population: int = 64, generations: int = 3,
         data = research(n_bars, 2, cfg)
         seg_bars = int((data.segments[:, 1] - data.segments[:, 0]).sum())
         job = EvalJob(data.bars, data.tables, META, cfg.fitness, data.segments,
-                      sketch_blocks=driver.SKETCH_BLOCKS)
+                      sketch_bars=driver.SKETCH_BARS)
         with EvaluationPool(job) as pool:
             # setup (MLflow run, initial population) first; then time the resumed loop alone
             first = driver.run(cfg, stop_after=0, evaluator=pool, data=data, progress=False)

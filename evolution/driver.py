@@ -36,10 +36,10 @@ from genome.codec import to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
 
-# Columns of each trial's return sketch: its training returns summed over this many equal
-# stretches of time. The gates cluster the trials' sketches to count the effectively
-# independent trials (float32: 1 KiB a trial; 10 MiB for population 100 x 100 generations).
-SKETCH_BLOCKS = 256
+# Columns of each trial's return sketch: its net returns on this many training bars, evenly
+# spaced. The gates cluster the trials' sketches to count the effectively independent trials
+# (float32: 1 KiB a trial; about 10 MiB for population 100 x 100 generations).
+SKETCH_BARS = 256
 
 
 class Evaluator(Protocol):
@@ -58,7 +58,7 @@ class LocalEvaluator:
 
         d = self.data
         return evaluate_trials(genomes, d.tables, d.bars, d.segments, d.meta, self.sim,
-                               n_blocks=SKETCH_BLOCKS)
+                               n_samples=SKETCH_BARS)
 
     def close(self) -> None:
         return None
@@ -273,7 +273,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             from workers.pool import EvalJob, EvaluationPool
 
             evaluator = EvaluationPool(EvalJob(data.bars, data.tables, data.meta, cfg.fitness,
-                                               data.segments, sketch_blocks=SKETCH_BLOCKS),
+                                               data.segments, sketch_bars=SKETCH_BARS),
                                        n_workers=ev.workers,
                                        min_task_ms=ev.min_task_ms)
         if resume:

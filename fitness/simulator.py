@@ -97,37 +97,36 @@ def evaluate(genomes: np.ndarray, tables: Tables, bars: Bars, segments: np.ndarr
     return evaluate_trials(genomes, tables, bars, segments, meta, sim, symbol)[0]
 
 
-def sketch_columns(segments: np.ndarray, n_bars: int, n_blocks: int) -> np.ndarray:
-    """int64 ``[n_bars]``: the sketch column of each bar, -1 outside every segment.
+def sketch_columns(segments: np.ndarray, n_bars: int, n_samples: int) -> np.ndarray:
+    """int64 ``[n_bars]``: the sketch column of each sampled bar, -1 for every other bar.
 
-    Each segment gets ``n_blocks // n_segments`` consecutive, near-equal blocks of bars (fewer
-    when it has fewer bars), so a column never spans two segments and a trial's sketch is its
-    per-bar training returns summed over ~``n_blocks`` equal stretches of time: enough to
-    cluster trials by correlation at a fraction of the memory of the full series.
+    ``n_samples`` bars (fewer if the segments hold fewer) evenly spaced over the segments'
+    bars, in time order. A trial's sketch is its net return on exactly those bars: enough to
+    estimate the correlation between two trials (standard error ~1/√n_samples) at a fraction
+    of the memory of the whole series. Sampled bars, not sums over blocks of bars: block sums
+    make two strategies that hold the same average exposure at different times look alike.
     """
     seg = _segments(segments, n_bars)
+    bars = np.concatenate([np.arange(a, b) for a, b in seg])
+    k = min(int(n_samples), bars.size)
     cols = np.full(n_bars, -1, dtype=np.int64)
-    per = max(1, n_blocks // seg.shape[0])
-    nxt = 0
-    for a, b in seg:
-        k_seg = min(per, int(b - a))
-        cols[a:b] = nxt + (np.arange(b - a) * k_seg) // (b - a)
-        nxt += k_seg
+    if k > 0:
+        cols[bars[np.linspace(0, bars.size - 1, k).round().astype(np.int64)]] = np.arange(k)
     return cols
 
 
 def evaluate_trials(genomes: np.ndarray, tables: Tables, bars: Bars, segments: np.ndarray,
                     meta: SymbolMeta, sim: SimConfig | None = None, symbol: int = 0,
-                    n_blocks: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``evaluate``'s metrics and each genome's return sketch ``float32 [n_genomes, B]``
-    (``sketch_columns``; B = 0 when ``n_blocks`` is 0): what the gates need to count the
-    effectively independent trials."""
+                    n_samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``evaluate``'s metrics and each genome's return sketch ``float32 [n_genomes, B]``: its
+    net returns on ``n_samples`` sampled bars (``sketch_columns``; B = 0 when ``n_samples``
+    is 0): what the gates need to count the effectively independent trials."""
     sim = sim or SimConfig()
     comp = compile_genomes(genomes, tables.features)
     seg = _segments(segments, bars.n_bars)
     o, h, lo, c = _prices(bars, symbol)
     out = np.empty((comp.slots.shape[0], seg.shape[0], N_METRICS))
-    cols = (sketch_columns(seg, bars.n_bars, n_blocks) if n_blocks > 0
+    cols = (sketch_columns(seg, bars.n_bars, n_samples) if n_samples > 0
             else np.full(bars.n_bars, -1, dtype=np.int64))
     sketch = np.zeros((comp.slots.shape[0], int(cols.max()) + 1))
     k.evaluate_batch(tables.features.values, comp.slots, comp.thr, comp.n_active, comp.logic,

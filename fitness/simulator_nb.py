@@ -328,8 +328,8 @@ def evaluate_batch(
     """Metrics for every (genome, segment) pair into ``out[n_genomes, n_segments, N_METRICS]``.
 
     Return sketch: bar t's net return is added to ``sketch[g, sketch_col[t]]`` (skipped where
-    ``sketch_col[t] < 0``, or when ``sketch`` has no columns). Columns never straddle two
-    segments (``fitness.simulator.sketch_columns``), so parallel jobs never share a cell.
+    ``sketch_col[t] < 0``, or when ``sketch`` has no columns). Each column belongs to one bar
+    (``fitness.simulator.sketch_columns``), so parallel jobs never share a cell.
     """
     n_g = slots.shape[0]
     n_s = segments.shape[0]

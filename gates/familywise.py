@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-__all__ = ["stationary_bootstrap_counts", "stepdown_pvalues"]
+__all__ = ["both_pvalues", "stationary_bootstrap_counts", "stepdown_pvalues"]
 
 
 def stationary_bootstrap_counts(n_obs: int, block_size: float, reps: int,
@@ -49,6 +49,27 @@ def stationary_bootstrap_counts(n_obs: int, block_size: float, reps: int,
     return counts
 
 
+def _studentised(excess: np.ndarray, counts: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Statistics ``[K_live]``, their bootstrap draws centred under H0 ``[reps, K_live]``, and
+    the mask of candidates whose excess is not constant."""
+    d = np.asarray(excess, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 1:
+        raise ValueError(f"excess must be [T >= 2, K >= 1], got shape {np.shape(excess)}")
+    if not np.isfinite(d).all():
+        raise ValueError("excess returns must be finite")
+    if counts.shape[1] != d.shape[0]:
+        raise ValueError(f"bootstrap counts cover {counts.shape[1]} bars, excess {d.shape[0]}")
+    n_obs = d.shape[0]
+    mean = d.mean(axis=0)
+    sd = d.std(axis=0, ddof=1)
+    live = sd > 1e-14 * np.maximum(np.abs(d).max(axis=0), 1e-300)
+    scale = math.sqrt(n_obs) / sd[live]
+    stat = mean[live] * scale
+    boot = (counts @ d[:, live] / n_obs - mean[live]) * scale
+    return stat, boot, live
+
+
 def stepdown_pvalues(excess: np.ndarray, *, block_size: float, reps: int = 1000,
                      seed: int = 0) -> np.ndarray:
     """Romano–Wolf step-down adjusted p-values ``[K]`` for ``excess`` ``[T, K]`` (per-bar
@@ -58,31 +79,30 @@ def stepdown_pvalues(excess: np.ndarray, *, block_size: float, reps: int = 1000,
     Rejecting every candidate with p <= alpha keeps the probability of any false rejection
     <= alpha (asymptotically), whatever the dependence between the candidates.
     """
+    return both_pvalues(excess, block_size=block_size, reps=reps, seed=seed)[0]
+
+
+def both_pvalues(excess: np.ndarray, *, block_size: float, reps: int = 1000,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(family-wise step-down p-values, each candidate's own bootstrap p-value), from one
+    set of resamples. The own p-value is what gating each candidate alone would use; the
+    report shows it beside the family-wise one."""
     d = np.asarray(excess, dtype=np.float64)
     if d.ndim == 1:
         d = d[:, None]
-    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 1:
+    if d.ndim != 2 or d.shape[0] < 2:
         raise ValueError(f"excess must be [T >= 2, K >= 1], got shape {np.shape(excess)}")
-    if not np.isfinite(d).all():
-        raise ValueError("excess returns must be finite")
-    n_obs, k = d.shape
-    mean = d.mean(axis=0)
-    sd = d.std(axis=0, ddof=1)
-    live = sd > 1e-14 * np.maximum(np.abs(d).max(axis=0), 1e-300)
-    p = np.ones(k)
+    counts = stationary_bootstrap_counts(d.shape[0], block_size, reps, seed)
+    stat, boot, live = _studentised(d, counts)
+    fw, own = np.ones(d.shape[1]), np.ones(d.shape[1])
     if not live.any():
-        return p
-    dl, ml, sl = d[:, live], mean[live], sd[live]
-    scale = math.sqrt(n_obs) / sl
-    stat = ml * scale
-    counts = stationary_bootstrap_counts(n_obs, block_size, reps, seed)
-    boot = (counts @ dl / n_obs - ml) * scale          # [reps, K_live], centred under H0
+        return fw, own
     order = np.argsort(-stat, kind="stable")
     # max over the candidates still in the family at each step: suffix maxima in `order`
     tail_max = np.maximum.accumulate(boot[:, order[::-1]], axis=1)[:, ::-1]
     raw = (1.0 + (tail_max >= stat[order][None, :]).sum(axis=0)) / (1.0 + reps)
-    adjusted = np.maximum.accumulate(raw)              # step-down: never below an earlier step
-    out = np.empty(int(live.sum()))
-    out[order] = adjusted
-    p[live] = out
-    return p
+    adjusted = np.empty(stat.size)
+    adjusted[order] = np.maximum.accumulate(raw)  # step-down: never below an earlier step
+    fw[live] = adjusted
+    own[live] = (1.0 + (boot >= stat[None, :]).sum(axis=0)) / (1.0 + reps)
+    return fw, own

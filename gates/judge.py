@@ -30,9 +30,11 @@ from evolution.objectives import deap_weights
 from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
 from gates import stats
+from gates.familywise import both_pvalues
 from gates.layout import Layout, layout_for, load_history
 from gates.lookahead import LookaheadError, audit_lookahead, cut_points
 from gates.policy import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
+from gates.trials import TrialCount, count_trials
 from genome.codec import from_json
 from genome.ops import phenotype_key
 from market.config import SymbolMeta
@@ -114,14 +116,20 @@ def front_genomes(front: pd.DataFrame) -> np.ndarray:
 
 
 def trial_sharpe_variance(ctx: RunContext) -> tuple[int, float]:
-    """N = distinct genomes evaluated, and the variance of their per-bar Sharpe ratios (the
-    mean over training folds of each trial's annualised Sharpe, de-annualised)."""
+    """The raw trial figures, kept for comparison: N = distinct genomes evaluated, and the
+    variance of all their per-bar Sharpe ratios (mean over training folds, de-annualised)."""
     m = ctx.snap.cache_metrics
     n = int(m.shape[0])
     if n < 2:
         return max(n, 1), 0.0
     sr = m[:, :, METRIC_INDEX["sharpe"]].mean(axis=1) / math.sqrt(ctx.tables.bars_per_year)
     return n, float(np.var(sr[np.isfinite(sr)], ddof=1))
+
+
+def effective_trials(ctx: RunContext) -> TrialCount:
+    """N_eff from the run's per-trial return sketches (``gates.trials``)."""
+    traded = ctx.snap.cache_metrics[:, :, METRIC_INDEX["trade_count"]].sum(axis=1) > 0
+    return count_trials(ctx.snap.cache_sketches, traded)
 
 
 def population_oos_returns(ctx: RunContext) -> np.ndarray:
@@ -142,28 +150,31 @@ def benchmark_returns(ctx: RunContext, kind: str) -> np.ndarray:
     return c[a:b] / c[a - 1:b - 1] - 1.0
 
 
-def candidate_figures(ctx: RunContext, genome: np.ndarray, n_trials: int, var_trials: float,
-                      policy: GatePolicy, bench: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """Every figure a gate needs for one genome, and its OOS returns; the hold-out is read
-    here, once."""
+def candidate_figures(ctx: RunContext, genome: np.ndarray, trials: TrialCount,
+                      raw: tuple[int, float], policy: GatePolicy
+                      ) -> tuple[dict[str, float], np.ndarray]:
+    """Every figure of one genome except the family-wise ones, and its OOS returns; the
+    hold-out is read here, once."""
     training = np.concatenate([_sim(ctx, genome, int(a), int(b)).returns
                                for a, b in ctx.layout.segments])
     sr, skew, kurt = moments(training)
+    sr0 = trials.expected_max_sharpe(training.size)
+    annual = math.sqrt(ctx.tables.bars_per_year)
     try:
-        dsr = stats.deflated_sharpe(sr, training.size, skew, kurt, n_trials, var_trials)
-    except ValueError:
-        dsr = math.nan  # a degenerate moment combination is no evidence: the gate fails
+        dsr = stats.probabilistic_sharpe(sr, sr0, training.size, skew, kurt)
+        dsr_raw = stats.deflated_sharpe(sr, training.size, skew, kurt, *raw)
+        bar = stats.sharpe_needed(policy.dsr_min, sr0, training.size, skew, kurt) \
+            if 0.0 < policy.dsr_min < 1.0 else math.nan
+    except ValueError:  # a degenerate moment combination is no evidence: the gate fails
+        dsr = dsr_raw = bar = math.nan
     oa, ob = (int(x) for x in ctx.layout.oos[0])
     oos = _sim(ctx, genome, oa, ob)
-    bs = policy.bootstrap
-    spa_p = stats.spa_pvalue(-(oos.returns - bench), np.zeros_like(bench),
-                             block_size=min(bs.block_size, oos.returns.size), reps=bs.reps,
-                             seed=bs.seed)
     hold = _sim(ctx, genome, ctx.layout.holdout_start, ctx.layout.n_total)
     om, hm = oos.metrics, hold.metrics
     figures = {
-        "training_sharpe": float(sr * math.sqrt(ctx.tables.bars_per_year)),
-        "dsr": dsr, "spa_p": spa_p,
+        "training_sharpe": float(sr * annual), "training_bars": float(training.size),
+        "training_skew": skew, "training_kurtosis": kurt,
+        "dsr": dsr, "deflated_bar": bar * annual, "dsr_raw": dsr_raw,
         "oos_sharpe": om["sharpe"], "oos_max_drawdown": om["max_drawdown"],
         "oos_trades_per_year": om["trades_per_year"], "oos_annual_return": om["annual_return"],
         "holdout_sharpe": hm["sharpe"], "holdout_max_drawdown": hm["max_drawdown"],
@@ -171,6 +182,15 @@ def candidate_figures(ctx: RunContext, genome: np.ndarray, n_trials: int, var_tr
         "holdout_drawdown_ratio": drawdown_ratio(hm["max_drawdown"], om["max_drawdown"]),
     }
     return figures, oos.returns
+
+
+def familywise_figures(oos: np.ndarray, bench: np.ndarray, policy: GatePolicy
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Each front candidate's Romano–Wolf step-down p-value over the whole front, and its own
+    bootstrap p-value (reported, not gated), on the OOS excess returns ``[T, K]``."""
+    bs = policy.bootstrap
+    return both_pvalues(oos - bench[:, None], block_size=min(bs.block_size, bench.size),
+                        reps=bs.reps, seed=bs.seed)
 
 
 def run_audit(ctx: RunContext, genomes: np.ndarray, cuts: int, seed: int) -> dict[str, object]:
@@ -209,7 +229,8 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     if front.empty:
         raise GateError(f"run {run_id} has no front to judge (checkpoint at generation "
                         f"{ctx.snap.generation})")
-    n_trials, var_trials = trial_sharpe_variance(ctx)
+    raw = trial_sharpe_variance(ctx)
+    trials = effective_trials(ctx)
     pop = population_oos_returns(ctx)
     pbo = (stats.pbo_cscv(pop, n_blocks=policy.pbo_blocks)[0]
            if pop.shape[1] >= 2 and pop.shape[0] >= policy.pbo_blocks else math.nan)
@@ -219,12 +240,13 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     policy_json = policy.model_dump(mode="json")
     policy_sha = hashlib.sha256(json.dumps(policy_json, sort_keys=True).encode()).hexdigest()
     reads = _holdout_reads(ctx.run_dir, policy_sha)
-    figs, oos = zip(*(candidate_figures(ctx, g, n_trials, var_trials, policy, bench)
-                      for g in genomes), strict=True)
-    superior = _stepm(np.stack(oos, axis=1), bench, policy)
+    figs, oos = zip(*(candidate_figures(ctx, g, trials, raw, policy) for g in genomes),
+                    strict=True)
+    fw_p, own_p = familywise_figures(np.stack(oos, axis=1), bench, policy)
     candidates = []
     for rank, (_, row) in enumerate(front.iterrows(), start=1):
-        figures = {**figs[rank - 1], "pbo": pbo, "stepm_superior": float(rank - 1 in superior)}
+        figures = {**figs[rank - 1], "familywise_p": float(fw_p[rank - 1]),
+                   "own_p": float(own_p[rank - 1]), "pbo": pbo}
         gates = judge(figures, policy, bool(audit["passed"]))
         candidates.append({
             "rank": rank, "key": row["key"], "eligible": all(g.passed for g in gates),
@@ -232,12 +254,19 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
             "genome": json.loads(row["genome"]),
             "figures": {k: json_float(v) for k, v in figures.items()},
             "gates": [g.as_dict() for g in gates]})
+    annual = math.sqrt(ctx.tables.bars_per_year)
+    training_bars = int((ctx.layout.segments[:, 1] - ctx.layout.segments[:, 0]).sum())
     report = {
         "run_id": run_id, "symbol": ctx.cfg.evolution.symbol,
         "timeframe": ctx.cfg.evolution.timeframe,
         "generation": ctx.snap.generation, "generations": ctx.cfg.evolution.generations,
         "periods": _periods(ctx), "policy": policy_json, "policy_sha256": policy_sha,
-        "trials": n_trials, "trial_sharpe_variance": var_trials,
+        "trials": raw[0], "trial_sharpe_variance": raw[1],
+        "trial_count": {
+            "raw": trials.raw, "flat": trials.flat, "unsampled": trials.unsampled,
+            "clusters": trials.clusters, "effective": trials.effective,
+            "quality": json_float(trials.quality),
+            "expected_max_sharpe_annual": trials.expected_max_sharpe(training_bars) * annual},
         "pbo": json_float(pbo), "population": int(pop.shape[1]), "lookahead": audit,
         "holdout_reads": reads, "seconds": round(time.perf_counter() - t0, 2),
         "candidates": candidates,
@@ -247,14 +276,6 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     if log_mlflow:
         _log_mlflow(ctx.cfg.home, report, ctx.run_dir)
     return report
-
-
-def _stepm(oos: np.ndarray, bench: np.ndarray, policy: GatePolicy) -> set[int]:
-    """Front candidates that beat the benchmark jointly (Romano–Wolf StepM, FWER =
-    ``spa_p_max``): reported beside each candidate's own SPA p-value, not a gate of its own."""
-    bs = policy.bootstrap
-    return set(stats.stepm_superior(-bench, -oos, block_size=min(bs.block_size, bench.size),
-                                    reps=bs.reps, seed=bs.seed, size=policy.spa_p_max))
 
 
 def _periods(ctx: RunContext) -> dict[str, dict[str, object]]:

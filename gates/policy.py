@@ -26,7 +26,8 @@ class GateError(EmpError, RuntimeError):
 
 
 class BootstrapConfig(Strict):
-    """Stationary bootstrap for SPA/StepM: an explicit mean block length and a fixed seed."""
+    """Stationary bootstrap of the family-wise OOS test: an explicit mean block length and a
+    fixed seed, so a report is reproducible."""
 
     block_size: int = Field(10, ge=1, description="mean block length in bars (not the √T default)")
     reps: int = Field(1000, ge=100)
@@ -39,7 +40,9 @@ class GatePolicy(Strict):
     oos_sharpe_min: float = Field(0.5, description="annualised Sharpe on the OOS window, >=")
     dsr_min: float = Field(0.95, ge=0, le=1, description="deflated Sharpe ratio, >=")
     pbo_max: float = Field(0.5, ge=0, le=1, description="probability of backtest overfitting, <=")
-    spa_p_max: float = Field(0.05, gt=0, lt=1, description="SPA p-value against the benchmark, <=")
+    familywise_alpha: float = Field(
+        0.05, gt=0, lt=1, description="family-wise error rate of the OOS test over the front: "
+        "a candidate's Romano-Wolf step-down p-value against the benchmark, <=")
     trades_per_year_min: float = Field(10.0, ge=0, description="OOS trades per year, >=")
     oos_max_drawdown_max: float = Field(0.20, gt=0, le=1, description="OOS max drawdown, <=")
     holdout_sharpe_min: float = Field(0.0, description="hold-out annualised Sharpe, > (strictly)")
@@ -47,7 +50,7 @@ class GatePolicy(Strict):
         1.5, gt=0, description="hold-out max drawdown / OOS max drawdown, <=")
     pbo_blocks: int = Field(16, ge=2, description="CSCV blocks S (even)")
     benchmark: Literal["flat", "buy_and_hold"] = Field(
-        "flat", description="what SPA's excess returns are measured against")
+        "flat", description="what the OOS test's excess returns are measured against")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     lookahead_cuts: int = Field(5, ge=1, le=100, description="random cut points of the audit")
     lookahead_seed: int = 0
@@ -78,7 +81,7 @@ GATES: tuple[tuple[str, str, str, str], ...] = (
     ("oos_sharpe", "oos_sharpe", ">=", "oos_sharpe_min"),
     ("dsr", "dsr", ">=", "dsr_min"),
     ("pbo", "pbo", "<=", "pbo_max"),
-    ("spa", "spa_p", "<=", "spa_p_max"),
+    ("familywise", "familywise_p", "<=", "familywise_alpha"),
     ("trades_per_year", "oos_trades_per_year", ">=", "trades_per_year_min"),
     ("oos_max_drawdown", "oos_max_drawdown", "<=", "oos_max_drawdown_max"),
     ("holdout_sharpe", "holdout_sharpe", ">", "holdout_sharpe_min"),

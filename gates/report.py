@@ -1,10 +1,15 @@
-"""The gate report as Markdown (for people and MLflow) and as a terminal verdict table."""
+"""The gate report as Markdown (for people and MLflow) and as a terminal verdict table, with
+every rejection explained: which gates failed and how far each was from passing, in the terms a
+user acts on (e.g. "training Sharpe 2.40 a year; with N_eff = 37 trials the deflated bar is
+2.61")."""
 
 from __future__ import annotations
 
+import math
+
 from gates.policy import GATES
 
-_SHORT = {"oos_sharpe": "OOS SR", "dsr": "DSR", "pbo": "PBO", "spa": "SPA p",
+_SHORT = {"oos_sharpe": "OOS SR", "dsr": "DSR", "pbo": "PBO", "familywise": "FW p",
           "trades_per_year": "trades/yr", "oos_max_drawdown": "OOS DD",
           "holdout_sharpe": "HO SR", "holdout_drawdown": "HO DD/OOS DD", "lookahead": "look-ahead"}
 
@@ -22,6 +27,56 @@ def _cell(g: dict) -> str:
     return f"{_fmt(g['value'])} {mark}"
 
 
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, int | float) else math.nan
+
+
+def shortfall(gate: dict, figures: dict, report: dict) -> str:
+    """One failed gate, what the candidate showed and what it would have needed."""
+    name, v, t = gate["name"], _num(gate["value"]), gate["threshold"]
+    n = report["trial_count"]["effective"]
+    if name == "dsr":
+        return (f"training Sharpe {_num(figures['training_sharpe']):.2f} a year; with N_eff = "
+                f"{n} effectively independent trials (of {report['trials']}) the deflated bar "
+                f"is {_num(figures['deflated_bar']):.2f} (DSR {v:.3f} < {t:g})")
+    if name == "familywise":
+        return (f"OOS family-wise p {v:.3f} over the {len(report['candidates'])} front "
+                f"candidates, needs <= {t:g} (its own p alone: {_num(figures['own_p']):.3f})")
+    if name == "lookahead":
+        return "the look-ahead audit failed: its decisions change when the future is cut off"
+    text = {"oos_sharpe": ("OOS Sharpe", "{:.2f}"), "pbo": ("PBO of the run", "{:.2f}"),
+            "trades_per_year": ("OOS trades a year", "{:.1f}"),
+            "oos_max_drawdown": ("OOS max drawdown", "{:.1%}"),
+            "holdout_sharpe": ("hold-out Sharpe", "{:.2f}"),
+            "holdout_drawdown": ("hold-out/OOS drawdown ratio", "{:.2f}")}[name]
+    label, fmt = text
+    return f"{label} {fmt.format(v)}, needs {gate['op']} {fmt.format(t)}"
+
+
+def distance(gate: dict) -> float:
+    """How far a failed gate was from passing, relative to its threshold (0 when it passed)."""
+    if gate["passed"]:
+        return 0.0
+    v, t = _num(gate["value"]), float(gate["threshold"])
+    if gate["name"] == "lookahead" or not math.isfinite(v):
+        return math.inf
+    return abs(v - t) / max(abs(t), 0.05)
+
+
+def closest(report: dict) -> dict | None:
+    """The rejected candidate nearest to eligible: fewest failed gates, then the smallest
+    summed relative distance."""
+    rejected = [c for c in report["candidates"] if not c["eligible"]]
+    if not rejected:
+        return None
+    return min(rejected, key=lambda c: (sum(not g["passed"] for g in c["gates"]),
+                                        sum(distance(g) for g in c["gates"]), c["rank"]))
+
+
+def why_rejected(c: dict, report: dict) -> list[str]:
+    return [shortfall(g, c["figures"], report) for g in c["gates"] if not g["passed"]]
+
+
 def verdict_table(report: dict) -> str:
     """One line per candidate: each gate's value and verdict, then ELIGIBLE or rejected."""
     names = [name for name, *_ in GATES] + ["lookahead"]
@@ -33,16 +88,21 @@ def verdict_table(report: dict) -> str:
     p = report["periods"]
     lines.append(
         f"{len(report['eligible'])} eligible of {len(report['candidates'])} | trials "
-        f"{report['trials']} | PBO {_fmt(report['pbo'])} | OOS {p['oos']['first']}..."
+        f"{report['trials']}, N_eff {report['trial_count']['effective']} | PBO "
+        f"{_fmt(report['pbo'])} | OOS {p['oos']['first']}..."
         f"{p['oos']['last']} ({p['oos']['bars']} bars) | hold-out {p['holdout']['first']}..."
         f"{p['holdout']['last']} ({p['holdout']['bars']} bars)")
     if not report["lookahead"]["passed"]:
         lines.append(f"LOOK-AHEAD AUDIT FAILED: {report['lookahead']['error']}")
+    near = closest(report) if not report["eligible"] else None
+    if near is not None:
+        lines.append(f"closest: #{near['rank']} {near['key'][:10]} would have needed: "
+                     + "; ".join(why_rejected(near, report)))
     return "\n".join(lines)
 
 
 def markdown(report: dict) -> str:
-    p, pol = report["periods"], report["policy"]
+    p, pol, tc = report["periods"], report["policy"], report["trial_count"]
     out = [f"# Gate report: run {report['run_id']}", "",
            f"{report['symbol']} {report['timeframe']}, generation {report['generation']} of "
            f"{report['generations']}. **{len(report['eligible'])} eligible of "
@@ -52,7 +112,7 @@ def markdown(report: dict) -> str:
            f"{p['training']['bars']} | evolution's fitness (training folds); DSR |",
            f"| purge | | | {p['purge']['bars']} | dropped between training and OOS |",
            f"| OOS | {p['oos']['first']} | {p['oos']['last']} | {p['oos']['bars']} | last "
-           f"walk-forward test window, never seen by evolution: OOS gates, PBO, SPA |",
+           f"walk-forward test window, never seen by evolution: OOS gates, PBO, family-wise test |",
            f"| hold-out | {p['holdout']['first']} | {p['holdout']['last']} | "
            f"{p['holdout']['bars']} | read only here, once per candidate |", "",
            f"The hold-out was read once per candidate by this gate pass. Gate passes that have "
@@ -67,17 +127,22 @@ def markdown(report: dict) -> str:
     audit += ("; it replays the whole history but only compares decisions, and no figure "
               "above is taken from it")
     out += ["", "## Run-level statistics", "",
-            f"- Trials (distinct genomes evaluated, flat ones included): {report['trials']}; "
-            f"variance of their per-bar Sharpe ratios (mean over training folds): "
-            f"{report['trial_sharpe_variance']:.3e}",
+            f"- Trials: {report['trials']} distinct genomes evaluated ({tc['flat']} never "
+            f"traded). ONC finds {tc['clusters']} cluster(s) of their training-return sketches "
+            f"(quality {_fmt(tc['quality'])}); inside them, groups of near-copies (average "
+            f"correlation >= 0.71) make **N_eff = {tc['effective']}** effectively independent "
+            f"trials. The best of N_eff trials with a true Sharpe of 0 would show "
+            f"{tc['expected_max_sharpe_annual']:.2f} a year on the training bars: the DSR's "
+            f"benchmark SR0. (Variance of all trials' per-bar Sharpe ratios, for comparison: "
+            f"{report['trial_sharpe_variance']:.3e}.)",
             f"- PBO (CSCV, S = {pol['pbo_blocks']}) over the final population's "
             f"{report['population']} distinct genomes on the OOS window: {_fmt(report['pbo'])}",
-            f"- SPA: stationary bootstrap, block {pol['bootstrap']['block_size']}, "
-            f"{pol['bootstrap']['reps']} reps, seed {pol['bootstrap']['seed']}, benchmark "
-            f"{pol['benchmark']}; each candidate's own p-value is gated. StepM (Romano-Wolf, "
-            f"FWER {pol['spa_p_max']}) over the whole front finds "
-            f"{sum(c['figures']['stepm_superior'] == 1.0 for c in report['candidates'])} "
-            f"candidate(s) superior to the benchmark (reported, not gated)",
+            f"- Family-wise OOS test: Romano-Wolf step-down p-values over the "
+            f"{len(report['candidates'])} front candidates' excess returns against "
+            f"{pol['benchmark']}, stationary bootstrap (block {pol['bootstrap']['block_size']}, "
+            f"{pol['bootstrap']['reps']} reps, seed {pol['bootstrap']['seed']}); gated at "
+            f"{pol['familywise_alpha']}, so the chance that any noise candidate passes it is "
+            f"at most {pol['familywise_alpha']}. Each candidate's own p-value is shown too.",
             f"- Look-ahead audit: {audit}", "", "## Verdicts", ""]
     names = [name for name, *_ in GATES] + ["lookahead"]
     out.append("| # | key | " + " | ".join(_SHORT[n] for n in names) + " | verdict |")
@@ -88,13 +153,22 @@ def markdown(report: dict) -> str:
     out += ["", "Thresholds: " + ", ".join(
         f"{_SHORT[g['name']]} {g['op']} {_fmt(g['threshold'])}"
         for g in report["candidates"][0]["gates"]), "", "## Candidates", ""]
+    near = closest(report) if not report["eligible"] else None
+    if near is not None:
+        out += [f"**Nothing is eligible.** The closest candidate is #{near['rank']} "
+                f"(`{near['key']}`); it would have needed: "
+                + "; ".join(why_rejected(near, report)) + ".", ""]
     for c in report["candidates"]:
         f = c["figures"]
+        fails = why_rejected(c, report)
         out += [f"### {c['rank']}. `{c['key']}` ({'eligible' if c['eligible'] else 'rejected'})",
-                "", f"Training Sharpe {_fmt(f['training_sharpe'])}, "
-                f"{'in' if f['stepm_superior'] == 1.0 else 'not in'} the StepM superior set, "
-                f"OOS annual return "
-                f"{_fmt(f['oos_annual_return'])}, hold-out annual return "
+                "", f"Training Sharpe {_fmt(f['training_sharpe'])} (deflated bar "
+                f"{_fmt(f['deflated_bar'])}), OOS annual return "
+                f"{_fmt(f['oos_annual_return'])}, family-wise p {_fmt(f['familywise_p'])} (own "
+                f"p {_fmt(f['own_p'])}), hold-out annual return "
                 f"{_fmt(f['holdout_annual_return'])}, hold-out max drawdown "
-                f"{_fmt(f['holdout_max_drawdown'])}.", "", "```", c["rules"], "```", ""]
+                f"{_fmt(f['holdout_max_drawdown'])}.", ""]
+        if fails:
+            out += ["Fails: " + "; ".join(fails) + ".", ""]
+        out += ["```", c["rules"], "```", ""]
     return "\n".join(out)

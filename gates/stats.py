@@ -1,16 +1,13 @@
-"""Selection-bias statistics: PSR, deflated Sharpe, PBO (CSCV), Hansen's SPA and Romano–Wolf StepM.
+"""Selection-bias statistics: PSR, deflated Sharpe and the Sharpe it demands, PBO (CSCV).
 
 Sharpe ratios here are **per observation** (not annualised): divide an annualised Sharpe by
 sqrt(periods per year), and an annualised variance of Sharpe ratios by periods per year.
 Kurtosis is Pearson kurtosis (3 for a normal distribution), not excess kurtosis.
 
-Losses convention for ``spa_pvalue`` and ``stepm_superior``: a loss is the negated excess return
-over the benchmark (buy-and-hold, or flat = zero returns), so **lower is better**, as
-``arch.bootstrap`` expects. With a flat benchmark its losses are all zero.
-
 References: Bailey & López de Prado (2012) "The Sharpe Ratio Efficient Frontier" (PSR);
 Bailey & López de Prado (2014) "The Deflated Sharpe Ratio"; Bailey, Borwein, López de Prado &
-Zhu (2017) "The Probability of Backtest Overfitting"; Hansen (2005); Romano & Wolf (2005).
+Zhu (2017) "The Probability of Backtest Overfitting". The family-wise OOS test is in
+``gates.familywise``.
 """
 
 from __future__ import annotations
@@ -27,9 +24,8 @@ __all__ = [
     "expected_max_sharpe",
     "pbo_cscv",
     "probabilistic_sharpe",
+    "sharpe_needed",
     "sharpe_of_block",
-    "spa_pvalue",
-    "stepm_superior",
 ]
 
 # Bytes of float64 scratch per chunk of CSCV splits (bounds memory for S=16, C(16, 8)=12870).
@@ -93,6 +89,37 @@ def deflated_sharpe(
     """
     sr0 = expected_max_sharpe(n_trials, var_trials)
     return probabilistic_sharpe(sr, sr0, n_obs, skew, kurtosis)
+
+
+def sharpe_needed(dsr_min: float, sr0: float, n_obs: int, skew: float,
+                  kurtosis: float) -> float:
+    """The per-observation Sharpe at which PSR(SR0) reaches ``dsr_min``: the deflated bar a
+    candidate's training Sharpe must clear, with its own T, skewness and kurtosis.
+
+    Solves SR = SR0 + z·√(1 − γ3·SR + (γ4−1)/4·SR²)/√(T−1), z = Φ⁻¹(dsr_min), by bisection on
+    the monotone stretch above SR0; NaN when the moments allow no solution.
+    """
+    for name, v in (("sr0", sr0), ("skew", skew), ("kurtosis", kurtosis)):
+        _check_finite(name, v)
+    if not 0.0 < dsr_min < 1.0:
+        raise ValueError(f"dsr_min must be in (0, 1), got {dsr_min!r}")
+
+    def gap(sr: float) -> float:
+        try:
+            return probabilistic_sharpe(sr, sr0, n_obs, skew, kurtosis) - dsr_min
+        except ValueError:
+            return math.nan
+
+    lo, hi = sr0 - 1.0, sr0 + 1.0
+    if not (gap(lo) < 0.0 < gap(hi)):
+        return math.nan
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if gap(mid) < 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def sharpe_of_block(x: np.ndarray) -> np.ndarray:
@@ -206,86 +233,3 @@ def _near_ties(perf_is: np.ndarray, perf_oos: np.ndarray, tol: float = 1e-9) -> 
     gap = np.abs(perf_oos - v)
     gap[np.arange(k), np.argmax(perf_is, axis=1)] = np.inf
     return near | (gap <= tol * np.maximum(1.0, np.abs(v))).any(axis=1)
-
-
-def _arch_inputs(
-    losses_benchmark: np.ndarray, losses_models: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    b = np.asarray(losses_benchmark, dtype=np.float64)
-    m = np.asarray(losses_models, dtype=np.float64)
-    if b.ndim != 1:
-        raise ValueError(f"benchmark losses must be 1-D, got shape {b.shape}")
-    if m.ndim == 1:
-        m = m[:, None]
-    if m.ndim != 2 or m.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"model losses shape {m.shape} does not match benchmark length {b.shape[0]}"
-        )
-    if not (np.isfinite(b).all() and np.isfinite(m).all()):
-        raise ValueError("losses must be finite")
-    return b, m
-
-
-def _check_boot(block_size: int, reps: int, n_obs: int) -> None:
-    if int(block_size) != block_size or not 1 <= block_size <= n_obs:
-        raise ValueError(f"block_size must be an integer in [1, {n_obs}], got {block_size!r}")
-    if int(reps) != reps or reps < 1:
-        raise ValueError(f"reps must be an integer >= 1, got {reps!r}")
-
-
-def spa_pvalue(
-    losses_model: np.ndarray,
-    losses_benchmark: np.ndarray,
-    *,
-    block_size: int,
-    reps: int = 1000,
-    seed: int = 0,
-) -> float:
-    """Hansen's consistent SPA p-value (``arch.bootstrap.SPA``, stationary bootstrap).
-
-    H0: no model beats the benchmark. ``losses_model`` is [T] or [T, k], ``losses_benchmark``
-    is [T]; losses are negated excess returns (lower is better). Fixed ``seed``: reproducible.
-    """
-    from arch.bootstrap import SPA
-
-    b, m = _arch_inputs(losses_benchmark, losses_model)
-    _check_boot(block_size, reps, b.shape[0])
-    d = b[:, None] - m
-    constant = d.std(axis=0) <= 1e-12 * np.abs(d).max(axis=0)
-    if np.all(constant & (d.mean(axis=0) <= 0.0)):
-        return 1.0  # never better than the benchmark (e.g. flat against flat): no evidence
-    spa = SPA(b, m, block_size=int(block_size), reps=int(reps), bootstrap="stationary", seed=seed)
-    spa.compute()
-    return float(spa.pvalues["consistent"])
-
-
-def stepm_superior(
-    losses_benchmark: np.ndarray,
-    losses_models: np.ndarray,
-    *,
-    block_size: int,
-    reps: int = 1000,
-    seed: int = 0,
-    size: float = 0.05,
-) -> list[int]:
-    """Column indexes of models superior to the benchmark (``arch.bootstrap.StepM``), sorted.
-
-    Stationary bootstrap, familywise error rate ``size``. Losses as in ``spa_pvalue``.
-    """
-    from arch.bootstrap import StepM
-
-    b, m = _arch_inputs(losses_benchmark, losses_models)
-    _check_boot(block_size, reps, b.shape[0])
-    if not 0.0 < size < 1.0:
-        raise ValueError(f"size must be in (0, 1), got {size!r}")
-    step = StepM(
-        b,
-        m,
-        size=size,
-        block_size=int(block_size),
-        reps=int(reps),
-        bootstrap="stationary",
-        seed=seed,
-    )
-    step.compute()
-    return sorted(int(i) for i in step.superior_models)

@@ -80,15 +80,15 @@ def ingest_generated(home, symbol: str, timeframe: str, close: np.ndarray, costs
     from configs.loader import parse_config
     from market.ingest import ingest_bars
     from market.readers import SourceRows
+    from market.synthetic import ohlc_from_closes
 
     rng = np.random.default_rng(seed)
     n = close.size
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    wick = np.abs(rng.normal(0, 0.002, n)) * close
+    # highs and lows a continuous walk with the series' volatility could have traded
+    open_, high, low, close = ohlc_from_closes(close, np.diff(np.log(close)).std(), rng)
     ts = (pd.date_range("2012-01-01", periods=n, freq="h", tz="UTC") if hourly
           else pd.bdate_range("1950-01-02", periods=n, tz="UTC"))
-    frame = pd.DataFrame({"ts": ts, "open": open_, "high": np.maximum(open_, close) + wick,
-                          "low": np.minimum(open_, close) - wick, "close": close,
+    frame = pd.DataFrame({"ts": ts, "open": open_, "high": high, "low": low, "close": close,
                           "volume": rng.integers(100, 1000, n).astype(float)})
     meta = SymbolMeta(asset_class="crypto" if hourly else "equity", tick_size=0.01,
                       min_lot=0.001, calendar="always" if hourly else "business", costs=costs)

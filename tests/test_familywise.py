@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gates.familywise import stationary_bootstrap_counts, stepdown_pvalues
+from gates.familywise import both_pvalues, stationary_bootstrap_counts, stepdown_pvalues
 
 
 def family(seed: int, t: int = 400, k: int = 8, rho: float = 0.7,
@@ -46,8 +46,9 @@ def test_dependence_costs_less_power_than_holm():
     for s in range(60):
         x = family(s, k=10, rho=0.95, edge=edge)
         rw += int(stepdown_pvalues(x, block_size=5, reps=400, seed=s).min() <= 0.05)
-        own = np.array([stepdown_pvalues(x[:, [j]], block_size=5, reps=400, seed=s)[0]
-                        for j in range(10)])
+        own = both_pvalues(x, block_size=5, reps=400, seed=s)[1]
+        assert np.allclose(own, [stepdown_pvalues(x[:, [j]], block_size=5, reps=400, seed=s)[0]
+                                 for j in range(10)])
         holm += int((np.sort(own) * (10 - np.arange(10)) <= 0.05).any())
     assert rw > holm, (rw, holm)
 
@@ -66,13 +67,16 @@ def test_p_values_fall_as_the_statistic_rises_and_flat_is_one():
 
 
 def test_agrees_with_arch_stepm_on_a_clear_case():
-    from gates.stats import stepm_superior
+    from arch.bootstrap import StepM
 
     edge = np.array([0.0, 0.4, 0.0, 0.5, -0.2, 0.0])
     x = family(7, t=500, k=6, rho=0.3, edge=edge)
     p = stepdown_pvalues(x, block_size=5, reps=1000, seed=0)
     ours = sorted(np.flatnonzero(p <= 0.05).tolist())
-    arch = stepm_superior(np.zeros(500), -x, block_size=5, reps=1000, seed=0, size=0.05)
+    step = StepM(np.zeros(500), -x, size=0.05, block_size=5, reps=1000,
+                 bootstrap="stationary", seed=0)
+    step.compute()
+    arch = sorted(int(i) for i in step.superior_models)
     assert ours == arch == [1, 3]
 
 

@@ -30,7 +30,7 @@ LIGHT_VOL = {"window": 250, "refit_every": 500}
 
 def test_policy_defaults_are_the_issue_thresholds():
     p = GatePolicy()
-    assert (p.oos_sharpe_min, p.dsr_min, p.pbo_max, p.spa_p_max) == (0.5, 0.95, 0.5, 0.05)
+    assert (p.oos_sharpe_min, p.dsr_min, p.pbo_max, p.familywise_alpha) == (0.5, 0.95, 0.5, 0.05)
     assert (p.trades_per_year_min, p.oos_max_drawdown_max) == (10, 0.20)
     assert (p.holdout_sharpe_min, p.holdout_drawdown_ratio_max, p.pbo_blocks) == (0.0, 1.5, 16)
 
@@ -44,17 +44,17 @@ def test_policy_errors_name_the_key():
         GatePolicy(bootstrap={"block_size": 0})
 
 
-GOOD = {"oos_sharpe": 1.2, "dsr": 0.99, "pbo": 0.1, "spa_p": 0.01, "oos_trades_per_year": 30.0,
+GOOD = {"oos_sharpe": 1.2, "dsr": 0.99, "pbo": 0.1, "familywise_p": 0.01, "oos_trades_per_year": 30.0,
         "oos_max_drawdown": 0.08, "holdout_sharpe": 0.7, "holdout_drawdown_ratio": 1.1}
 
 
 def test_judge_passes_good_figures_and_names_every_failure():
     gates = judge(GOOD, GatePolicy(), lookahead_ok=True)
-    assert [g.name for g in gates] == ["oos_sharpe", "dsr", "pbo", "spa", "trades_per_year",
+    assert [g.name for g in gates] == ["oos_sharpe", "dsr", "pbo", "familywise", "trades_per_year",
                                        "oos_max_drawdown", "holdout_sharpe", "holdout_drawdown",
                                        "lookahead"]
     assert all(g.passed for g in gates)
-    for key, bad in [("oos_sharpe", 0.49), ("dsr", 0.94), ("pbo", 0.51), ("spa_p", 0.06),
+    for key, bad in [("oos_sharpe", 0.49), ("dsr", 0.94), ("pbo", 0.51), ("familywise_p", 0.06),
                      ("oos_trades_per_year", 9.9), ("oos_max_drawdown", 0.21),
                      ("holdout_sharpe", 0.0), ("holdout_drawdown_ratio", 1.51),
                      ("dsr", math.nan), ("holdout_drawdown_ratio", math.inf)]:
@@ -197,7 +197,7 @@ def test_emp_gates_cli_writes_the_report_marks_eligibles_and_logs_to_mlflow(tmp_
     assert "read only here, once per candidate" in md and "| # | key |" in md
     for c in report["candidates"]:
         assert c["rules"] in md
-        assert {g["name"] for g in c["gates"]} >= {"dsr", "pbo", "spa", "holdout_sharpe"}
+        assert {g["name"] for g in c["gates"]} >= {"dsr", "pbo", "familywise", "holdout_sharpe"}
         assert c["eligible"] == all(g["passed"] for g in c["gates"])
     eligible = json.loads((gates_dir / "eligible.json").read_text())["eligible"]
     assert [e["key"] for e in eligible] == report["eligible"]

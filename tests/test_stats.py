@@ -1,4 +1,4 @@
-"""gates.stats vs the DSR paper's worked example, direct scipy formulas, a loop CSCV and arch."""
+"""gates.stats vs the DSR paper's worked example, direct scipy formulas and a loop CSCV."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ from itertools import combinations
 import numpy as np
 import pytest
 import scipy.stats
-from arch.bootstrap import SPA, StepM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.stats import norm
 
 from gates.stats import (
     deflated_sharpe,
     expected_max_sharpe,
     pbo_cscv,
     probabilistic_sharpe,
+    sharpe_needed,
     sharpe_of_block,
-    spa_pvalue,
-    stepm_superior,
 )
 
 # Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", numerical example: N = 100
@@ -199,57 +198,29 @@ def test_stats_validation():
         probabilistic_sharpe(float("nan"), 0.0, 100, 0.0, 3.0)
 
 
-def _losses(seed=0, t=400, k=4):
-    rng = np.random.default_rng(seed)
-    excess = rng.standard_normal((t, k)) * 0.01
-    excess[:, 2] += 0.004  # one model with a real edge over the flat benchmark
-    return np.zeros(t), -excess  # flat benchmark: zero losses; losses = −excess return
+@settings(max_examples=100, deadline=None)
+@given(sr0=st.floats(0.0, 0.3), t=st.integers(50, 20_000), g3=st.floats(-1.0, 1.0),
+       g4=st.floats(2.0, 12.0), level=st.floats(0.5, 0.99))
+def test_sharpe_needed_is_where_the_dsr_reaches_its_threshold(sr0, t, g3, g4, level):
+    need = sharpe_needed(level, sr0, t, g3, g4)
+    if math.isnan(need):
+        return
+    assert need >= sr0 - 1e-12
+    assert probabilistic_sharpe(need, sr0, t, g3, g4) == pytest.approx(level, abs=1e-9)
 
 
-def test_spa_matches_arch():
-    bench, models = _losses()
-    p = spa_pvalue(models, bench, block_size=10, reps=300, seed=5)
-    spa = SPA(bench, models, block_size=10, reps=300, bootstrap="stationary", seed=5)
-    spa.compute()
-    assert p == float(spa.pvalues["consistent"])
-    assert p < 0.05
-    # Reproducible with a fixed seed; a single model (1-D) is accepted.
-    assert spa_pvalue(models, bench, block_size=10, reps=300, seed=5) == p
-    one = spa_pvalue(models[:, 0], bench, block_size=10, reps=300, seed=5)
-    spa1 = SPA(bench, models[:, :1], block_size=10, reps=300, bootstrap="stationary", seed=5)
-    spa1.compute()
-    assert one == float(spa1.pvalues["consistent"])
-
-
-def test_stepm_matches_arch():
-    bench, models = _losses(seed=1)
-    sup = stepm_superior(bench, models, block_size=10, reps=300, seed=2, size=0.05)
-    ref = StepM(bench, models, size=0.05, block_size=10, reps=300, bootstrap="stationary", seed=2)
-    ref.compute()
-    assert sup == sorted(int(i) for i in ref.superior_models)
-    assert sup == [2]
-
-
-def test_spa_stepm_validation():
-    bench, models = _losses()
-    with pytest.raises(ValueError):
-        spa_pvalue(models, bench[:-1], block_size=10)
-    with pytest.raises(ValueError):
-        spa_pvalue(models, bench, block_size=0)
-    with pytest.raises(ValueError):
-        spa_pvalue(models, bench, block_size=10, reps=0)
-    with pytest.raises(ValueError):
-        stepm_superior(bench, models, block_size=10, size=1.5)
-    bad = models.copy()
-    bad[0, 0] = np.inf
-    with pytest.raises(ValueError):
-        stepm_superior(bench, bad, block_size=10)
-
-
-def test_spa_of_a_strategy_identical_to_the_benchmark_is_one():
-    """arch reports p = 0 for an all-zero loss differential; no evidence is p = 1."""
-    z = np.zeros(300)
-    assert spa_pvalue(z, z, block_size=10, reps=200) == 1.0
-    assert spa_pvalue(np.full(300, 0.001), z, block_size=10, reps=200) == 1.0
-    r = np.random.default_rng(0).normal(0.002, 0.01, 300)
-    assert spa_pvalue(np.stack([z, -r], axis=1), z, block_size=10, reps=200) < 0.05
+def test_sharpe_needed_hand_case():
+    """Normal returns (skew 0, kurtosis 3), T = 2,500 daily bars, N_eff = 37 clusters whose
+    Sharpe ratios spread by 0.5 a year: SR0 and the bar, by hand."""
+    v = 0.5**2 / 252
+    z = (1 - np.euler_gamma) * norm.ppf(1 - 1 / 37) + np.euler_gamma * norm.ppf(1 - 1 / (37 * np.e))
+    sr0 = math.sqrt(v) * z
+    assert expected_max_sharpe(37, v) == pytest.approx(sr0, rel=1e-12)
+    need = sharpe_needed(0.95, sr0, 2500, 0.0, 3.0)
+    # SR = SR0 + 1.645·√(1 + SR²/2)/√2499, solved by fixed-point iteration
+    want = sr0
+    for _ in range(50):
+        want = sr0 + norm.ppf(0.95) * math.sqrt(1 + want * want / 2) / math.sqrt(2499)
+    assert need == pytest.approx(want, rel=1e-9)
+    # SR0 = 0.5 x 2.159 = 1.080 a year, plus 1.645 x sqrt(252 / 2499) = 0.522: a bar of 1.60
+    assert need * math.sqrt(252) == pytest.approx(1.60, abs=0.01)

@@ -53,7 +53,7 @@ def pool(ray_cluster, data):
     so another pool's workers could not start while this one holds them."""
     from workers.pool import EvalJob, EvaluationPool
 
-    p = EvaluationPool(EvalJob(*data, META, SimConfig(), SEGMENTS, sketch_blocks=64),
+    p = EvaluationPool(EvalJob(*data, META, SimConfig(), SEGMENTS, sketch_bars=64),
                        n_workers=2, start_timeout_s=120)
     yield p
     p.close()
@@ -71,7 +71,7 @@ class TestSharedPool:
         assert np.array_equal(again, want[::-1], equal_nan=True)
         metrics, sketches = pool.evaluate_trials(g)
         want_m, want_s = evaluate_trials(g, tables, bars, SEGMENTS, META, SimConfig(),
-                                         n_blocks=64)
+                                         n_samples=64)
         assert np.array_equal(metrics, want_m, equal_nan=True)
         assert sketches.dtype == np.float32 and np.array_equal(sketches, want_s)
         s = pool.stats()

@@ -48,7 +48,7 @@ class EvalJob:
     sim: SimConfig
     segments: np.ndarray    # int64 [n_segments, 2], half-open bar ranges
     symbol: int = 0         # row of ``bars`` that ``tables`` were built for
-    sketch_blocks: int = 0  # columns of each genome's return sketch (0: none)
+    sketch_bars: int = 0  # columns of each genome's return sketch (0: none)
 
     def __post_init__(self) -> None:
         # validate on the driver: a bad segment should fail here, not in every worker
@@ -62,7 +62,7 @@ class EvalJob:
         """sha256 over meta/sim JSON, symbol, segments and the bars' fingerprint."""
         h = hashlib.sha256()
         for part in (self.meta.model_dump_json(), self.sim.model_dump_json(), str(self.symbol),
-                     str(self.sketch_blocks), self.bars.fingerprint()):
+                     str(self.sketch_bars), self.bars.fingerprint()):
             h.update(part.encode() + b"\0")
         h.update(self.segments.tobytes())
         return h.hexdigest()
@@ -105,7 +105,7 @@ class Evaluator:
         self._digest = self.job.digest()
         j = self.job
         evaluate_trials(random_genome(np.random.default_rng(0))[None], j.tables, j.bars,
-                        j.segments[:1], j.meta, j.sim, j.symbol, j.sketch_blocks)
+                        j.segments[:1], j.meta, j.sim, j.symbol, j.sketch_bars)
 
     def run(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Metrics and return sketches for a batch, and the seconds spent (the driver sizes
@@ -113,7 +113,7 @@ class Evaluator:
         t = time.perf_counter()
         j = self.job
         out, sketch = evaluate_trials(genomes, j.tables, j.bars, j.segments, j.meta, j.sim,
-                                      j.symbol, j.sketch_blocks)
+                                      j.symbol, j.sketch_bars)
         return out, sketch, time.perf_counter() - t
 
     def info(self) -> dict[str, Any]:
@@ -189,8 +189,8 @@ class EvaluationPool:
         n = g.shape[0]
         out = np.empty((n, self.job.n_segments, N_METRICS))
         j = self.job
-        width = (int(sketch_columns(j.segments, j.bars.n_bars, j.sketch_blocks).max()) + 1
-                 if j.sketch_blocks else 0)
+        width = (int(sketch_columns(j.segments, j.bars.n_bars, j.sketch_bars).max()) + 1
+                 if j.sketch_bars else 0)
         sketches = np.empty((n, width), dtype=np.float32)
         if n == 0:
             return out, sketches
