@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
+from core.tracking import default_tracking_uri
 from evolution import plots
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ _SECRET = re.compile(r"password|secret|token|key", re.IGNORECASE)
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 _STATUSES = ("FINISHED", "KILLED", "FAILED")
 _REPO = Path(__file__).resolve().parents[1]
-
-
-def default_tracking_uri(home: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set (shared server), else a sqlite store inside the EMP home."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home.resolve()}/mlflow.db"
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -136,7 +136,7 @@ def test_islands_with_migration_and_a_non_default_objective(home):
 def test_end_to_end_on_ray_with_mlflow_contents(home):
     from mlflow.tracking import MlflowClient
 
-    from evolution.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri
 
     cfg = config(home, generations=3)
     result = driver.run(cfg, progress=False)
@@ -201,7 +201,7 @@ class Interrupting(driver.LocalEvaluator):
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_run(home):
     from mlflow.tracking import MlflowClient
 
-    from evolution.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri
 
     cfg = config(home, generations=4, seed=9)
     data = research_data(cfg)

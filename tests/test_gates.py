@@ -177,7 +177,7 @@ def test_emp_gates_cli_writes_the_report_marks_eligibles_and_logs_to_mlflow(tmp_
     from mlflow.tracking import MlflowClient
 
     from emp_cli.main import main
-    from evolution.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri
 
     home = planted_home(tmp_path)
     cfg = parse_config({"home": str(home), "volatility": LIGHT_VOL,
