@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from configs.models import EmpConfig
-from core.jsonio import write_json
+from core import run_record
+from core.jsonio import json_float, write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import ResearchData, research_data
@@ -32,7 +33,7 @@ from evolution.objectives import (
     weighted_fitness,
 )
 from fitness.metrics import METRIC_INDEX
-from genome.codec import to_json
+from genome.codec import from_json, to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
 
@@ -163,6 +164,38 @@ def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> 
     return State(snap.generation, islands, hof, cache, snap.evaluations)
 
 
+def save(run_dir: Path, state: State, rng: np.random.Generator, digest: str,
+         cfg: EmpConfig) -> None:
+    """The checkpoint (to resume), then the run record (for the gates), from the same state."""
+    snap = _snapshot(state, rng, digest)
+    ckpt.save(run_dir, snap)
+    run_record.write(run_dir, *record_of(state, snap, cfg))
+
+
+def record_of(state: State, snap: ckpt.Snapshot,
+              cfg: EmpConfig) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """``front.json``'s contents and ``trials.npz``'s arrays (``core.run_record``) for ``state``
+    and its checkpoint ``snap``: the final front as the gates judge it, and the trials."""
+    df = front_frame(ga.pareto_front(list(state.hof.items)), state, cfg)  # type: ignore[attr-defined]
+    # genotypes that differ only in unused genes are one strategy: the gates judge it once
+    df = df.drop_duplicates("key", ignore_index=True) if not df.empty else df
+    specs = cfg.evolution.objectives
+    front = [{"phenotype_key": phenotype_key(from_json(row["genome"])), "key": row["key"],
+              "genome": json.loads(row["genome"]), "rules": row["rules"],
+              "objectives": {s.name: json_float(row[s.name]) for s in specs},
+              "weighted": json_float(row["weighted"]), "violation": json_float(row["violation"])}
+             for _, row in df.iterrows()]
+    distinct: dict[str, np.ndarray] = {}
+    for isl in snap.islands:
+        for g in isl["genes"]:
+            distinct.setdefault(phenotype_key(g), g)
+    arrays = {"keys": snap.cache_keys, "metrics": snap.cache_metrics,
+              "population": np.stack(list(distinct.values())).astype(np.float64)}
+    return ({"generation": state.generation, "generations": cfg.evolution.generations,
+             "objectives": [{"name": s.name, "direction": s.direction} for s in specs],
+             "trials": len(state.cache), "front": front}, arrays)
+
+
 # ---- reporting ------------------------------------------------------------------------------------
 
 def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
@@ -290,7 +323,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             for isl in state.islands:
                 state.hof.update(isl)
             _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            ckpt.save(run_dir, _snapshot(state, rng, digest))
+            save(run_dir, state, rng, digest, cfg)
         last = ev.generations if stop_after is None else min(ev.generations,
                                                               state.generation + stop_after)
         bar = _progress(progress, state.generation, ev.generations)
@@ -307,7 +340,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             for isl in state.islands:
                 state.hof.update(isl)
             stats = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            ckpt.save(run_dir, _snapshot(state, rng, digest))
+            save(run_dir, state, rng, digest, cfg)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{stats[k]:.3g}" for k in
@@ -363,7 +396,6 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
 
 def _log_champions(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig) -> None:  # type: ignore[no-untyped-def]
     from fitness.simulator import simulate
-    from genome.codec import from_json
 
     feasible = df[df["violation"] == 0.0].head(cfg.evolution.top_k)
     a, b = int(data.segments[0, 0]), int(data.segments[-1, 1])
