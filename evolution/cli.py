@@ -6,8 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from configs.models import EmpConfig
+if TYPE_CHECKING:  # the config model imports every package's section
+    from configs.models import EmpConfig
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:
