@@ -1,5 +1,6 @@
 """The GA driver: NSGA-II generations over islands, a distinct-genome cache, checkpoints after
-every generation, exact resume, MLflow tracking and a readable final front.
+every generation (each with the run record the gates judge, ``core.run_record``), exact resume,
+MLflow tracking and a readable final front.
 
 Evaluation goes through an ``Evaluator`` (the Ray pool in ``workers/``, or in-process); the
 driver itself never imports ray.

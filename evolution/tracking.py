@@ -92,18 +92,15 @@ class Tracker:
     """One MLflow run of an evolution job; re-open it with ``run_id`` to resume."""
 
     def __init__(self, home: Path, experiment: str = "emp-evolution",
-                 run_id: str | None = None, run_name: str | None = None,
-                 resume: bool = True) -> None:
-        """``run_id`` re-opens a run: as RUNNING to resume it, or as it is (``resume=False``)
-        to add the gates' results to a finished run."""
+                 run_id: str | None = None, run_name: str | None = None) -> None:
+        """``run_id`` re-opens a run as RUNNING, to resume it."""
         self.home = Path(home)
         self.tracking_uri = default_tracking_uri(self.home)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         if run_id is not None:
             run = self.client.get_run(run_id)  # raises if the run does not exist
             self.run_id = run.info.run_id
-            if resume:
-                self.client.update_run(self.run_id, status="RUNNING")
+            self.client.update_run(self.run_id, status="RUNNING")
         else:
             exp_id = self._experiment_id(experiment)
             run = self.client.create_run(exp_id, run_name=run_name)
