@@ -165,21 +165,22 @@ def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> 
     return State(snap.generation, islands, hof, cache, snap.evaluations)
 
 
-def save(run_dir: Path, state: State, rng: np.random.Generator, digest: str,
-         cfg: EmpConfig) -> None:
-    """The checkpoint (to resume), then the run record (for the gates), from the same state."""
+def save(run_dir: Path, state: State, rng: np.random.Generator, digest: str, cfg: EmpConfig,
+         front: pd.DataFrame) -> None:
+    """The checkpoint (to resume), then the run record (for the gates), from the same state;
+    ``front`` is the ``front_frame`` of its Pareto front."""
     snap = _snapshot(state, rng, digest)
     ckpt.save(run_dir, snap)
-    run_record.write(run_dir, *record_of(state, snap, cfg))
+    run_record.write(run_dir, *record_of(front, state, snap, cfg))
 
 
-def record_of(state: State, snap: ckpt.Snapshot,
+def record_of(front: pd.DataFrame, state: State, snap: ckpt.Snapshot,
               cfg: EmpConfig) -> tuple[dict[str, object], dict[str, np.ndarray]]:
-    """``front.json``'s contents and ``trials.npz``'s arrays (``core.run_record``) for ``state``
-    and its checkpoint ``snap``: the final front as the gates judge it, and the trials."""
-    df = front_frame(ga.pareto_front(list(state.hof.items)), state, cfg)  # type: ignore[attr-defined]
+    """``front.json``'s contents and ``trials.npz``'s arrays (``core.run_record``) for ``state``,
+    its front frame and its checkpoint ``snap``: the front as the gates judge it, and the
+    trials."""
     # genotypes that differ only in unused genes are one strategy: the gates judge it once
-    df = df.drop_duplicates("key", ignore_index=True) if not df.empty else df
+    df = front.drop_duplicates("key", ignore_index=True) if not front.empty else front
     specs = cfg.evolution.objectives
     front = [{"phenotype_key": phenotype_key(from_json(row["genome"])), "key": row["key"],
               "genome": json.loads(row["genome"]), "rules": row["rules"],
@@ -323,8 +324,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
                 state.islands.append(ga.select(pop, ev.population))
             for isl in state.islands:
                 state.hof.update(isl)
-            _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            save(run_dir, state, rng, digest, cfg)
+            _, front = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
+            save(run_dir, state, rng, digest, cfg, front)
         last = ev.generations if stop_after is None else min(ev.generations,
                                                               state.generation + stop_after)
         bar = _progress(progress, state.generation, ev.generations)
@@ -340,8 +341,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
                 ga.migrate(state.islands, ev.migrants)
             for isl in state.islands:
                 state.hof.update(isl)
-            stats = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            save(run_dir, state, rng, digest, cfg)
+            stats, front = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
+            save(run_dir, state, rng, digest, cfg, front)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{stats[k]:.3g}" for k in
@@ -378,7 +379,8 @@ def _progress(enabled: bool, start: int, total: int):  # type: ignore[no-untyped
 
 
 def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # type: ignore[no-untyped-def]
-         data: ResearchData) -> dict[str, float]:
+         data: ResearchData) -> tuple[dict[str, float], pd.DataFrame]:
+    """Log the generation to MLflow; its metrics and the front frame of its Pareto front."""
     front = ga.pareto_front(list(state.hof.items))
     stats = generation_metrics(state, cfg, front, new, seconds)
     df = front_frame(front, state, cfg)
@@ -392,7 +394,7 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
         names = [s.name for s in ev.objectives]
         tracker.log_pareto_plot(state.generation, df, names[0], names[1] if len(names) > 1
                                 else "weighted", names[2] if len(names) > 2 else None)
-    return stats
+    return stats, df
 
 
 def _log_champions(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig) -> None:  # type: ignore[no-untyped-def]
