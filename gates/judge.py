@@ -8,7 +8,8 @@ the variance of trial Sharpes), runs the look-ahead audit, and writes the gate r
 
 It reads the run directory only: ``config.json``, ``data.json`` and the run record
 (``front.json``, ``trials.npz``; see ``core.run_record``), plus the history store. No DEAP, no
-Ray, nothing of ``evolution/``.
+Ray, no GA code: parsing the saved config loads the config schema, whose ``evolution`` section
+model (``evolution.config``) is the only part of ``evolution/`` a gate pass imports.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def resolve_run_id(home: Path, run_id: str) -> str:
 
 
 def load_run(home: Path, run_id: str) -> RunContext:
-    from configs.loader import ConfigError, parse_config
+    from configs.loader import ConfigError, parse_config  # the whole schema: only when judging
 
     run_id = resolve_run_id(home, run_id)
     run_dir = Path(home) / "runs" / run_id
