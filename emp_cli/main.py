@@ -7,10 +7,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from configs.loader import load_config
-from configs.models import EmpConfig
 from core.errors import EmpError
+
+if TYPE_CHECKING:  # loaded once a command runs: `emp --help` needs no config model
+    from configs.models import EmpConfig
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
@@ -22,6 +24,9 @@ def add_config(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(path: Path | None) -> EmpConfig:
+    from configs.loader import load_config
+    from configs.models import EmpConfig
+
     if path is not None:
         return load_config(path)
     if DEFAULT_CONFIG.is_file():

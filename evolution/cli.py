@@ -6,8 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from configs.models import EmpConfig
+if TYPE_CHECKING:  # the config model imports every package's section
+    from configs.models import EmpConfig
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:
@@ -30,8 +32,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
 
 
 def cmd_evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from core.tracking import default_tracking_uri
     from evolution.driver import LocalEvaluator, print_front, run
-    from evolution.tracking import default_tracking_uri
 
     # main() has already loaded and validated args.config (the positional CONFIG) into cfg
     if args.generations is not None:
@@ -96,7 +98,7 @@ def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:
 def cmd_tune(args: argparse.Namespace, cfg: EmpConfig) -> int:
     import optuna
 
-    from evolution.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri
     from evolution.tune import METRICS, PARENT_ATTR, RUN_ATTR, default_study_name, storage_url
     from evolution.tune import tune as run_tune
 

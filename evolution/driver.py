@@ -1,5 +1,6 @@
 """The GA driver: NSGA-II generations over islands, a distinct-genome cache, checkpoints after
-every generation, exact resume, MLflow tracking and a readable final front.
+every generation (each with the run record the gates judge, ``core.run_record``), exact resume,
+MLflow tracking and a readable final front.
 
 Evaluation goes through an ``Evaluator`` (the Ray pool in ``workers/``, or in-process); the
 driver itself never imports ray.
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from configs.models import EmpConfig
-from core.jsonio import write_json
+from core import run_record
+from core.jsonio import json_float, write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import ResearchData, research_data
@@ -32,7 +34,7 @@ from evolution.objectives import (
     weighted_fitness,
 )
 from fitness.metrics import METRIC_INDEX
-from genome.codec import to_json
+from genome.codec import from_json, to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
 
@@ -174,6 +176,40 @@ def _from_snapshot(snap: ckpt.Snapshot, cls: type, rng: np.random.Generator) -> 
     return State(snap.generation, islands, hof, cache, snap.evaluations, sketches)
 
 
+def save(run_dir: Path, state: State, rng: np.random.Generator, digest: str, cfg: EmpConfig,
+         front: pd.DataFrame) -> None:
+    """The checkpoint (to resume), then the run record (for the gates), from the same state;
+    ``front`` is the ``front_frame`` of its Pareto front."""
+    snap = _snapshot(state, rng, digest)
+    ckpt.save(run_dir, snap)
+    run_record.write(run_dir, *record_of(front, state, snap, cfg))
+
+
+def record_of(front: pd.DataFrame, state: State, snap: ckpt.Snapshot,
+              cfg: EmpConfig) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """``front.json``'s contents and ``trials.npz``'s arrays (``core.run_record``) for ``state``,
+    its front frame and its checkpoint ``snap``: the front as the gates judge it, and the
+    trials."""
+    # genotypes that differ only in unused genes are one strategy: the gates judge it once
+    df = front.drop_duplicates("key", ignore_index=True) if not front.empty else front
+    specs = cfg.evolution.objectives
+    front = [{"phenotype_key": phenotype_key(from_json(row["genome"])), "key": row["key"],
+              "genome": json.loads(row["genome"]), "rules": row["rules"],
+              "objectives": {s.name: json_float(row[s.name]) for s in specs},
+              "weighted": json_float(row["weighted"]), "violation": json_float(row["violation"])}
+             for _, row in df.iterrows()]
+    distinct: dict[str, np.ndarray] = {}
+    for isl in snap.islands:
+        for g in isl["genes"]:
+            distinct.setdefault(phenotype_key(g), g)
+    arrays = {"keys": snap.cache_keys, "metrics": snap.cache_metrics,
+              "sketches": snap.cache_sketches,
+              "population": np.stack(list(distinct.values())).astype(np.float64)}
+    return ({"generation": state.generation, "generations": cfg.evolution.generations,
+             "objectives": [{"name": s.name, "direction": s.direction} for s in specs],
+             "trials": len(state.cache), "front": front}, arrays)
+
+
 # ---- reporting ------------------------------------------------------------------------------------
 
 def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
@@ -301,8 +337,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
                 state.islands.append(ga.select(pop, ev.population))
             for isl in state.islands:
                 state.hof.update(isl)
-            _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            ckpt.save(run_dir, _snapshot(state, rng, digest))
+            _, front = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
+            save(run_dir, state, rng, digest, cfg, front)
         last = ev.generations if stop_after is None else min(ev.generations,
                                                               state.generation + stop_after)
         bar = _progress(progress, state.generation, ev.generations)
@@ -318,8 +354,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
                 ga.migrate(state.islands, ev.migrants)
             for isl in state.islands:
                 state.hof.update(isl)
-            stats = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            ckpt.save(run_dir, _snapshot(state, rng, digest))
+            stats, front = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
+            save(run_dir, state, rng, digest, cfg, front)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{stats[k]:.3g}" for k in
@@ -356,7 +392,8 @@ def _progress(enabled: bool, start: int, total: int):  # type: ignore[no-untyped
 
 
 def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # type: ignore[no-untyped-def]
-         data: ResearchData) -> dict[str, float]:
+         data: ResearchData) -> tuple[dict[str, float], pd.DataFrame]:
+    """Log the generation to MLflow; its metrics and the front frame of its Pareto front."""
     front = ga.pareto_front(list(state.hof.items))
     stats = generation_metrics(state, cfg, front, new, seconds)
     df = front_frame(front, state, cfg)
@@ -370,12 +407,11 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
         names = [s.name for s in ev.objectives]
         tracker.log_pareto_plot(state.generation, df, names[0], names[1] if len(names) > 1
                                 else "weighted", names[2] if len(names) > 2 else None)
-    return stats
+    return stats, df
 
 
 def _log_champions(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig) -> None:  # type: ignore[no-untyped-def]
     from fitness.simulator import simulate
-    from genome.codec import from_json
 
     feasible = df[df["violation"] == 0.0].head(cfg.evolution.top_k)
     a, b = int(data.segments[0, 0]), int(data.segments[-1, 1])

@@ -1,5 +1,5 @@
 """From per-fold kernel metrics to objective vectors, the trade constraint and the seeds'
-weighted fitness. Pure numpy: the driver and the gates share it."""
+weighted fitness. Pure numpy."""
 
 from __future__ import annotations
 

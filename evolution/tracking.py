@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
+from core.tracking import default_tracking_uri
 from evolution import plots
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ _SECRET = re.compile(r"password|secret|token|key", re.IGNORECASE)
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 _STATUSES = ("FINISHED", "KILLED", "FAILED")
 _REPO = Path(__file__).resolve().parents[1]
-
-
-def default_tracking_uri(home: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set (shared server), else a sqlite store inside the EMP home."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home.resolve()}/mlflow.db"
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -102,18 +92,15 @@ class Tracker:
     """One MLflow run of an evolution job; re-open it with ``run_id`` to resume."""
 
     def __init__(self, home: Path, experiment: str = "emp-evolution",
-                 run_id: str | None = None, run_name: str | None = None,
-                 resume: bool = True) -> None:
-        """``run_id`` re-opens a run: as RUNNING to resume it, or as it is (``resume=False``)
-        to add the gates' results to a finished run."""
+                 run_id: str | None = None, run_name: str | None = None) -> None:
+        """``run_id`` re-opens a run as RUNNING, to resume it."""
         self.home = Path(home)
         self.tracking_uri = default_tracking_uri(self.home)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         if run_id is not None:
             run = self.client.get_run(run_id)  # raises if the run does not exist
             self.run_id = run.info.run_id
-            if resume:
-                self.client.update_run(self.run_id, status="RUNNING")
+            self.client.update_run(self.run_id, status="RUNNING")
         else:
             exp_id = self._experiment_id(experiment)
             run = self.client.create_run(exp_id, run_name=run_name)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from configs.models import EmpConfig
+if TYPE_CHECKING:  # the config model imports every package's section
+    from configs.models import EmpConfig
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:

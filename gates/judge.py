@@ -5,6 +5,11 @@ For every front candidate this replays the genome on the run's own layout
 window (the last walk-forward fold's test window) and, once per candidate, the hold-out. It adds
 the run-level statistics (PBO of the final population on the OOS window, the trial count and
 the variance of trial Sharpes), runs the look-ahead audit, and writes the gate report.
+
+It reads the run directory only: ``config.json``, ``data.json`` and the run record
+(``front.json``, ``trials.npz``; see ``core.run_record``), plus the history store. No DEAP, no
+Ray, no GA code: parsing the saved config loads the config schema, whose ``evolution`` section
+model (``evolution.config``) is the only part of ``evolution/`` a gate pass imports.
 """
 
 from __future__ import annotations
@@ -15,18 +20,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from configs.loader import ConfigError, parse_config
-from configs.models import EmpConfig
+from core import run_record
 from core.atomic import atomic_write_bytes
 from core.jsonio import json_float, read_json, write_json
-from evolution import checkpoint as ckpt
-from evolution import ga
-from evolution.driver import State, front_frame, restore_individuals
-from evolution.objectives import deap_weights
+from core.tracking import default_tracking_uri
 from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
 from gates import stats
@@ -36,9 +37,11 @@ from gates.lookahead import LookaheadError, audit_lookahead, cut_points
 from gates.policy import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
 from gates.trials import TrialCount, count_trials
 from genome.codec import from_json
-from genome.ops import phenotype_key
 from market.config import SymbolMeta
 from market.loader import Bars, truncate
+
+if TYPE_CHECKING:  # configs.models composes every package's section, evolution's included
+    from configs.models import EmpConfig
 
 
 @dataclass
@@ -48,7 +51,7 @@ class RunContext:
     run_id: str
     run_dir: Path
     cfg: EmpConfig
-    snap: ckpt.Snapshot
+    record: run_record.RunRecord  # the final front and the trials, as the GA left them
     bars: Bars          # the whole history, hold-out included
     meta: SymbolMeta
     layout: Layout
@@ -66,6 +69,8 @@ def resolve_run_id(home: Path, run_id: str) -> str:
 
 
 def load_run(home: Path, run_id: str) -> RunContext:
+    from configs.loader import ConfigError, parse_config  # the whole schema: only when judging
+
     run_id = resolve_run_id(home, run_id)
     run_dir = Path(home) / "runs" / run_id
     if not (run_dir / "config.json").exists():
@@ -78,7 +83,7 @@ def load_run(home: Path, run_id: str) -> RunContext:
     except ConfigError as exc:
         raise GateError(f"{run_dir / 'config.json'}: {exc}") from None
     cfg = cfg.model_copy(update={"home": Path(home)})
-    snap = ckpt.load(run_dir)
+    record = run_record.read(run_dir)
     bars, meta = load_history(cfg)
     layout = layout_for(cfg, bars.n_bars)
     saved = run_dir / "data.json"
@@ -91,34 +96,28 @@ def load_run(home: Path, run_id: str) -> RunContext:
                 f"{run_id} was evolved (training data sha256 {got[:12]} != {str(want)[:12]}); "
                 f"judge it on the history it was evolved on")
     tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
-    return RunContext(run_id, run_dir, cfg, snap, bars, meta, layout, tables)
+    return RunContext(run_id, run_dir, cfg, record, bars, meta, layout, tables)
 
 
-def front_of(ctx: RunContext) -> pd.DataFrame:
-    """The run's final Pareto front (constraint-domination), one row per distinct strategy,
-    best weighted fitness first."""
-    cls = ga.individual_class(deap_weights(ctx.cfg.evolution.objectives))
-    hof = restore_individuals(cls, ctx.snap.hof) if ctx.snap.hof["genes"].size else []
-    front = ga.pareto_front(hof)
-    cache = {str(k): ctx.snap.cache_metrics[i] for i, k in enumerate(ctx.snap.cache_keys)}
-    df = front_frame(front, State(ctx.snap.generation, [], None, cache), ctx.cfg)
-    # genotypes that differ only in unused genes are one strategy: judge it once
-    return df.drop_duplicates("key", ignore_index=True) if not df.empty else df
+def front_of(ctx: RunContext) -> list[dict[str, Any]]:
+    """The run's final Pareto front (constraint-domination), one entry per distinct strategy,
+    best weighted fitness first, as the run record holds it."""
+    return list(ctx.record.front["front"])
 
 
 def _sim(ctx: RunContext, genome: np.ndarray, a: int, b: int) -> Backtest:
     return simulate(genome, ctx.tables, ctx.bars, ctx.meta, a, b, ctx.cfg.fitness)
 
 
-def front_genomes(front: pd.DataFrame) -> np.ndarray:
-    """[n, N_GENES] genomes of a front frame, in its row order (checked JSON + sha256)."""
-    return np.stack([from_json(s) for s in front["genome"]])
+def front_genomes(front: list[dict[str, Any]]) -> np.ndarray:
+    """[n, N_GENES] genomes of front entries, in their order (checked JSON + sha256)."""
+    return np.stack([from_json(json.dumps(c["genome"])) for c in front])
 
 
 def trial_sharpe_variance(ctx: RunContext) -> tuple[int, float]:
     """The raw trial figures, kept for comparison: N = distinct genomes evaluated, and the
     variance of all their per-bar Sharpe ratios (mean over training folds, de-annualised)."""
-    m = ctx.snap.cache_metrics
+    m = ctx.record.arrays["metrics"]
     n = int(m.shape[0])
     if n < 2:
         return max(n, 1), 0.0
@@ -128,18 +127,16 @@ def trial_sharpe_variance(ctx: RunContext) -> tuple[int, float]:
 
 def effective_trials(ctx: RunContext) -> TrialCount:
     """N_eff from the run's per-trial return sketches (``gates.trials``)."""
-    traded = ctx.snap.cache_metrics[:, :, METRIC_INDEX["trade_count"]].sum(axis=1) > 0
-    return count_trials(ctx.snap.cache_sketches, traded)
+    arrays = ctx.record.arrays
+    traded = arrays["metrics"][:, :, METRIC_INDEX["trade_count"]].sum(axis=1) > 0
+    return count_trials(arrays["sketches"], traded)
 
 
 def population_oos_returns(ctx: RunContext) -> np.ndarray:
     """[T_oos, N] per-bar OOS returns of the final population's distinct genomes."""
     a, b = (int(x) for x in ctx.layout.oos[0])
-    seen: dict[str, np.ndarray] = {}
-    for isl in ctx.snap.islands:
-        for g in isl["genes"]:
-            seen.setdefault(phenotype_key(g), g)
-    return np.stack([_sim(ctx, g, a, b).returns for g in seen.values()], axis=1)
+    return np.stack([_sim(ctx, g, a, b).returns for g in ctx.record.arrays["population"]],
+                    axis=1)
 
 
 def benchmark_returns(ctx: RunContext, kind: str) -> np.ndarray:
@@ -226,9 +223,10 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     run_id = ctx.run_id
     policy = policy or ctx.cfg.gates
     front = front_of(ctx)
-    if front.empty:
+    generation = int(ctx.record.front["generation"])
+    if not front:
         raise GateError(f"run {run_id} has no front to judge (checkpoint at generation "
-                        f"{ctx.snap.generation})")
+                        f"{generation})")
     raw = trial_sharpe_variance(ctx)
     trials = effective_trials(ctx)
     pop = population_oos_returns(ctx)
@@ -244,14 +242,14 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
                     strict=True)
     fw_p, own_p = familywise_figures(np.stack(oos, axis=1), bench, policy)
     candidates = []
-    for rank, (_, row) in enumerate(front.iterrows(), start=1):
+    for rank, entry in enumerate(front, start=1):
         figures = {**figs[rank - 1], "familywise_p": float(fw_p[rank - 1]),
                    "own_p": float(own_p[rank - 1]), "pbo": pbo}
         gates = judge(figures, policy, bool(audit["passed"]))
         candidates.append({
-            "rank": rank, "key": row["key"], "eligible": all(g.passed for g in gates),
-            "weighted_fitness": float(row["weighted"]), "rules": row["rules"],
-            "genome": json.loads(row["genome"]),
+            "rank": rank, "key": entry["key"], "eligible": all(g.passed for g in gates),
+            "weighted_fitness": float(entry["weighted"]), "rules": entry["rules"],
+            "genome": entry["genome"],
             "figures": {k: json_float(v) for k, v in figures.items()},
             "gates": [g.as_dict() for g in gates]})
     annual = math.sqrt(ctx.tables.bars_per_year)
@@ -259,7 +257,7 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
     report = {
         "run_id": run_id, "symbol": ctx.cfg.evolution.symbol,
         "timeframe": ctx.cfg.evolution.timeframe,
-        "generation": ctx.snap.generation, "generations": ctx.cfg.evolution.generations,
+        "generation": generation, "generations": ctx.cfg.evolution.generations,
         "periods": _periods(ctx), "policy": policy_json, "policy_sha256": policy_sha,
         "trials": raw[0], "trial_sharpe_variance": raw[1],
         "trial_count": {
@@ -302,9 +300,14 @@ def _write(run_dir: Path, report: dict) -> None:
 
 
 def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:
-    from evolution.tracking import Tracker
+    """Add the gate metrics (at step = the judged generation), the report files and the verdict
+    tags to the run's MLflow run, leaving its status as it is."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH
 
-    tracker = Tracker(home, run_id=report["run_id"], resume=False)
+    client = MlflowClient(tracking_uri=default_tracking_uri(home))
+    run_id = client.get_run(report["run_id"]).info.run_id  # raises if the run does not exist
     metrics: dict[str, float] = {
         "gates.candidates": len(report["candidates"]), "gates.eligible": len(report["eligible"]),
         "gates.trials": report["trials"], "gates.lookahead_passed": float(
@@ -316,9 +319,14 @@ def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:
             v = c["figures"][key]
             if isinstance(v, float):
                 metrics[f"gates.c{c['rank']:02d}.{name}"] = v
-    tracker.log_generation(report["generation"], metrics)
-    tracker.client.log_artifacts(tracker.run_id, str(run_dir / "gates"), "gates")
-    tracker.set_tags({"gates.verdict": f"{len(report['eligible'])} eligible of "
-                                       f"{len(report['candidates'])}",
-                      "gates.eligible": ",".join(report["eligible"]) or "none",
-                      "gates.policy_sha256": report["policy_sha256"]})
+    ts = int(time.time() * 1000)
+    items = [Metric(k, float(v), ts, int(report["generation"])) for k, v in metrics.items()
+             if math.isfinite(v)]
+    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
+    client.log_artifacts(run_id, str(run_dir / "gates"), "gates")
+    tags = {"gates.verdict": f"{len(report['eligible'])} eligible of "
+                             f"{len(report['candidates'])}",
+            "gates.eligible": ",".join(report["eligible"]) or "none",
+            "gates.policy_sha256": report["policy_sha256"]}
+    client.log_batch(run_id, tags=[RunTag(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in tags.items()])

@@ -60,7 +60,7 @@ def walk_forward_layout(n_total: int, holdout: float, warmup: int, folds: int, p
                         embargo: float) -> Layout:
     """Anchored purged walk-forward over the research period ``[warmup, holdout_start)``.
 
-    ``fitness.splitters.purged_walk_forward`` cuts it into ``folds + 1`` blocks; the last fold
+    ``gates.splitters.purged_walk_forward`` cuts it into ``folds + 1`` blocks; the last fold
     tests on the last block (the OOS window) and trains on everything before it minus the purge.
     That training set is cut into ``folds`` equal training folds for the per-fold objectives.
     """

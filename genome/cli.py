@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from configs.models import EmpConfig
 from genome import schema as S
 from genome.codec import GenomeError, from_json, to_json
+
+if TYPE_CHECKING:  # the config model imports every package's section
+    from configs.models import EmpConfig
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:

@@ -6,8 +6,8 @@ import argparse
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from configs.models import EmpConfig
 from market.config import SymbolMeta, preset_meta
 from market.ingest import IngestError, ingest_bars, ingest_ticks
 from market.quality import check_bars
@@ -19,6 +19,9 @@ from market.readers import (
 )
 from market.store import HistoryStore
 from market.timeframes import TIMEFRAME_NS
+
+if TYPE_CHECKING:  # the config model imports every package's section
+    from configs.models import EmpConfig
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:

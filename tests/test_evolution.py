@@ -136,7 +136,7 @@ def test_islands_with_migration_and_a_non_default_objective(home):
 def test_end_to_end_on_ray_with_mlflow_contents(home):
     from mlflow.tracking import MlflowClient
 
-    from evolution.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri
 
     cfg = config(home, generations=3)
     result = driver.run(cfg, progress=False)
@@ -201,7 +201,7 @@ class Interrupting(driver.LocalEvaluator):
 def test_ctrl_c_keeps_the_last_checkpoint_and_resume_finishes_the_run(home):
     from mlflow.tracking import MlflowClient
 
-    from evolution.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri
 
     cfg = config(home, generations=4, seed=9)
     data = research_data(cfg)
@@ -238,3 +238,76 @@ def test_python_m_evolution_entry_point(home, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "final Pareto front" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
     assert "generation 1/1" in proc.stdout
+
+
+def test_the_run_record_holds_the_checkpoints_front_and_trials(home):
+    """``front.json`` + ``trials.npz`` (written with every checkpoint) hold exactly the front
+    the checkpoint gives through DEAP (same rows, same order) and the checkpoint's trials."""
+    import json
+
+    from core import run_record
+    from evolution import checkpoint as ckpt
+    from evolution.objectives import deap_weights
+    from genome.codec import from_json
+
+    cfg = config(home, generations=3, islands=2, migration_interval=2)
+    data = research_data(cfg)
+    result = driver.run(cfg, evaluator=driver.LocalEvaluator(data, cfg), data=data,
+                        progress=False)
+    rec = run_record.read(result.run_dir)
+    snap = ckpt.load(result.run_dir)
+    cls = ga.individual_class(deap_weights(cfg.evolution.objectives))
+    front = ga.pareto_front(driver.restore_individuals(cls, snap.hof))
+    cache = {str(k): snap.cache_metrics[i] for i, k in enumerate(snap.cache_keys)}
+    df = driver.front_frame(front, driver.State(snap.generation, [], None, cache), cfg)
+    df = df.drop_duplicates("key", ignore_index=True)
+    entries = rec.front["front"]
+    assert len(entries) == len(df) > 0
+    names = [s.name for s in cfg.evolution.objectives]
+    for entry, (_, row) in zip(entries, df.iterrows(), strict=True):
+        assert entry["key"] == row["key"] and entry["rules"] == row["rules"]
+        assert entry["genome"] == json.loads(row["genome"])
+        assert entry["phenotype_key"] == phenotype_key(from_json(row["genome"]))
+        assert entry["phenotype_key"][:16] == entry["key"]
+        assert entry["weighted"] == row["weighted"] and entry["violation"] == row["violation"]
+        assert [entry["objectives"][n] for n in names] == [row[n] for n in names]
+    assert list(result.front.drop_duplicates("key")["genome"]) == list(df["genome"])
+    assert rec.front["generation"] == snap.generation == 3
+    assert rec.front["generations"] == 3 and rec.front["trials"] == result.trials
+    assert rec.front["objectives"] == [{"name": s.name, "direction": s.direction}
+                                       for s in cfg.evolution.objectives]
+    assert (rec.arrays["keys"] == snap.cache_keys).all()
+    assert np.array_equal(rec.arrays["metrics"], snap.cache_metrics)
+    distinct: dict[str, np.ndarray] = {}
+    for isl in snap.islands:
+        for g in isl["genes"]:
+            distinct.setdefault(phenotype_key(g), g)
+    assert np.array_equal(rec.arrays["population"], np.stack(list(distinct.values())))
+    assert rec.arrays["population"].dtype == np.float64
+
+
+def test_a_torn_or_foreign_run_record_is_refused(tmp_path):
+    from core import run_record
+
+    arrays = {"keys": np.array(["a" * 64], dtype="U64"), "metrics": np.zeros((1, 2, 3)),
+              "population": np.zeros((1, 4)), "sketches": np.ones((1, 8), dtype=np.float32)}
+    run_record.write(tmp_path, {"generation": 1, "front": []}, arrays)
+    rec = run_record.read(tmp_path)
+    assert rec.front["version"] == run_record.VERSION and rec.front["generation"] == 1
+    assert set(rec.arrays) == set(arrays) and rec.arrays["sketches"].dtype == np.float32
+    with pytest.raises(ValueError, match="missing"):
+        run_record.write(tmp_path, {}, {"keys": arrays["keys"]})
+    with pytest.raises(ValueError, match="pickle"):
+        run_record.write(tmp_path, {}, {**arrays, "bad": np.array([{}], dtype=object)})
+    npz = tmp_path / run_record.TRIALS_FILE
+    npz.write_bytes(npz.read_bytes()[:-10])
+    with pytest.raises(run_record.RecordError, match="torn or edited"):
+        run_record.read(tmp_path)
+    run_record.write(tmp_path, {"generation": 1, "front": []}, arrays)
+    front = tmp_path / run_record.FRONT_FILE
+    front.write_text(front.read_text().replace('"version": 1', '"version": 99'))
+    with pytest.raises(run_record.RecordError, match="version 99"):
+        run_record.read(tmp_path)
+    front.unlink()
+    with pytest.raises(run_record.RecordError, match="no run record"):
+        run_record.read(tmp_path)

@@ -176,8 +176,8 @@ def test_emp_gates_cli_writes_the_report_marks_eligibles_and_logs_to_mlflow(tmp_
                                                                               monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    from core.tracking import default_tracking_uri
     from emp_cli.main import main
-    from evolution.tracking import default_tracking_uri
 
     home = planted_home(tmp_path)
     cfg = parse_config({"home": str(home), "volatility": LIGHT_VOL,
@@ -219,3 +219,56 @@ def test_emp_gates_cli_writes_the_report_marks_eligibles_and_logs_to_mlflow(tmp_
         ingest_generated(home, "PLANT", "1d", np.linspace(100, 120, 3000),
                          {"unit": "bps", "spread": 1.0}, 4)
         judge_run(home, result.run_id, log_mlflow=False)
+
+
+BLOCKER = """
+import json, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("deap", "ray"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+from emp_cli.main import main
+
+code = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("deap", "ray", "evolution"))
+print(json.dumps({"exit": code, "loaded": loaded}), file=sys.stderr)
+"""
+
+
+def test_emp_gates_needs_neither_deap_nor_ray(tmp_path):
+    """A finished run is judged from its run directory alone: ``emp gates`` in a fresh
+    interpreter where deap and ray cannot be imported gives the same report as in-process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    home = planted_home(tmp_path)
+    cfg = parse_config({"home": str(home), "volatility": LIGHT_VOL,
+                        "evolution": {"symbol": "PLANT", "seed": 5, "population": 16,
+                                      "generations": 3}}, "test")
+    data = research_data(cfg)
+    result = driver.run(cfg, evaluator=driver.LocalEvaluator(data, cfg), data=data,
+                        progress=False)
+    here = judge_run(home, result.run_id, log_mlflow=False)
+    env = {**os.environ, "EMP_HOME": str(home), "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, "gates", result.run_id, "--json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert status["exit"] == 0
+    # emp registers every package's subcommands (evolution.cli) and the config schema holds
+    # evolution's section (evolution.config); nothing else of evolution is loaded
+    assert set(status["loaded"]) <= {"evolution", "evolution.cli", "evolution.config"}, \
+        status["loaded"]
+    there = json.loads(proc.stdout)
+    for report in (here, there):
+        report.pop("seconds")
+        report.pop("holdout_reads")
+    assert there == here
+    assert there["candidates"] and there["generation"] == 3

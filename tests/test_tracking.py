@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from core.tracking import default_tracking_uri
 from evolution import plots
-from evolution.tracking import Tracker, default_tracking_uri, flatten, is_secret
+from evolution.tracking import Tracker, flatten, is_secret
 
 PNG = plots.PNG_MAGIC
 

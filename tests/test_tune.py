@@ -6,8 +6,8 @@ import pytest
 from test_evolution import BASE
 
 from configs.loader import parse_config
+from core.tracking import default_tracking_uri
 from emp_cli.main import build_parser
-from evolution.tracking import default_tracking_uri
 from evolution.tune import PARENT_ATTR, RUN_ATTR, population_range, tune
 from market.bootstrap import bootstrap
 from market.store import HistoryStore
