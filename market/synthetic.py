@@ -17,15 +17,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def bridge_extremes(log_return: np.ndarray, sigma: np.ndarray | float,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def bridge_extremes(log_return: np.ndarray | float, sigma: np.ndarray | float,
+                    u_hi: np.ndarray | float, u_lo: np.ndarray | float) -> tuple:
     """Log distances (>= 0) from the bar's open to its high and to its low: the maximum and
-    minus the minimum of a Brownian bridge from 0 to ``log_return`` with per-bar vol ``sigma``.
-    """
+    minus the minimum of a Brownian bridge from 0 to ``log_return`` with per-bar vol ``sigma``,
+    from uniforms ``u_hi``, ``u_lo`` in (0, 1] (drawn by the caller, so a generator can keep its
+    random stream fixed)."""
     r = np.asarray(log_return, dtype=np.float64)
-    var = np.broadcast_to(np.asarray(sigma, dtype=np.float64) ** 2, r.shape)
-    up = 0.5 * (r + np.sqrt(r * r - 2.0 * var * np.log(rng.random(r.shape))))
-    down = 0.5 * (-r + np.sqrt(r * r - 2.0 * var * np.log(rng.random(r.shape))))
+    var = np.square(np.asarray(sigma, dtype=np.float64))
+    up = 0.5 * (r + np.sqrt(r * r - 2.0 * var * np.log(u_hi)))
+    down = 0.5 * (-r + np.sqrt(r * r - 2.0 * var * np.log(u_lo)))
     return up, down
 
 
@@ -35,5 +36,6 @@ def ohlc_from_closes(close: np.ndarray, sigma: np.ndarray | float, rng: np.rando
     ``first_open``, default its own close) and its high and low are a bridge's extremes."""
     c = np.asarray(close, dtype=np.float64)
     o = np.concatenate([[c[0] if first_open is None else first_open], c[:-1]])
-    up, down = bridge_extremes(np.log(c / o), sigma, rng)
+    up, down = bridge_extremes(np.log(c / o), sigma, 1.0 - rng.random(c.size),
+                               1.0 - rng.random(c.size))
     return o, o * np.exp(up), o * np.exp(-down), c
