@@ -61,15 +61,11 @@ def cells(kinds_noise: tuple[str, ...], kinds_edge: tuple[str, ...],
 def run_cell(cell: Cell, workdir: str, n: int | None, population: int | None,
              generations: int | None) -> dict:
     """Generate, ingest, evolve, judge: the cell's judged figures (the run is deleted after)."""
-    from benchmarks.power_data import generate
+    from benchmarks.power_data import generate, ingest
     from configs.loader import parse_config
     from evolution import driver
     from evolution.data import research_data
     from gates.judge import judge_run
-    from market.config import QualityConfig
-    from market.ingest import ingest_bars
-    from market.readers import SourceRows
-    from market.store import HistoryStore
 
     t0 = time.perf_counter()
     series = generate(cell.kind, cell.strength, cell.seed, n)
@@ -82,9 +78,7 @@ def run_cell(cell: Cell, workdir: str, n: int | None, population: int | None,
         ev["generations"] = generations
     cfg = parse_config({"home": str(home), "volatility": LIGHT_VOL, "evolution": ev,
                         "gates": {"benchmark": series.benchmark}}, "bench power")
-    ingest_bars(HistoryStore(cfg.store_root()), "SYN", series.timeframe,
-                SourceRows(series.frame, np.arange(len(series.frame))), series.meta,
-                QualityConfig(severity={"absurd_return": "off", "gap": "off"}))
+    ingest(series, cfg.store_root(), "SYN")
     data = research_data(cfg)
     result = driver.run(cfg, evaluator=driver.LocalEvaluator(data, cfg), data=data,
                         progress=False)

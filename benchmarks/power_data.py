@@ -514,6 +514,18 @@ def amplitude_for(kind: str, strength: float, path: Path | None = None) -> float
 
 # ---- the planted rule's Sharpe -----------------------------------------------------------------
 
+def ingest(series: Series, store_root: Path, symbol: str) -> None:
+    """Store the series' bars and metadata as ``symbol`` through the ordinary ingest path."""
+    from market.config import QualityConfig
+    from market.ingest import ingest_bars
+    from market.readers import SourceRows
+    from market.store import HistoryStore
+
+    ingest_bars(HistoryStore(store_root), symbol, series.timeframe,
+                SourceRows(series.frame, np.arange(len(series.frame))), series.meta,
+                QualityConfig(severity={"absurd_return": "off", "gap": "off"}))
+
+
 def to_bars(series: Series) -> Bars:
     f = series.frame
     arr = {c: np.ascontiguousarray(f[c].to_numpy(np.float64))[None]
