@@ -16,11 +16,15 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
         "gates", help="judge a run's final Pareto front out of sample (and on the hold-out)",
         description="Replay every candidate of the run's final front on the OOS window (the "
                     "last walk-forward test window, never seen by evolution) and, once per "
-                    "candidate, on the hold-out; compute the deflated Sharpe (N = the run's "
-                    "trials), PBO by CSCV, SPA p-values and drawdowns; run the look-ahead "
-                    "audit; write $EMP_HOME/runs/RUN_ID/gates/report.{md,json} and "
-                    "eligible.json, and log them to the run in MLflow. The policy is the "
-                    "gates section of --config when given, else the one saved with the run.")
+                    "candidate, on the hold-out; compute the deflated Sharpe (N = the "
+                    "effectively independent trials: clusters of near-copies among the run's "
+                    "trials), PBO by CSCV, the Romano-Wolf family-wise p-value of each "
+                    "candidate against the benchmark over the whole front, and drawdowns; run "
+                    "the look-ahead audit; write $EMP_HOME/runs/RUN_ID/gates/report.{md,json} "
+                    "and eligible.json, and log them to the run in MLflow. Every rejection is "
+                    "explained: the failing gates and what would have passed, and when nothing "
+                    "is eligible, the closest candidate. The policy is the gates section of "
+                    "--config when given, else the one saved with the run.")
     g.add_argument("run_id", metavar="RUN_ID",
                    help="an evolution run under $EMP_HOME/runs, or 'latest'")
     add_config(g)  # type: ignore[operator]

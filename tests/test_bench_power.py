@@ -43,7 +43,7 @@ def test_smoke_runs_the_whole_pipeline(tmp_path):
     assert summary["cells"] == 2 and summary["ours"]["noise_series"] == 1
     assert set(summary["ours"]["detection"]) == {"autocorr"}
     assert 0.0 <= summary["ours"]["detection"]["autocorr"]["3"] <= 1.0
-    assert len(summary["tradeoff"]) == 15 and summary["n_eff_median"] > 0
+    assert len(summary["tradeoff"]) == 24 and summary["n_eff_median"] > 0
     assert (tmp_path / "power_curves.png").stat().st_size > 1000
     cells = [json.loads(x) for x in (tmp_path / "cells.jsonl").read_text().splitlines()]
     assert {c["kind"] for c in cells} == {"noise_flat", "autocorr"}

@@ -140,36 +140,40 @@ def test_noise_never_passes_the_gates(tmp_path, n, timeframe, seed):
                                       if c["eligible"]]
 
 
-def test_a_planted_edge_passes_and_its_rules_show_the_pattern(tmp_path):
-    """AR(1) daily returns (φ = 0.35): yesterday's sign predicts today's. At least one candidate
-    is eligible, and it trades the pattern: on the hold-out it is long after up days and short
-    after down days far more often than not."""
+# (kind, seed): planted edges of ordinary strength, the exact rule's annualised Sharpe 2.0 after
+# costs (benchmarks/power_calibration.json); `emp bench power` measures the rate over many seeds
+REALISTIC_EDGES = [("autocorr", 2001), ("breakout", 2001)]
+
+
+@pytest.mark.parametrize(("kind", "seed"), REALISTIC_EDGES)
+def test_a_realistic_planted_edge_passes_and_trades_the_pattern(tmp_path, kind, seed):
+    """A series whose planted rule earns an annualised Sharpe of 2 (not 6): the default
+    evolution and the gates make a candidate eligible, its training Sharpe is realistic (<= 3),
+    and on the hold-out its returns go with the planted rule's."""
+    from benchmarks.power_data import generate, ingest
     from fitness.simulator import build_tables, simulate
     from genome.codec import from_json
     from market.loader import load_bars
     from market.store import HistoryStore
 
-    home = planted_home(tmp_path)
-    cfg, _, report = _evolve_and_judge(home, "PLANT", "1d", 5)
+    series = generate(kind, 2.0, seed)
+    home = tmp_path
+    cfg0 = parse_config({"home": str(home)}, "t")
+    ingest(series, cfg0.store_root(), "EDGE")
+    cfg, _, report = _evolve_and_judge(home, "EDGE", series.timeframe, seed)
     eligible = [c for c in report["candidates"] if c["eligible"]]
-    assert eligible, [(c["rank"], c["gates"]) for c in report["candidates"][:3]]
+    assert eligible, [(c["rank"], [g for g in c["gates"] if not g["passed"]])
+                      for c in report["candidates"][:3]]
     best = eligible[0]
-    assert best["figures"]["holdout_sharpe"] > 1.0
-    # the rules read yesterday's move: a short-horizon momentum primitive appears in them
-    assert any(p in best["rules"] for p in ("ROC(1)", "ROC(2)", "RSI(2)", "RSI(3)", "RetZ(")), \
-        best["rules"]
-    bars = load_bars("PLANT", "1d", store=HistoryStore(cfg.store_root()))
-    tables = build_tables(bars, cfg.data.symbols.get("PLANT") or
-                          HistoryStore(cfg.store_root()).meta("PLANT"), vol=cfg.volatility)
+    assert best["figures"]["training_sharpe"] <= 3.0
+    bars = load_bars("EDGE", series.timeframe, store=HistoryStore(cfg.store_root()))
+    tables = build_tables(bars, series.meta, vol=cfg.volatility)
     h = report["periods"]["holdout"]
-    bt = simulate(from_json(json.dumps(best["genome"])), tables, bars,
-                  HistoryStore(cfg.store_root()).meta("PLANT"), h["start"], h["end"], cfg.fitness)
-    close = bars.close[0, h["start"] - 1:h["end"]]
-    moved = np.sign(np.diff(close))            # the bar's move, known at its close
-    held = np.sign(bt.position)                # the position held after that close
-    active = held != 0
-    agree = float(np.mean(held[active] == moved[active]))
-    assert active.sum() > 50 and agree > 0.6, (agree, best["rules"])
+    ours = simulate(from_json(json.dumps(best["genome"])), tables, bars, series.meta,
+                    h["start"], h["end"], cfg.fitness).returns
+    planted = simulate(series.planted, tables, bars, series.meta, h["start"], h["end"],
+                       cfg.fitness).returns
+    assert np.corrcoef(ours, planted)[0, 1] > 0.3, best["rules"]
 
 
 def test_emp_gates_cli_writes_the_report_marks_eligibles_and_logs_to_mlflow(tmp_path, capsys,
