@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -119,7 +120,13 @@ def run_cells(todo: list[Cell], workdir: Path, workers: int, n: int | None,
         futures = {pool.submit(run_cell, c, str(workdir), n, population, generations): c
                    for c in todo}
         for k, fut in enumerate(as_completed(futures), start=1):
-            rec = fut.result()
+            try:
+                rec = fut.result()
+            except BrokenProcessPool:
+                raise
+            except Exception as exc:  # one bad cell is reported; the others still run
+                print(f"[{k}/{len(todo)}] {futures[fut].name}: FAILED: {exc}", flush=True)
+                continue
             with open(path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             if log:

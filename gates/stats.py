@@ -187,8 +187,15 @@ def pbo_cscv(
     n_split = len(is_idx)
     half = n_blocks // 2
 
+    # splits per chunk, so the concatenated blocks never take more than _CSCV_CHUNK_BYTES
+    chunk = max(1, _CSCV_CHUNK_BYTES // max(half * m * n_s * 8, 1))
+
     def exact(sel: np.ndarray) -> np.ndarray:  # the metric over the concatenated data
-        return np.asarray(metric(blocks[sel].reshape(len(sel), half * m, n_s)), dtype=np.float64)
+        out = np.empty((len(sel), n_s))
+        for lo in range(0, len(sel), chunk):
+            part = sel[lo:lo + chunk]
+            out[lo:lo + len(part)] = metric(blocks[part].reshape(len(part), half * m, n_s))
+        return out
 
     logits = np.empty(n_split)
     if metric is sharpe_of_block:
@@ -199,16 +206,13 @@ def pbo_cscv(
         bm2 = ((blocks - bm[:, None, :]) ** 2).sum(axis=1)
         perf_is = _moment_sharpe(bm, bm2, is_idx, m)
         perf_oos = _moment_sharpe(bm, bm2, oos_idx, m)
-        near = _near_ties(perf_is, perf_oos)
+        flat = (blocks == blocks[:1, :1, :]).all(axis=(0, 1))
+        near = _near_ties(perf_is, perf_oos, flat)
         if near.any():
             perf_is[near], perf_oos[near] = exact(is_idx[near]), exact(oos_idx[near])
         logits[:] = _logits(perf_is, perf_oos)
         return float(np.mean(logits <= 0.0)), logits
-    per_split = 2 * half * m * n_s * 8
-    chunk = max(1, _CSCV_CHUNK_BYTES // max(per_split, 1))
-    for lo in range(0, n_split, chunk):
-        hi = min(lo + chunk, n_split)
-        logits[lo:hi] = _logits(exact(is_idx[lo:hi]), exact(oos_idx[lo:hi]))
+    logits[:] = _logits(exact(is_idx), exact(oos_idx))
     pbo = float(np.mean(logits <= 0.0))
     return pbo, logits
 
@@ -223,13 +227,27 @@ def _logits(perf_is: np.ndarray, perf_oos: np.ndarray) -> np.ndarray:
     return np.log(w / (1.0 - w))
 
 
-def _near_ties(perf_is: np.ndarray, perf_oos: np.ndarray, tol: float = 1e-9) -> np.ndarray:
-    """Splits where rounding could change the IS-best strategy or its OOS rank."""
+def _near_ties(perf_is: np.ndarray, perf_oos: np.ndarray, flat: np.ndarray,
+               tol: float = 1e-9) -> np.ndarray:
+    """Splits where rounding could change the IS-best strategy or its OOS rank.
+
+    ``flat`` marks strategies with constant returns: both paths give them a Sharpe of exactly
+    0, so a tie between two of them is exact and needs no recomputation (a population holds
+    many strategies that never trade; without this every split would be recomputed).
+    """
     k = perf_is.shape[0]
+    rows = np.arange(k)
     scale = tol * np.maximum(1.0, np.abs(perf_is).max(axis=1))
-    top = np.sort(perf_is, axis=1)[:, -2:] if perf_is.shape[1] > 1 else perf_is
-    near = (top[:, -1] - top[:, 0]) <= scale
-    v = perf_oos[np.arange(k), np.argmax(perf_is, axis=1)][:, None]
+    order = np.argsort(perf_is, axis=1, kind="stable")
+    if perf_is.shape[1] > 1:
+        first, second = order[:, -1], order[:, -2]
+        near = (perf_is[rows, first] - perf_is[rows, second]) <= scale
+        near &= ~(flat[first] & flat[second])
+    else:
+        near = np.zeros(k, dtype=bool)
+    best = np.argmax(perf_is, axis=1)
+    v = perf_oos[rows, best][:, None]
     gap = np.abs(perf_oos - v)
-    gap[np.arange(k), np.argmax(perf_is, axis=1)] = np.inf
+    gap[rows, best] = np.inf
+    gap[flat[best][:, None] & flat[None, :]] = np.inf  # exact zeros on both sides
     return near | (gap <= tol * np.maximum(1.0, np.abs(v))).any(axis=1)
