@@ -310,7 +310,8 @@ def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:
     run_id = client.get_run(report["run_id"]).info.run_id  # raises if the run does not exist
     metrics: dict[str, float] = {
         "gates.candidates": len(report["candidates"]), "gates.eligible": len(report["eligible"]),
-        "gates.trials": report["trials"], "gates.lookahead_passed": float(
+        "gates.trials": report["trials"],
+        "gates.n_eff": report["trial_count"]["effective"], "gates.lookahead_passed": float(
             bool(report["lookahead"]["passed"]))}
     if isinstance(report["pbo"], float):
         metrics["gates.pbo"] = report["pbo"]
