@@ -32,21 +32,26 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
 
 
 def cmd_evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    try:
+        return _evolve(args, cfg)
+    except KeyboardInterrupt:  # before the run opened, or while printing its result
+        print("stopped" + (f"; continue with: emp evolve {args.config} --resume {args.resume}"
+                           if args.resume else ""), file=sys.stderr)
+        return 130
+
+
+def _evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from core.errors import EmpError
     from core.tracking import default_tracking_uri
-    from evolution.driver import LocalEvaluator, print_front, run
+    from evolution.driver import print_front, run
 
     # main() has already loaded and validated args.config (the positional CONFIG) into cfg
     if args.generations is not None:
+        if args.generations < 1:
+            raise EmpError(f"--generations {args.generations}: a run needs at least 1 "
+                           f"generation")
         cfg.evolution.generations = args.generations
-    evaluator = None
-    data = None
-    if args.local:
-        from evolution.data import research_data
-
-        data = research_data(cfg)
-        evaluator = LocalEvaluator(data, cfg)
-    result = run(cfg, resume=args.resume, evaluator=evaluator, data=data,
-                 progress=not args.no_progress)
+    result = run(cfg, resume=args.resume, local=args.local, progress=not args.no_progress)
     print_front(result.front, cfg)
     uri = default_tracking_uri(cfg.home)
     print(f"\nrun {result.run_id}: generation {result.generation}/{cfg.evolution.generations}, "
