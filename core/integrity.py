@@ -43,10 +43,12 @@ MISSING = "(absent)"
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any],
                 prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Every dotted key whose value differs, sorted: ``(key, saved, current)``; a key only one
-    side has shows ``(absent)`` on the other, so a key added later is compared too."""
+    """Every dotted key whose value differs, in ``saved``'s order (then keys only ``current``
+    has): ``(key, saved, current)``; a key one side lacks shows ``(absent)``, so a key added
+    later is compared too."""
     a, b = dict(flatten(saved, prefix)), dict(flatten(current, prefix))
-    return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in sorted(a.keys() | b.keys())
+    keys = [*a, *(k for k in b if k not in a)]
+    return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in keys
             if a.get(k, MISSING) != b.get(k, MISSING)]
 
 
