@@ -103,14 +103,17 @@ def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:
 def cmd_tune(args: argparse.Namespace, cfg: EmpConfig) -> int:
     import optuna
 
+    from core.errors import EmpError
     from core.tracking import default_tracking_uri
     from evolution.tune import METRICS, PARENT_ATTR, RUN_ATTR, default_study_name, storage_url
     from evolution.tune import tune as run_tune
 
     if args.trials < 1:
-        print("emp tune: --trials must be at least 1", file=sys.stderr)
-        return 2
+        raise EmpError(f"--trials {args.trials}: add at least 1 trial")
     if args.generations is not None:
+        if args.generations < 1:
+            raise EmpError(f"--generations {args.generations}: a run needs at least 1 "
+                           f"generation")
         cfg.evolution.generations = args.generations
     name = args.study or default_study_name(cfg)
     interrupted = False
