@@ -22,9 +22,13 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "stop ends cleanly; --resume RUN_ID continues exactly.")
     ev.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
     ev.add_argument("--resume", metavar="RUN_ID",
-                    help="continue a stopped run from its last checkpoint (same config; "
-                         "generations may be raised)")
-    ev.add_argument("--generations", type=int, help="override evolution.generations")
+                    help="continue a stopped run from its last complete generation; refused, "
+                         "naming the key, when a setting that changes results, the symbol's "
+                         "costs or the data differ from the run's start (experiment, "
+                         "plot_every, workers, min_task_ms, top_k and generations may change)")
+    ev.add_argument("--generations", type=int, metavar="N",
+                    help="override evolution.generations (at least 1; on --resume, not below "
+                         "the checkpoint's generation)")
     ev.add_argument("--local", action="store_true",
                     help="evaluate in this process without Ray (small runs, debugging)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
