@@ -10,11 +10,11 @@ The GA driver writes it with every checkpoint, from the same state, into the run
     ``phenotype_key`` (the full sha256 of the evaluated behaviour), ``key`` (its first 16
     characters), ``genome`` (the genome file's JSON object, as ``genome.codec.to_json`` writes
     it), ``rules`` (readable text), ``objectives`` (name -> value), ``weighted`` (the seeds'
-    weighted fitness) and ``violation`` (0 = feasible); ``npz_sha256``: the sha256 of
-    ``trials.npz``. Non-finite numbers are written as the text ``"nan"``, ``"inf"`` or
+    weighted fitness) and ``violation`` (0 = feasible); ``trials_file`` and ``npz_sha256``:
+    the trials file's name and sha256; ``sha256``: of the document itself. Non-finite numbers are written as the text ``"nan"``, ``"inf"`` or
     ``"-inf"``.
 
-``trials.npz``
+``trials-<sha>.npz``
     Arrays by name: ``keys`` (``U64`` [n], every distinct genome evaluated, in the run's trial
     cache order), ``metrics`` (float64 [n, folds, M], their per-fold kernel metrics),
     ``sketches`` (float32 [n, B], each trial's net returns on B evenly spaced training bars:
@@ -23,15 +23,22 @@ The GA driver writes it with every checkpoint, from the same state, into the run
     order). A later version may add arrays: readers take the ones they need by name and ignore
     the others.
 
-Both are written atomically, the npz first; the JSON names the npz's sha256, so a torn or
-tampered pair is refused instead of judged. No pickle: ``np.savez``, loaded with
-``allow_pickle=False``.
+The arrays are written to ``trials-<sha>.npz`` (named by their sha256), atomically; then
+``front.json`` is replaced (one atomic rename) by the document naming that file
+(``trials_file``) and its sha256 (``npz_sha256``), with a sha256 over the document's own
+canonical form (``sha256``). Until that rename ``front.json`` still names the previous npz,
+which is kept until a newer record is complete: a crash at any moment leaves the previous
+record whole, and a torn, tampered or hand-edited pair is refused instead of judged. Version 1
+records (``trials.npz``, no document digest) are still read. No pickle: ``np.savez``, loaded
+with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +46,15 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes, fsync_dir
 from core.errors import EmpError
+from core.integrity import digest
 from core.jsonio import read_json, write_json
 
-VERSION = 1
+VERSION = 2
 FRONT_FILE = "front.json"
-TRIALS_FILE = "trials.npz"
+TRIALS_FILE = "trials.npz"  # version 1 records
+_TRIALS = re.compile(r"trials-[0-9a-f]{16}\.npz")
 ARRAYS = ("keys", "metrics", "sketches", "population")  # every record has these
 
 
@@ -60,38 +69,70 @@ class RunRecord:
 
 
 def write(run_dir: Path, front: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``trials.npz`` (every array of ``arrays``) and then ``front.json`` (``front`` plus
-    the version and the npz's sha256)."""
+    """Write ``trials-<sha>.npz`` (every array of ``arrays``), then switch ``front.json`` to it
+    (``front`` plus the version, the npz's name and sha256, and the document's digest); keep the
+    previous npz, delete older ones."""
     missing = [name for name in ARRAYS if name not in arrays]
     if missing:
         raise ValueError(f"run record arrays missing: {missing}")
     for name, arr in arrays.items():
         if np.asarray(arr).dtype.hasobject:
             raise ValueError(f"run record array {name!r}: object arrays would need pickle")
+    run_dir = Path(run_dir)
     buf = io.BytesIO()
     np.savez(buf, **{name: np.asarray(arr) for name, arr in arrays.items()})
     blob = buf.getvalue()
-    atomic_write_bytes(Path(run_dir) / TRIALS_FILE, blob)
-    write_json(Path(run_dir) / FRONT_FILE, {"version": VERSION, **front,
-                                            "npz_sha256": hashlib.sha256(blob).hexdigest()})
+    sha = hashlib.sha256(blob).hexdigest()
+    name = f"trials-{sha[:16]}.npz"
+    previous = _named_npz(run_dir)
+    atomic_write_bytes(run_dir / name, blob)
+    doc = {"version": VERSION, **front, "trials_file": name, "npz_sha256": sha}
+    doc["sha256"] = digest(doc)
+    write_json(run_dir / FRONT_FILE, doc)
+    for old in run_dir.glob("trials-*.npz"):
+        if old.name not in (name, previous) and _TRIALS.fullmatch(old.name):
+            old.unlink(missing_ok=True)
+    fsync_dir(run_dir)
+
+
+def _named_npz(run_dir: Path) -> str | None:
+    """The npz ``front.json`` names now (None when there is none or it is unreadable)."""
+    try:
+        doc = json.loads((Path(run_dir) / FRONT_FILE).read_bytes())
+        name = doc.get("trials_file", TRIALS_FILE if doc.get("version") == 1 else None)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and (_TRIALS.fullmatch(name)
+                                              or name == TRIALS_FILE) else None
 
 
 def exists(run_dir: Path) -> bool:
-    return (Path(run_dir) / FRONT_FILE).exists() and (Path(run_dir) / TRIALS_FILE).exists()
+    return (Path(run_dir) / FRONT_FILE).exists()
 
 
 def read(run_dir: Path) -> RunRecord:
-    """The record of ``run_dir``, checked: both files present, the version known, the npz the
-    one ``front.json`` names, every required array present."""
-    front_path, npz_path = Path(run_dir) / FRONT_FILE, Path(run_dir) / TRIALS_FILE
+    """The record of ``run_dir``, checked: the version known, the document's digest, the npz
+    the one ``front.json`` names and hashes, every required array present."""
+    front_path = Path(run_dir) / FRONT_FILE
     if not exists(run_dir):
-        raise RecordError(f"{run_dir}: no run record ({FRONT_FILE} and {TRIALS_FILE}); they are "
-                          f"written with every checkpoint of an evolution")
+        raise RecordError(f"{run_dir}: no run record ({FRONT_FILE}); it is written with every "
+                          f"checkpoint of an evolution")
     front = read_json(front_path, RecordError)
-    if not isinstance(front, dict) or front.get("version") != VERSION:
-        version = front.get("version") if isinstance(front, dict) else None
+    version = front.get("version") if isinstance(front, dict) else None
+    if version not in (1, VERSION):
         raise RecordError(f"{front_path}: run record version {version} != {VERSION}")
-    blob = npz_path.read_bytes()
+    if version == VERSION and digest({k: v for k, v in front.items() if k != "sha256"}) \
+            != front.get("sha256"):
+        raise RecordError(f"{front_path}: its contents do not match its sha256 (edited)")
+    name = _named_npz(run_dir)
+    if name is None:
+        raise RecordError(f"{front_path}: names no valid trials file")
+    npz_path = Path(run_dir) / name
+    try:
+        blob = npz_path.read_bytes()
+    except OSError as exc:
+        raise RecordError(f"{npz_path}: named by {FRONT_FILE} but unreadable: "
+                          f"{exc.strerror}") from None
     if hashlib.sha256(blob).hexdigest() != front.get("npz_sha256"):
         raise RecordError(f"{npz_path}: does not match {FRONT_FILE} (torn or edited)")
     try:

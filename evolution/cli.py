@@ -22,9 +22,13 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "stop ends cleanly; --resume RUN_ID continues exactly.")
     ev.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
     ev.add_argument("--resume", metavar="RUN_ID",
-                    help="continue a stopped run from its last checkpoint (same config; "
-                         "generations may be raised)")
-    ev.add_argument("--generations", type=int, help="override evolution.generations")
+                    help="continue a stopped run from its last complete generation; refused, "
+                         "naming the key, when a setting that changes results, the symbol's "
+                         "costs or the data differ from the run's start (experiment, "
+                         "plot_every, workers, min_task_ms, top_k and generations may change)")
+    ev.add_argument("--generations", type=int, metavar="N",
+                    help="override evolution.generations (at least 1; on --resume, not below "
+                         "the checkpoint's generation)")
     ev.add_argument("--local", action="store_true",
                     help="evaluate in this process without Ray (small runs, debugging)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -32,21 +36,26 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
 
 
 def cmd_evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    try:
+        return _evolve(args, cfg)
+    except KeyboardInterrupt:  # before the run opened, or while printing its result
+        print("stopped" + (f"; continue with: emp evolve {args.config} --resume {args.resume}"
+                           if args.resume else ""), file=sys.stderr)
+        return 130
+
+
+def _evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from core.errors import EmpError
     from core.tracking import default_tracking_uri
-    from evolution.driver import LocalEvaluator, print_front, run
+    from evolution.driver import print_front, run
 
     # main() has already loaded and validated args.config (the positional CONFIG) into cfg
     if args.generations is not None:
+        if args.generations < 1:
+            raise EmpError(f"--generations {args.generations}: a run needs at least 1 "
+                           f"generation")
         cfg.evolution.generations = args.generations
-    evaluator = None
-    data = None
-    if args.local:
-        from evolution.data import research_data
-
-        data = research_data(cfg)
-        evaluator = LocalEvaluator(data, cfg)
-    result = run(cfg, resume=args.resume, evaluator=evaluator, data=data,
-                 progress=not args.no_progress)
+    result = run(cfg, resume=args.resume, local=args.local, progress=not args.no_progress)
     print_front(result.front, cfg)
     uri = default_tracking_uri(cfg.home)
     print(f"\nrun {result.run_id}: generation {result.generation}/{cfg.evolution.generations}, "
@@ -98,14 +107,17 @@ def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:
 def cmd_tune(args: argparse.Namespace, cfg: EmpConfig) -> int:
     import optuna
 
+    from core.errors import EmpError
     from core.tracking import default_tracking_uri
     from evolution.tune import METRICS, PARENT_ATTR, RUN_ATTR, default_study_name, storage_url
     from evolution.tune import tune as run_tune
 
     if args.trials < 1:
-        print("emp tune: --trials must be at least 1", file=sys.stderr)
-        return 2
+        raise EmpError(f"--trials {args.trials}: add at least 1 trial")
     if args.generations is not None:
+        if args.generations < 1:
+            raise EmpError(f"--generations {args.generations}: a run needs at least 1 "
+                           f"generation")
         cfg.evolution.generations = args.generations
     name = args.study or default_study_name(cfg)
     interrupted = False

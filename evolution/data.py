@@ -8,13 +8,13 @@ are cut off here, before anything reaches the object store. Only ``emp gates`` r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from configs.models import EmpConfig
 from fitness.simulator import Tables, build_tables
-from gates.layout import layout_for, load_history
+from gates.layout import layout_for, load_history, period_digests
 from market.config import SymbolMeta
 from market.loader import Bars, truncate
 
@@ -28,6 +28,9 @@ class ResearchData:
     holdout_start: int    # index of the first hold-out bar in the full history
     n_total: int          # bars in the full history
     oos: np.ndarray | None = None  # int64 [1, 2] OOS window (full-history indexes)
+    # sha256 of the purge + OOS window and of the hold-out (``gates.layout.period_digests``):
+    # the gates refuse to judge a run whose later periods changed since it was evolved
+    periods: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> dict[str, object]:
         idx = self.bars.index()
@@ -38,6 +41,7 @@ class ResearchData:
             "holdout_bars": self.n_total - self.holdout_start, "sha256": self.bars.fingerprint()}
         if self.oos is not None:
             out["oos_bars"] = int(self.oos[0, 1] - self.oos[0, 0])
+        out.update(self.periods)
         return out
 
 
@@ -47,4 +51,4 @@ def research_data(cfg: EmpConfig) -> ResearchData:
     training = truncate(full, lay.train_end)
     tables = build_tables(training, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
     return ResearchData(training, tables, meta, lay.segments, lay.holdout_start, full.n_bars,
-                        lay.oos)
+                        lay.oos, period_digests(full, lay))

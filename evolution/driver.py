@@ -8,11 +8,13 @@ driver itself never imports ray.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +24,9 @@ import pandas as pd
 
 from configs.models import EmpConfig
 from core import run_record
-from core.jsonio import json_float, write_json
+from core.errors import EmpError
+from core.integrity import differences, digest, pause_for_test, short
+from core.jsonio import json_float, read_json, write_json
 from evolution import checkpoint as ckpt
 from evolution import ga
 from evolution.data import ResearchData, research_data
@@ -37,6 +41,7 @@ from fitness.metrics import METRIC_INDEX
 from genome.codec import from_json, to_json
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
+from market.config import SymbolMeta
 
 # Columns of each trial's return sketch: its net returns on this many training bars, evenly
 # spaced. The gates cluster the trials' sketches to count the effectively independent trials
@@ -86,12 +91,116 @@ class RunResult:
     interrupted: bool
 
 
-def config_digest(cfg: EmpConfig) -> str:
-    """Identifies the settings a checkpoint belongs to (generations may be extended)."""
-    ev = cfg.evolution.model_dump(mode="json", exclude={"generations"})
-    body = {"evolution": ev, "fitness": cfg.fitness.model_dump(mode="json"),
+# Settings that never change a run's results: they may differ when a run is resumed
+# (``evolution.generations`` may too, but not below the checkpoint's generation).
+HARMLESS = ("generations", "experiment", "plot_every", "workers", "min_task_ms", "top_k")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class ResumeError(EmpError):
+    """A run cannot be resumed as asked; the message says why and what differs."""
+
+
+def result_inputs(cfg: EmpConfig, meta: SymbolMeta) -> dict[str, object]:
+    """Every setting that changes a run's results, by config path: the evolution section (less
+    ``HARMLESS``), fitness, volatility, and the run symbol's resolved metadata and costs (from
+    the config or the store). A key added to these sections later is covered automatically."""
+    return {"data": {"symbols": {cfg.evolution.symbol: meta.model_dump(mode="json")}},
+            "evolution": cfg.evolution.model_dump(mode="json", exclude=set(HARMLESS)),
+            "fitness": cfg.fitness.model_dump(mode="json"),
             "volatility": cfg.volatility.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def config_digest(cfg: EmpConfig, meta: SymbolMeta) -> str:
+    """Identifies the result-changing settings a checkpoint belongs to (``result_inputs``)."""
+    return digest(result_inputs(cfg, meta))
+
+
+def saved_config(cfg: EmpConfig, meta: SymbolMeta) -> dict[str, object]:
+    """``config.json``: the run's config with the symbol's metadata as resolved, so the gates
+    and ``--resume`` see exactly what evolution used even when it came from the store."""
+    out = cfg.model_dump(mode="json")
+    out["data"]["symbols"] = {**out["data"]["symbols"],
+                              cfg.evolution.symbol: meta.model_dump(mode="json")}
+    return out
+
+
+def _first_change(saved: dict, current: dict, prefix: str = "") -> str | None:
+    diffs = differences(saved, current, prefix)
+    if not diffs:
+        return None
+    key, old, new = diffs[0]
+    more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+    return f"{key}: {short(old)} → {short(new)}{more}"
+
+
+def resume_dir(cfg: EmpConfig, run_id: str) -> Path:
+    """The run directory of ``run_id``, checked: a well-formed id and a run that exists."""
+    runs = Path(cfg.home) / "runs"
+    if not RUN_ID.fullmatch(run_id):
+        raise ResumeError(f"--resume {run_id!r} is not a run id (32 hex characters, as printed "
+                          f"at the end of `emp evolve`)")
+    run_dir = runs / run_id
+    if not (run_dir / "config.json").is_file():
+        known = sorted((p.parent.name for p in runs.glob("*/config.json")),
+                       key=lambda n: (runs / n / "config.json").stat().st_mtime)
+        raise ResumeError(f"no run {run_id} under {runs} (latest there: "
+                          f"{', '.join(known[-3:]) or 'none'})")
+    return run_dir
+
+
+def check_resumable(cfg: EmpConfig, run_id: str, run_dir: Path, data: ResearchData
+                    ) -> EmpConfig:
+    """Refuse to resume unless every result-changing input is what the run started with: the
+    settings (``result_inputs``, against ``config.json``, itself checked against the
+    checkpoint's digest) and the data (``data.json``, key by key). Returns the saved config."""
+    from configs.loader import ConfigError, parse_config
+
+    path = run_dir / "config.json"
+    try:
+        saved = parse_config(read_json(path, ResumeError), str(path))
+    except ConfigError as exc:
+        raise ResumeError(f"{path}: {exc}") from None
+    snap_digest = ckpt.load_digest(run_dir)
+    saved_meta = saved.data.symbols.get(saved.evolution.symbol, data.meta)
+    if config_digest(saved, saved_meta) != snap_digest:
+        raise ResumeError(f"{path} does not match run {run_id}'s checkpoint (edited after the "
+                          f"run started?); it cannot tell what the run was evolved with")
+    changed = _first_change(result_inputs(saved, saved_meta), result_inputs(cfg, data.meta))
+    if changed:
+        raise ResumeError(f"cannot resume run {run_id}: a setting that changes its results "
+                          f"differs from the one it started with: {changed}; resume with the "
+                          f"run's config ({path}) or start a new run")
+    data_path = run_dir / "data.json"
+    if data_path.exists():
+        changed = _first_change(read_json(data_path, ResumeError), data.fingerprint(), "data.")
+        if changed:
+            raise ResumeError(
+                f"cannot resume run {run_id}: the {cfg.evolution.symbol}/"
+                f"{cfg.evolution.timeframe} history differs from the one it was evolved on "
+                f"(re-ingested?): {changed}")
+    return saved
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``runs/<id>/.lock`` while a process evolves that run, so two
+    processes can never write one run's checkpoint (the lock ends with the process)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+
+        self.fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ResumeError(f"run {run_dir.name} is being evolved by another process "
+                              f"right now") from None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 # ---- evaluation --------------------------------------------------------------------------------
@@ -283,29 +392,79 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM back while the run's final status is written, so a second
+    interrupt cannot leave the MLflow run RUNNING; the signals that came are listed."""
+    got: list[int] = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: got.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not in the main thread: nothing to defer
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = None,
         evaluator: Evaluator | None = None, data: ResearchData | None = None,
-        progress: bool = True) -> RunResult:
-    """Evolve until ``cfg.evolution.generations`` (or ``stop_after`` generations this call)."""
+        progress: bool = True, local: bool = False) -> RunResult:
+    """Evolve until ``cfg.evolution.generations`` (or ``stop_after`` generations this call).
+    Without an ``evaluator``, evaluate on Ray, or in this process when ``local``.
+
+    ``resume`` continues a run only when its inputs are unchanged (``check_resumable``); every
+    check happens before its MLflow status is touched, so a refused resume leaves it as it was.
+    Ctrl-C (or SIGTERM) at any moment ends the run KILLED with its last complete generation
+    checkpointed; a run stopped after its last generation is completed by ``--resume``.
+    """
     from deap import tools
 
-    from evolution.tracking import Tracker
+    from evolution.tracking import Tracker, run_status
 
     ev = cfg.evolution
-    data = data or research_data(cfg)
-    digest = config_digest(cfg)
+    lock: RunLock | None = None
+    if resume:
+        run_dir = resume_dir(cfg, resume)
+        lock = RunLock(run_dir)
+        try:
+            at = ckpt.generation_of(run_dir)
+            if ev.generations < at:
+                raise ResumeError(f"run {resume} is at generation {at}: --generations "
+                                  f"{ev.generations} is below it; give at least {at}")
+            status = run_status(cfg.home, resume)
+            if status == "FINISHED" and at >= ev.generations:
+                raise ResumeError(f"run {resume} already finished at generation {at} of "
+                                  f"{ev.generations}; raise --generations to continue it")
+            data = data or research_data(cfg)
+            saved = check_resumable(cfg, resume, run_dir, data)
+        except BaseException:
+            lock.release()
+            raise
+    else:
+        data = data or research_data(cfg)
+    digest_ = config_digest(cfg, data.meta)
     cls = ga.individual_class(deap_weights(ev.objectives))
     rng = np.random.default_rng(ev.seed)
     ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb)
-    tracker = Tracker(cfg.home, ev.experiment, run_id=resume)
-    run_dir = cfg.home / "runs" / tracker.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     own_evaluator = evaluator is None
     restore_signal = _sigterm_as_interrupt()
     interrupted = False
+    tracker = None
     state = State(0, [], tools.ParetoFront(similar=np.array_equal))
+    df = pd.DataFrame()
     try:
-        if evaluator is None:
+        tracker = Tracker(cfg.home, ev.experiment, run_id=resume)
+        run_dir = cfg.home / "runs" / tracker.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if lock is None:
+            lock = RunLock(run_dir)
+        if evaluator is None and local:
+            evaluator = LocalEvaluator(data, cfg)
+        elif evaluator is None:
             from workers.pool import EvalJob, EvaluationPool
 
             evaluator = EvaluationPool(EvalJob(data.bars, data.tables, data.meta, cfg.fitness,
@@ -313,21 +472,20 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
                                        n_workers=ev.workers,
                                        min_task_ms=ev.min_task_ms)
         if resume:
-            snap = ckpt.load(run_dir)
-            if snap.config_digest != digest:
-                raise ckpt.CheckpointError(
-                    f"run {resume} was started with different evolution/fitness/volatility "
-                    f"settings; resume it with the same config (only generations may change)")
-            state = _from_snapshot(snap, cls, rng)
+            state = _from_snapshot(ckpt.load(run_dir), cls, rng)
+            if saved.evolution.generations != ev.generations:  # the new target, for the gates
+                raw = saved_config(saved, data.meta)
+                raw["evolution"]["generations"] = ev.generations
+                write_json(run_dir / "config.json", raw, indent=2)
         else:
             import random
 
             random.seed(ev.seed)
             tracker.log_params(cfg.model_dump(mode="json"), data.fingerprint(),
-                               {"config_digest": digest})
+                               {"config_digest": digest_})
             # the exact settings, for `--resume` checks and for the gates that judge this run
-            write_json(run_dir / "config.json", cfg.model_dump(mode="json"), indent=2)
-            # what evolution saw, so the gates can refuse a history that changed since
+            write_json(run_dir / "config.json", saved_config(cfg, data.meta), indent=2)
+            # what evolution saw, so resume and the gates can refuse a history that changed
             write_json(run_dir / "data.json", data.fingerprint(), indent=2)
             t0 = time.perf_counter()
             new = 0
@@ -338,7 +496,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             for isl in state.islands:
                 state.hof.update(isl)
             _, front = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            save(run_dir, state, rng, digest, cfg, front)
+            save(run_dir, state, rng, digest_, cfg, front)
         last = ev.generations if stop_after is None else min(ev.generations,
                                                               state.generation + stop_after)
         bar = _progress(progress, state.generation, ev.generations)
@@ -355,31 +513,39 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             for isl in state.islands:
                 state.hof.update(isl)
             stats, front = _log(tracker, state, cfg, new, time.perf_counter() - t0, data)
-            save(run_dir, state, rng, digest, cfg, front)
+            save(run_dir, state, rng, digest_, cfg, front)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{stats[k]:.3g}" for k in
                                  ("evaluations_per_s", f"{ev.objectives[0].name}_best", "trials")})
         if bar is not None:
             bar.close()
+        pause_for_test("after-last-generation")
+        df = front_frame(ga.pareto_front(list(state.hof.items)),  # type: ignore[attr-defined]
+                         state, cfg)
+        if state.generation >= ev.generations:
+            _log_champions(tracker, df, data, cfg)
     except KeyboardInterrupt:
         interrupted = True
-    except ckpt.CheckpointError:
-        tracker.finish("KILLED")  # the run stays resumable with the right config
-        raise
     except BaseException:
-        tracker.finish("FAILED")
+        with _signals_deferred():
+            if tracker is not None:
+                tracker.finish("FAILED")
         raise
     finally:
-        restore_signal()
-        if own_evaluator and evaluator is not None:
-            evaluator.close()
-    front = ga.pareto_front(list(state.hof.items))  # type: ignore[attr-defined]
-    df = front_frame(front, state, cfg)
-    done = state.generation >= ev.generations
-    if done and not interrupted:
-        _log_champions(tracker, df, data, cfg)
-    tracker.finish("KILLED" if interrupted else "FINISHED")
+        with _signals_deferred():
+            restore_signal()
+            if own_evaluator and evaluator is not None:
+                evaluator.close()
+            if lock is not None:
+                lock.release()
+    if tracker is None:  # stopped before the MLflow run was opened: nothing to mark
+        raise KeyboardInterrupt
+    with _signals_deferred():  # the status is written whatever the user presses now
+        tracker.finish("KILLED" if interrupted else "FINISHED")
+        if interrupted and df.empty and state.hof is not None:
+            df = front_frame(ga.pareto_front(list(state.hof.items)),  # type: ignore[attr-defined]
+                             state, cfg)
     return RunResult(tracker.run_id, run_dir, state.generation, len(state.cache), df, interrupted)
 
 

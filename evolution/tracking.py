@@ -30,6 +30,7 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
+from core.errors import EmpError
 from core.tracking import default_tracking_uri
 from evolution import plots
 
@@ -86,6 +87,17 @@ def git_commit(repo: Path = _REPO) -> str:
 def _chunks(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+def run_status(home: Path, run_id: str) -> str:
+    """The MLflow status of ``run_id`` (RUNNING, FINISHED, KILLED, FAILED), read without
+    changing it; an unknown run is an ``EmpError``."""
+    client = MlflowClient(tracking_uri=default_tracking_uri(Path(home)))
+    try:
+        return str(client.get_run(run_id).info.status)
+    except MlflowException:
+        raise EmpError(f"run {run_id} is not in the MLflow store of {home}; was it started "
+                       f"with another EMP_HOME or MLFLOW_TRACKING_URI?") from None
 
 
 class Tracker:

@@ -17,14 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import run_record
+from core import holdout_log, run_record
 from core.atomic import atomic_write_bytes
 from core.jsonio import json_float, read_json, write_json
 from core.tracking import default_tracking_uri
@@ -32,7 +34,7 @@ from fitness.metrics import METRIC_INDEX
 from fitness.simulator import Backtest, Tables, build_tables, simulate
 from gates import stats
 from gates.familywise import both_pvalues
-from gates.layout import Layout, layout_for, load_history
+from gates.layout import Layout, layout_for, load_history, period_digests
 from gates.lookahead import LookaheadError, audit_lookahead, cut_points
 from gates.policy import GATES, GateError, GatePolicy, drawdown_ratio, judge, moments
 from gates.trials import TrialCount, count_trials
@@ -58,9 +60,20 @@ class RunContext:
     tables: Tables = field(repr=False)
 
 
+Progress = Callable[[str], None]
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
 def resolve_run_id(home: Path, run_id: str) -> str:
     """``latest`` names the run started last under ``home`` (by its saved config's time)."""
     if run_id != "latest":
+        if not RUN_ID.fullmatch(run_id):
+            raise GateError(f"{run_id!r} is not a run id (32 hex characters, as `emp evolve` "
+                            f"prints) nor 'latest'")
         return run_id
     runs = sorted((Path(home) / "runs").glob("*/config.json"), key=lambda p: p.stat().st_mtime)
     if not runs:
@@ -68,7 +81,16 @@ def resolve_run_id(home: Path, run_id: str) -> str:
     return runs[-1].parent.name
 
 
-def load_run(home: Path, run_id: str) -> RunContext:
+# the periods data.json fingerprints, as the refusal names them
+PERIODS = (("sha256", "training data"), ("oos_sha256", "purge and OOS window"),
+           ("holdout_sha256", "hold-out"))
+
+
+def load_run(home: Path, run_id: str, *, require_finished: bool = False,
+             progress: Progress = _quiet) -> RunContext:
+    """The run and its history, checked: with ``require_finished``, a run that stopped before
+    its last generation is refused; a history whose training, OOS or hold-out bars changed
+    since the run was evolved is refused, naming the period."""
     from configs.loader import ConfigError, parse_config  # the whole schema: only when judging
 
     run_id = resolve_run_id(home, run_id)
@@ -84,17 +106,33 @@ def load_run(home: Path, run_id: str) -> RunContext:
         raise GateError(f"{run_dir / 'config.json'}: {exc}") from None
     cfg = cfg.model_copy(update={"home": Path(home)})
     record = run_record.read(run_dir)
+    generation, target = int(record.front["generation"]), cfg.evolution.generations
+    if require_finished and generation < target:
+        raise GateError(
+            f"run {run_id} did not finish: it stopped at generation {generation} of {target}. "
+            f"Continue it with `emp evolve CONFIG --resume {run_id}`, or judge what it has "
+            f"with --allow-incomplete (that reads the hold-out too)")
+    progress(f"loading {cfg.evolution.symbol}/{cfg.evolution.timeframe} history")
     bars, meta = load_history(cfg)
     layout = layout_for(cfg, bars.n_bars)
     saved = run_dir / "data.json"
     if saved.exists():
-        want = read_json(saved, GateError).get("sha256")
-        got = truncate(bars, layout.train_end).fingerprint()
-        if want != got:
-            raise GateError(
-                f"the {cfg.evolution.symbol}/{cfg.evolution.timeframe} history changed since run "
-                f"{run_id} was evolved (training data sha256 {got[:12]} != {str(want)[:12]}); "
-                f"judge it on the history it was evolved on")
+        want = read_json(saved, GateError)
+        got = {"sha256": truncate(bars, layout.train_end).fingerprint(),
+               **period_digests(bars, layout)}
+        spans = {"sha256": (0, layout.train_end),
+                 "oos_sha256": (layout.train_end, layout.holdout_start),
+                 "holdout_sha256": (layout.holdout_start, layout.n_total)}
+        idx = bars.index()
+        for key, name in PERIODS:
+            if key in want and want[key] != got[key]:  # runs before 0.x lack the later keys
+                a, b = spans[key]
+                raise GateError(
+                    f"the {name} of {cfg.evolution.symbol}/{cfg.evolution.timeframe} "
+                    f"({idx[a].date()}..{idx[b - 1].date()}, {b - a} bars) changed since run "
+                    f"{run_id} was evolved (sha256 {str(want[key])[:12]} -> {got[key][:12]}); "
+                    f"judge it on the history it was evolved on")
+    progress("building the feature and volatility tables")
     tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
     return RunContext(run_id, run_dir, cfg, record, bars, meta, layout, tables)
 
@@ -204,22 +242,32 @@ def run_audit(ctx: RunContext, genomes: np.ndarray, cuts: int, seed: int) -> dic
             "bars_compared": res.bars_compared}
 
 
-def _holdout_reads(run_dir: Path, policy_sha: str) -> int:
-    """Count gate passes that read this run's hold-out (kept in runs/<id>/gates/)."""
-    path = run_dir / "gates" / "holdout_reads.json"
-    log = read_json(path, GateError) if path.exists() else []
-    log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "policy_sha256": policy_sha})
-    write_json(path, log, indent=1)
-    return len(log)
+def _holdout_reads(ctx: RunContext, policy_sha: str) -> tuple[int, list[dict]]:
+    """Count this gate pass that reads the run's hold-out: in the run's own log
+    (``runs/<id>/gates/holdout_reads.json``: its gate passes so far) and in the history's log
+    (``core.holdout_log``). Returns this run's count and the history's earlier reads by other
+    commands (backtests, other runs' gate passes)."""
+    entry = {"time": holdout_log.now(), "policy_sha256": policy_sha}
+    mine = holdout_log.append(ctx.run_dir / "gates" / "holdout_reads.json", entry)
+    idx = ctx.bars.index()
+    series = f"{ctx.cfg.evolution.symbol}/{ctx.cfg.evolution.timeframe}"
+    every = holdout_log.record(ctx.cfg.home, series, {
+        "by": f"gates {ctx.run_id}", "first": str(idx[ctx.layout.holdout_start].date()),
+        "last": str(idx[-1].date())})
+    others = [r for r in every[:-1] if r.get("by") != f"gates {ctx.run_id}"]
+    return len(mine), others
 
 
 def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
-              log_mlflow: bool = True) -> dict:
+              log_mlflow: bool = True, allow_incomplete: bool = False,
+              progress: Progress = _quiet) -> dict:
     """Judge a run's final front; write ``runs/<id>/gates/report.{json,md}`` and
-    ``eligible.json``; log them to the run in MLflow. Returns the JSON report."""
+    ``eligible.json``; log them to the run in MLflow. Returns the JSON report.
+
+    A run that did not reach its last generation is refused unless ``allow_incomplete``, before
+    anything reads its hold-out. ``progress`` hears of each long step."""
     t0 = time.perf_counter()
-    ctx = load_run(home, run_id)
+    ctx = load_run(home, run_id, require_finished=not allow_incomplete, progress=progress)
     run_id = ctx.run_id
     policy = policy or ctx.cfg.gates
     front = front_of(ctx)
@@ -228,18 +276,26 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
         raise GateError(f"run {run_id} has no front to judge (checkpoint at generation "
                         f"{generation})")
     raw = trial_sharpe_variance(ctx)
+    progress(f"counting effectively independent trials among {raw[0]}")
     trials = effective_trials(ctx)
+    progress(f"replaying the final population ({len(ctx.record.arrays['population'])} genomes) "
+             f"on the OOS window for PBO")
     pop = population_oos_returns(ctx)
     pbo = (stats.pbo_cscv(pop, n_blocks=policy.pbo_blocks)[0]
            if pop.shape[1] >= 2 and pop.shape[0] >= policy.pbo_blocks else math.nan)
     bench = benchmark_returns(ctx, policy.benchmark)
     genomes = front_genomes(front)
+    progress(f"look-ahead audit: {len(genomes)} candidates, {policy.lookahead_cuts} cut points")
     audit = run_audit(ctx, genomes, policy.lookahead_cuts, policy.lookahead_seed)
     policy_json = policy.model_dump(mode="json")
     policy_sha = hashlib.sha256(json.dumps(policy_json, sort_keys=True).encode()).hexdigest()
-    reads = _holdout_reads(ctx.run_dir, policy_sha)
-    figs, oos = zip(*(candidate_figures(ctx, g, trials, raw, policy) for g in genomes),
-                    strict=True)
+    reads, other_reads = _holdout_reads(ctx, policy_sha)
+
+    def figures_of(i: int, g: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+        progress(f"candidate {i + 1}/{len(genomes)}: OOS window and hold-out")
+        return candidate_figures(ctx, g, trials, raw, policy)
+
+    figs, oos = zip(*(figures_of(i, g) for i, g in enumerate(genomes)), strict=True)
     fw_p, own_p = familywise_figures(np.stack(oos, axis=1), bench, policy)
     candidates = []
     for rank, entry in enumerate(front, start=1):
@@ -266,7 +322,8 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
             "quality": json_float(trials.quality),
             "expected_max_sharpe_annual": trials.expected_max_sharpe(training_bars) * annual},
         "pbo": json_float(pbo), "population": int(pop.shape[1]), "lookahead": audit,
-        "holdout_reads": reads, "seconds": round(time.perf_counter() - t0, 2),
+        "holdout_reads": reads, "holdout_reads_elsewhere": other_reads,
+        "seconds": round(time.perf_counter() - t0, 2),
         "candidates": candidates,
         "eligible": [c["key"] for c in candidates if c["eligible"]],
     }

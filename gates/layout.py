@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.errors import EmpError
 from gates.splitters import purged_walk_forward
 from genome.primitives import LONGEST_LOOKBACK
 from market.loader import Bars, holdout_start, load_bars
@@ -31,6 +32,13 @@ from market.store import HistoryStore, StoreError
 if TYPE_CHECKING:  # configs.models composes every package's section: a type here, no import
     from configs.models import EmpConfig
     from market.config import SymbolMeta
+
+
+MIN_FOLD_BARS = 20  # training bars per fold, at least
+
+
+class LayoutError(EmpError, ValueError):
+    """The history is too short for the configured folds, warm-up, purge and hold-out."""
 
 
 @dataclass(frozen=True)
@@ -63,23 +71,69 @@ def walk_forward_layout(n_total: int, holdout: float, warmup: int, folds: int, p
     ``gates.splitters.purged_walk_forward`` cuts it into ``folds + 1`` blocks; the last fold
     tests on the last block (the OOS window) and trains on everything before it minus the purge.
     That training set is cut into ``folds`` equal training folds for the per-fold objectives.
+    Too short a history is a ``LayoutError`` saying how many bars these settings need.
     """
+    try:
+        return _layout(n_total, holdout, warmup, folds, purge, embargo)
+    except ValueError as exc:
+        need = bars_needed(holdout, warmup, folds, purge, embargo)
+        raise LayoutError(
+            f"{n_total} bars are too few: {folds} fold(s) with a {warmup}-bar warm-up, a "
+            f"{purge}-bar purge, a {embargo * 100:g} % embargo and a {holdout * 100:g} % hold-out need at "
+            f"least {need:,} bars ({MIN_FOLD_BARS} training bars per fold) ({exc}); use more "
+            f"history, fewer folds, a shorter warm-up or a smaller purge_bars") from None
+
+
+def _layout(n_total: int, holdout: float, warmup: int, folds: int, purge: int,
+            embargo: float) -> Layout:
     research = holdout_start(n_total, holdout)
     try:
         last = purged_walk_forward(research, folds, anchored=True, purge=purge,
                                    embargo=embargo, start=warmup)[-1]
     except ValueError as exc:
-        raise ValueError(f"{research} research bars, warm-up {warmup}, {folds} folds, purge "
-                         f"{purge}: {exc}") from None
+        raise ValueError(f"{research} research bars: {exc}") from None
     train_end = int(last.train[-1, 1])
-    per_fold = (train_end - warmup) // folds
-    if per_fold < 20:
-        raise ValueError(
-            f"{research} research bars leave {train_end - warmup} training bars after a "
-            f"{warmup}-bar warm-up and a {purge}-bar purge: under 20 per fold for {folds} folds; "
-            f"use more history, fewer folds, a shorter warm-up or a smaller purge_bars")
+    if (train_end - warmup) // folds < MIN_FOLD_BARS:
+        raise ValueError(f"{train_end - warmup} training bars for {folds} folds")
     return Layout(fold_segments(train_end, warmup, folds), train_end, last.test.copy(), purge,
                   research, n_total)
+
+
+def bars_needed(holdout: float, warmup: int, folds: int, purge: int, embargo: float) -> int:
+    """The fewest bars of history these settings can be laid out on (a search over n)."""
+    def fits(n: int) -> bool:
+        try:
+            _layout(n, holdout, warmup, folds, purge, embargo)
+        except ValueError:
+            return False
+        return True
+
+    hi = 16
+    while not fits(hi):
+        hi *= 2
+        if hi > 1 << 40:
+            return hi
+    lo = hi // 2  # fits(lo) is False (or lo is below any workable size)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
+def period_digests(bars: Bars, lay: Layout) -> dict[str, str]:
+    """sha256 of the bars after training: the purge and OOS window ``[train_end,
+    holdout_start)`` and the hold-out ``[holdout_start, n_total)``. With the training sha256
+    they cover the whole history, so the gates can name the period that changed."""
+    return {"oos_sha256": _span(bars, lay.train_end, lay.holdout_start).fingerprint(),
+            "holdout_sha256": _span(bars, lay.holdout_start, lay.n_total).fingerprint()}
+
+
+def _span(bars: Bars, a: int, b: int) -> Bars:
+    def cut(arr: np.ndarray | None) -> np.ndarray | None:
+        return None if arr is None else np.ascontiguousarray(arr[..., a:b])
+
+    return Bars(bars.symbols, bars.timeframe, cut(bars.ts), cut(bars.open), cut(bars.high),
+                cut(bars.low), cut(bars.close), cut(bars.volume), cut(bars.spread))
 
 
 def fold_segments(n_bars: int, warmup: int, folds: int) -> np.ndarray:
@@ -100,5 +154,10 @@ def load_history(cfg: EmpConfig) -> tuple[Bars, SymbolMeta]:
 
 def layout_for(cfg: EmpConfig, n_total: int) -> Layout:
     ev = cfg.evolution
-    return walk_forward_layout(n_total, ev.holdout, ev.warmup_bars, ev.folds, purge_bars(cfg),
-                               ev.embargo)
+    try:
+        return walk_forward_layout(n_total, ev.holdout, ev.warmup_bars, ev.folds,
+                                   purge_bars(cfg), ev.embargo)
+    except LayoutError as exc:
+        raise LayoutError(f"{ev.symbol}/{ev.timeframe}: {exc} (evolution.folds, "
+                          f"evolution.warmup_bars, evolution.purge_bars, evolution.holdout)"
+                          ) from None

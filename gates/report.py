@@ -77,6 +77,24 @@ def why_rejected(c: dict, report: dict) -> list[str]:
     return [shortfall(g, c["figures"], report) for g in c["gates"] if not g["passed"]]
 
 
+def holdout_warning(report: dict) -> str | None:
+    """Why this pass's hold-out figures may no longer be untouched evidence, if they may not:
+    an earlier gate pass of this run, or a backtest, read the same hold-out."""
+    seen = []
+    if report["holdout_reads"] > 1:
+        seen.append(f"{report['holdout_reads'] - 1} earlier gate pass(es) of this run")
+    backtests = [r for r in report.get("holdout_reads_elsewhere", [])
+                 if str(r.get("by", "")).startswith("backtest")]
+    if backtests:
+        seen.append(f"{len(backtests)} backtest(s) with --include-holdout (last "
+                    f"{backtests[-1].get('time', '?')})")
+    if not seen:
+        return None
+    return ("the hold-out had already been read by " + " and ".join(seen) + "; if the policy "
+            "or the strategy was changed after seeing it, its figures are no longer untouched "
+            "evidence")
+
+
 def verdict_table(report: dict) -> str:
     """One line per candidate: each gate's value and verdict, then ELIGIBLE or rejected."""
     names = [name for name, *_ in GATES] + ["lookahead"]
@@ -117,10 +135,13 @@ def markdown(report: dict) -> str:
            f"{p['holdout']['bars']} | read only here, once per candidate |", "",
            f"The hold-out was read once per candidate by this gate pass. Gate passes that have "
            f"read this run's hold-out so far: **{report['holdout_reads']}**."]
-    if report["holdout_reads"] > 1:
-        out.append("**Warning:** the hold-out had already been read by an earlier gate pass; "
-                   "if the policy was changed after seeing it, its figures are no longer "
-                   "untouched evidence.")
+    warning = holdout_warning(report)
+    if warning:
+        out.append(f"**Warning:** {warning}.")
+    others = len(report.get("holdout_reads_elsewhere", []))
+    if others:
+        out.append(f"Reads of this history's hold-out by other commands so far (gate passes of "
+                   f"other runs, backtests; `$EMP_HOME/holdout_reads.json`): {others}.")
     la = report["lookahead"]
     audit = (f"passed ({len(la['cuts'])} random cut points, {la['bars_compared']} bar "
              f"comparisons)" if la["passed"] else f"**FAILED**: {la['error']}")

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                           description="Draw a random valid genome and write it as JSON to --out "
                                       "(atomically) or to stdout. The seed used is printed to "
                                       "stderr so the genome can be drawn again.")
-    rnd.add_argument("--seed", type=int, default=None, help="random seed (default: fresh entropy)")
+    rnd.add_argument("--seed", type=int, default=None,
+                     help="random seed >= 0 (default: fresh entropy)")
     rnd.add_argument("--out", type=Path, default=None, metavar="FILE",
                      help="file to write (default: print to stdout)")
     rnd.add_argument("--p-slot-on", type=float, default=0.35,
@@ -89,6 +90,8 @@ def cmd_random(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
     if not 0.0 <= args.p_slot_on <= 1.0:
         raise GenomeError(f"--p-slot-on {args.p_slot_on} is not a probability")
+    if args.seed is not None and args.seed < 0:
+        raise GenomeError(f"--seed {args.seed}: a seed is a whole number >= 0")
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy)
     text = to_json(random_genome(np.random.default_rng(seed), args.p_slot_on))
     print(f"seed {seed}", file=sys.stderr)

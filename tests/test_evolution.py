@@ -299,14 +299,19 @@ def test_a_torn_or_foreign_run_record_is_refused(tmp_path):
         run_record.write(tmp_path, {}, {"keys": arrays["keys"]})
     with pytest.raises(ValueError, match="pickle"):
         run_record.write(tmp_path, {}, {**arrays, "bad": np.array([{}], dtype=object)})
-    npz = tmp_path / run_record.TRIALS_FILE
+    npz = tmp_path / rec.front["trials_file"]
     npz.write_bytes(npz.read_bytes()[:-10])
     with pytest.raises(run_record.RecordError, match="torn or edited"):
         run_record.read(tmp_path)
     run_record.write(tmp_path, {"generation": 1, "front": []}, arrays)
     front = tmp_path / run_record.FRONT_FILE
-    front.write_text(front.read_text().replace('"version": 1', '"version": 99'))
+    front.write_text(front.read_text().replace('"version": 2', '"version": 99'))
     with pytest.raises(run_record.RecordError, match="version 99"):
+        run_record.read(tmp_path)
+    # an edit that still parses (the generation the gates check) fails the document's digest
+    run_record.write(tmp_path, {"generation": 1, "front": []}, arrays)
+    front.write_text(front.read_text().replace('"generation": 1', '"generation": 30'))
+    with pytest.raises(run_record.RecordError, match="edited"):
         run_record.read(tmp_path)
     front.unlink()
     with pytest.raises(run_record.RecordError, match="no run record"):

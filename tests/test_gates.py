@@ -218,8 +218,10 @@ def test_emp_gates_cli_writes_the_report_marks_eligibles_and_logs_to_mlflow(tmp_
     assert "already been read" in (gates_dir / "report.md").read_text()
     # a run that does not exist, and a history that changed since the run: clear errors
     assert main(["gates", "nope"]) == 2
-    assert "no run 'nope'" in capsys.readouterr().err
-    with pytest.raises(GateError, match="history changed"):
+    assert "'nope' is not a run id" in capsys.readouterr().err
+    assert main(["gates", "f" * 32]) == 2
+    assert f"no run '{'f' * 32}'" in capsys.readouterr().err
+    with pytest.raises(GateError, match=r"training data of PLANT/1d .* changed since run"):
         ingest_generated(home, "PLANT", "1d", np.linspace(100, 120, 3000),
                          {"unit": "bps", "spread": 1.0}, 4)
         judge_run(home, result.run_id, log_mlflow=False)
