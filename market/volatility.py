@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_write_bytes
+from core.digest import prefix_sha256
 from market.volatility_nb import (
     annualised_sigma,
     arch_backcast,
@@ -108,13 +109,8 @@ class VolTable:
         The table is causal, so a table built on a longer history has the same digest over the
         shorter one's bars: the gates compare the full history's table with the run's.
         """
-        n = self.variance.shape[1] if n_bars is None else int(n_bars)
-        if not 0 <= n <= self.variance.shape[1]:
-            raise ValueError(f"n_bars {n} outside [0, {self.variance.shape[1]}]")
-        h = hashlib.sha256(b"vol-v1")
-        for a in (self.variance[:, :n], self.rv[:, :n], np.array([self.bars_per_year])):
-            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
-        return h.hexdigest()
+        return prefix_sha256(self.variance, self.rv, n_cols=n_bars,
+                             tag=f"vol-v1 bars_per_year={self.bars_per_year!r}")
 
 
 def persistence(variant: str, p: np.ndarray) -> float:
