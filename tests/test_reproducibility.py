@@ -135,6 +135,7 @@ data:
       min_lot: 0.1
       calendar: nyse
       costs: {unit: bps, spread: 1.0, commission: 0.5, slippage: 1.0, financing_annual: 0.02}
+    NDX: {asset_class: index, tick_size: 0.01, min_lot: 0.1, calendar: nyse}
 volatility: {window: 500, refit_every: 63}
 evolution:
   symbol: SP500
@@ -239,7 +240,7 @@ def ray_head():
     finally:
         try:
             os.killpg(head.pid, signal.SIGTERM)
-            head.wait(timeout=30)
+            head.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             pass
         _kill_ours(temp)
