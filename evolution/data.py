@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from configs.models import EmpConfig
+from core.digest import tables_digests
 from fitness.simulator import Tables, build_tables
 from gates.layout import layout_for, load_history, period_digests
 from market.config import SymbolMeta
@@ -42,7 +43,16 @@ class ResearchData:
         if self.oos is not None:
             out["oos_bars"] = int(self.oos[0, 1] - self.oos[0, 0])
         out.update(self.periods)
+        out.update(tables_fingerprint(self.tables))
         return out
+
+
+def tables_fingerprint(tables: Tables) -> dict[str, str]:
+    """Digests of the volatility and feature tables (``core.digest.tables_digests``) and the
+    volatility fits' outcome per variant (also an MLflow param, ``data.vol_fits``)."""
+    fits = "; ".join(f"{v} {d['failures']}/{d['refits']} failed, {d['retried']} retried, "
+                     f"{d['capped']} capped" for v, d in tables.vol.fit_report().items())
+    return {**tables_digests(tables), "vol_fits": fits}
 
 
 def research_data(cfg: EmpConfig) -> ResearchData:

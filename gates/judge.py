@@ -28,6 +28,7 @@ import numpy as np
 
 from core import holdout_log, run_record
 from core.atomic import atomic_write_bytes
+from core.digest import tables_digests
 from core.jsonio import json_float, read_json, write_json
 from core.tracking import default_tracking_uri
 from fitness.metrics import METRIC_INDEX
@@ -134,6 +135,13 @@ def load_run(home: Path, run_id: str, *, require_finished: bool = False,
                     f"judge it on the history it was evolved on")
     progress("building the feature and volatility tables")
     tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
+    if saved.exists():  # the tables are causal: their training columns are the run's tables
+        want = read_json(saved, GateError)
+        for key, got in tables_digests(tables, layout.train_end).items():
+            if key in want and want[key] != got:
+                raise GateError(f"run {run_id}'s tables differ from the ones rebuilt here "
+                                f"({key} {got[:12]} != {str(want[key])[:12]}: another arch, "
+                                f"BLAS, CPU or fit code); judge it where it was evolved")
     return RunContext(run_id, run_dir, cfg, record, bars, meta, layout, tables)
 
 

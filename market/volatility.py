@@ -12,12 +12,15 @@ import hashlib
 import io
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.atomic import atomic_write_bytes
+from core.digest import prefix_sha256
 from market.volatility_nb import (
     annualised_sigma,
     arch_backcast,
@@ -40,7 +43,10 @@ __all__ = [
     "annualised_sigma",
     "blend_variance",
     "build_vol_table",
+    "fit_ladder",
     "fit_variant",
+    "one_blas_thread",
+    "persistence",
     "regime",
     "regime_code",
     "var95",
@@ -51,15 +57,26 @@ GARCH_VARIANTS = ("garch11", "egarch", "gjr", "ewma")
 RV_WINDOWS = (5, 10, 20, 60)  # bars; realised variance is kept per bar (sum of r² / window)
 
 FITTED_VARIANTS = ("garch11", "egarch", "gjr")
-_ARCH_SPEC: dict[str, dict[str, object]] = {
-    "garch11": {"vol": "GARCH", "p": 1, "o": 0, "q": 1},
-    "egarch": {"vol": "EGARCH", "p": 1, "o": 1, "q": 1},
-    "gjr": {"vol": "GARCH", "p": 1, "o": 1, "q": 1},
+_ARCH_SPEC: dict[str, dict[str, int]] = {
+    "garch11": {"p": 1, "o": 0, "q": 1},
+    "egarch": {"p": 1, "o": 1, "q": 1},
+    "gjr": {"p": 1, "o": 1, "q": 1},
 }
 SCALE = 100.0  # fit on percent returns: arch's optimiser is tuned for unit-scale data
 MAXITER = 500  # warm starts converge in ~10 iterations; hard windows need more
+FTOL = None  # SLSQP tolerance: scipy's default; 1e-8 and 1e-9 made EGARCH hit the iteration limit
+# Persistence (alpha + gamma/2 + beta; EGARCH: beta) is constrained to <= PERSISTENCE_CAP while
+# fitting, and a fit is accepted only if it is < 1. Without the cap, windows whose likelihood
+# peaks at an integrated model land on alpha + beta = 1 +- 1e-12, and a last-bit difference
+# decides whether the fit passes; with it they land on the cap, a margin of 1e-3 from the test.
+PERSISTENCE_CAP = 0.999
+BOUNDARY_TOL = 1e-6  # see _project
+EGARCH_BOUND = 1.0  # |alpha|, |gamma| <= 1: z = 3 then moves ln sigma² by at most 3 + 3
+FIXED_START_PERSISTENCE = 0.95  # the ladder's last start: a typical, well-inside model
 CLAMP_RATIO = 10.0  # fitted forecasts are kept within [ewma / C, ewma * C] at the same bar
-CACHE_VERSION = 1  # bump when the table's definition changes, so old caches miss
+# 2: fits under one BLAS thread, the start ladder, the persistence cap and FTOL (tables built
+# by version 1 depended on the process's BLAS thread count and must not be reused)
+CACHE_VERSION = 2  # bump when the table's definition changes, so old caches miss
 
 
 @dataclass(frozen=True)
@@ -72,10 +89,57 @@ class VolTable:
     fits: dict[str, int]  # successful fits per fitted variant
     failures: dict[str, int]  # failed fits per fitted variant (block fell back to EWMA)
     clamped: dict[str, int] = field(default_factory=dict)  # bars clamped to the EWMA band
+    # successful fits that needed a later start of the ladder than the first one tried
+    retried: dict[str, int] = field(default_factory=dict)
+    capped: dict[str, int] = field(default_factory=dict)  # fits on the persistence cap
+
+    def fit_report(self) -> dict[str, dict[str, float]]:
+        """Per fitted variant: refits, failures, failure rate, retried and capped fits."""
+        out = {}
+        for v in FITTED_VARIANTS:
+            n = self.fits[v] + self.failures[v]
+            out[v] = {"refits": n, "failures": self.failures[v],
+                      "failure_rate": self.failures[v] / n if n else 0.0,
+                      "retried": self.retried.get(v, 0), "capped": self.capped.get(v, 0)}
+        return out
+
+    def digest(self, n_bars: int | None = None) -> str:
+        """sha256 of the variance and RV arrays over the first ``n_bars`` bars (all by default).
+
+        The table is causal, so a table built on a longer history has the same digest over the
+        shorter one's bars: the gates compare the full history's table with the run's.
+        """
+        return prefix_sha256(self.variance, self.rv, n_cols=n_bars,
+                             tag=f"vol-v1 bars_per_year={self.bars_per_year!r}")
+
+
+def persistence(variant: str, p: np.ndarray) -> float:
+    """alpha + gamma/2 + beta for GARCH(1,1)/GJR, beta for EGARCH."""
+    if variant == "egarch":
+        return float(p[3])
+    return float(p[1] + 0.5 * p[2] + p[3]) if variant == "gjr" else float(p[1] + p[2])
+
+
+def _project(variant: str, p: np.ndarray) -> np.ndarray:
+    """Move a fit that violates alpha >= 0, beta >= 0 or alpha + gamma >= 0 by at most
+    BOUNDARY_TOL onto the boundary. SLSQP honours inequality constraints only to about its
+    tolerance, so a model whose optimum has alpha + gamma = 0 comes back as 0 or -6e-8 by
+    accident of its path (NASDAQ, 2006); without this, that accident decided whether the
+    window fell back to EWMA."""
+    q = np.array(p, dtype=np.float64)
+    if variant == "egarch" or not np.all(np.isfinite(q)):
+        return q
+    for i in (1, 3 if variant == "gjr" else 2):  # alpha, beta
+        if -BOUNDARY_TOL < q[i] < 0.0:
+            q[i] = 0.0
+    if variant == "gjr" and -BOUNDARY_TOL < q[1] + q[2] < 0.0:
+        q[2] = -q[1]
+    return q
 
 
 def _stationary(variant: str, p: np.ndarray) -> bool:
-    """Parameter checks that a fitted model must pass before its forecasts are used."""
+    """Parameter checks that a fitted model must pass before its forecasts are used:
+    alpha, beta >= 0, alpha + gamma >= 0, omega > 0 and persistence < 1 (EGARCH: |beta| < 1)."""
     if not np.all(np.isfinite(p)):
         return False
     if variant == "egarch":
@@ -91,64 +155,134 @@ def _stationary(variant: str, p: np.ndarray) -> bool:
     )
 
 
-def _fit_once(variant: str, e: np.ndarray, start: np.ndarray | None) -> np.ndarray | None:
-    """One arch fit; None on an exception, no convergence, a non-stationary or a bounded fit."""
-    from arch import arch_model  # heavy import, only needed when fitting
+_BLAS = None
 
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block with every loaded BLAS/OpenMP pool at one thread.
+
+    scipy's SLSQP (inside arch's fit) calls BLAS, and OpenBLAS's results change in the last bits
+    with its thread count: a Ray job's driver (OMP_NUM_THREADS=1) and a plain process (one
+    thread per core) then fitted different parameters, which warm starts carried into different
+    tables. One thread everywhere gives the same bits on any core count.
+    """
+    global _BLAS
+    import scipy.optimize  # noqa: F401  (loads scipy's own OpenBLAS before the pools are read)
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1):
+        yield
+
+
+def _model(variant: str, e: np.ndarray):
+    """arch's zero-mean model with a Gaussian likelihood and the capped volatility process."""
+    from arch.univariate import EGARCH, GARCH, Normal, ZeroMean
+
+    base = EGARCH if variant == "egarch" else GARCH
+
+    class Capped(base):  # the last constraint row is the persistence one, -sum(...) >= -1
+        def constraints(self):
+            a, b = super().constraints()
+            b = np.array(b, dtype=np.float64)
+            b[-1] = -PERSISTENCE_CAP
+            return a, b
+
+        def bounds(self, resids):
+            out = super().bounds(resids)
+            if variant == "egarch":  # arch leaves alpha and gamma unbounded
+                out[1:3] = [(-EGARCH_BOUND, EGARCH_BOUND)] * 2
+            return out
+
+    return ZeroMean(e, volatility=Capped(**_ARCH_SPEC[variant]), distribution=Normal(),
+                    rescale=False)
+
+
+def fixed_start(variant: str, e: np.ndarray) -> np.ndarray:
+    """The ladder's last start: a typical model (persistence 0.95) at the window's variance."""
+    k = FIXED_START_PERSISTENCE
+    v = max(float(np.mean(e * e)), 1e-12)  # all-zero windows fail later, without a log(0)
+    if variant == "garch11":
+        return np.array([(1 - k) * v, 0.08, k - 0.08])
+    if variant == "gjr":
+        return np.array([(1 - k) * v, 0.03, 0.10, k - 0.08])
+    return np.array([(1 - k) * np.log(v), 0.10, -0.10, k])
+
+
+def _fit_once(variant: str, e: np.ndarray, start: np.ndarray | None) -> np.ndarray | None:
+    """One arch fit; None on an exception, no convergence (the iteration limit included), a
+    non-stationary fit, or one that leans on arch's variance bounds."""
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            res = arch_model(
-                e, mean="Zero", dist="normal", rescale=False, **_ARCH_SPEC[variant]
-            ).fit(
+            res = _model(variant, e).fit(
                 disp="off",
                 show_warning=False,
                 starting_values=start,
+                tol=FTOL,
                 options={"maxiter": MAXITER},
             )
     except Exception:  # arch raises many types on degenerate data; all mean "no fit"
         return None
-    params = np.asarray(res.params, dtype=np.float64)
+    params = _project(variant, np.asarray(res.params, dtype=np.float64))
     if res.convergence_flag != 0 or not _stationary(variant, params):
         return None
     # arch clips variances to loose bounds while fitting; a fit that leans on them (a runaway
     # optimum) is not the model our unbounded recursion runs forward, so reject it.
     ours = variant_variance(variant, params, e, arch_backcast(e))[:-1]
     theirs = np.asarray(res.conditional_volatility, dtype=np.float64) ** 2
-    if not np.allclose(ours, theirs, rtol=1e-6, atol=0.0):
+    if not (np.all(np.isfinite(ours)) and np.allclose(ours, theirs, rtol=1e-6, atol=0.0)):
         return None
     return params
 
 
-_FIT_MEMO: dict[bytes, np.ndarray | None] = {}
+_FIT_MEMO: dict[bytes, tuple[np.ndarray | None, int]] = {}
 _FIT_MEMO_MAX = 200_000
 
 
-def fit_variant(variant: str, e: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
-    """Fit one variant on scaled residuals ``e``; None when the fit is unusable.
+def fit_ladder(
+    variant: str, e: np.ndarray, start: np.ndarray | None = None
+) -> tuple[np.ndarray | None, int]:
+    """Fit one variant on scaled residuals ``e``: (params or None, index of the start used).
 
-    A warm start that fails is retried cold once, so a stale start point is not counted as a
-    failure of the model on this window.
+    Starts, in order, until one gives a usable fit: ``start`` (a warm start, when given), arch's
+    own starting values, then ``fixed_start``. A stale warm start or an unlucky optimiser path
+    (SLSQP's "inequality constraints incompatible", the iteration limit, a runaway to arch's
+    variance bounds) is thus not counted as a failure of the model on this window; only a window
+    where all three fail falls back to EWMA.
 
     Results are memoised in-process by their exact inputs (variant, window bytes, start bytes).
-    arch's fit is deterministic, so a hit returns what a refit would: the look-ahead audit,
-    which rebuilds tables on truncated histories whose fit windows repeat the full history's,
-    then refits only windows whose data differ.
+    The fits run under one BLAS thread and are deterministic, so a hit returns what a refit
+    would: the look-ahead audit, which rebuilds tables on truncated histories whose fit windows
+    repeat the full history's, then refits only windows whose data differ.
     """
     h = hashlib.sha256(variant.encode())
     h.update(np.ascontiguousarray(e, dtype="<f8").tobytes())
     h.update(b"cold" if start is None else np.asarray(start, dtype="<f8").tobytes())
     key = h.digest()
     if key in _FIT_MEMO:
-        hit = _FIT_MEMO[key]
-        return None if hit is None else hit.copy()
-    params = _fit_once(variant, e, start)
-    if params is None and start is not None:
-        params = _fit_once(variant, e, None)
+        hit, used = _FIT_MEMO[key]
+        return (None if hit is None else hit.copy()), used
+    starts = [] if start is None else [np.asarray(start, dtype=np.float64)]
+    starts += [None, fixed_start(variant, e)]
+    params, used = None, -1
+    with one_blas_thread():
+        for i, s in enumerate(starts):
+            params = _fit_once(variant, e, s)
+            if params is not None:
+                used = i
+                break
     if len(_FIT_MEMO) >= _FIT_MEMO_MAX:
         _FIT_MEMO.clear()
-    _FIT_MEMO[key] = None if params is None else params.copy()
-    return params
+    _FIT_MEMO[key] = (None if params is None else params.copy(), used)
+    return params, used
+
+
+def fit_variant(variant: str, e: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
+    """Fit one variant on scaled residuals ``e``; None when every start of the ladder fails."""
+    return fit_ladder(variant, e, start)[0]
 
 
 def variant_variance(
@@ -179,6 +313,9 @@ def _cache_key(close: np.ndarray, settings: dict[str, object]) -> str:
         "rv_windows": RV_WINDOWS,
         "scale": SCALE,
         "maxiter": MAXITER,
+        "ftol": FTOL,
+        "persistence_cap": PERSISTENCE_CAP,
+        "fixed_start": FIXED_START_PERSISTENCE,
         "clamp": CLAMP_RATIO,
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
@@ -206,6 +343,9 @@ def _clamp(v: np.ndarray, ewma: np.ndarray) -> tuple[np.ndarray, int]:
     return out, int(np.count_nonzero(out != v))
 
 
+_COUNTS = ("fits", "failures", "clamped", "retried", "capped")
+
+
 def _load_cache(path: Path, key: str, n: int) -> VolTable | None:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -222,24 +362,18 @@ def _load_cache(path: Path, key: str, n: int) -> VolTable | None:
     if (
         variance.shape != (len(GARCH_VARIANTS), n)
         or rv.shape != (len(RV_WINDOWS), n)
-        or counts.shape != (3, k)
+        or counts.shape != (len(_COUNTS), k)
         or digest != _digest(variance, rv, counts, bpy)
     ):
         return None
-    return VolTable(
-        variance,
-        rv,
-        bpy,
-        dict(zip(FITTED_VARIANTS, map(int, counts[0]), strict=True)),
-        dict(zip(FITTED_VARIANTS, map(int, counts[1]), strict=True)),
-        dict(zip(FITTED_VARIANTS, map(int, counts[2]), strict=True)),
-    )
+    per = {name: dict(zip(FITTED_VARIANTS, map(int, row), strict=True))
+           for name, row in zip(_COUNTS, counts, strict=True)}
+    return VolTable(variance, rv, bpy, **per)
 
 
 def _save_cache(path: Path, key: str, table: VolTable) -> None:
     counts = np.array(
-        [[d[v] for v in FITTED_VARIANTS] for d in (table.fits, table.failures, table.clamped)],
-        dtype=np.int64,
+        [[getattr(table, name)[v] for v in FITTED_VARIANTS] for name in _COUNTS], dtype=np.int64
     )
     buf = io.BytesIO()
     np.savez(
@@ -303,24 +437,29 @@ def build_vol_table(
     fits = dict.fromkeys(FITTED_VARIANTS, 0)
     failures = dict.fromkeys(FITTED_VARIANTS, 0)
     clamped = dict.fromkeys(FITTED_VARIANTS, 0)
+    retried = dict.fromkeys(FITTED_VARIANTS, 0)
+    capped = dict.fromkeys(FITTED_VARIANTS, 0)
     scaled = r * SCALE
     for row, variant in enumerate(FITTED_VARIANTS):
         start: np.ndarray | None = None
         for t0 in range(window, n, refit_every):
             t1 = min(t0 + refit_every, n)
             seg = scaled[t0 - window + 1 : t1]  # fit window, then the block's returns
-            params = fit_variant(variant, seg[:window], start)
+            params, used = fit_ladder(variant, seg[:window], start)
             if params is None:
                 failures[variant] += 1
                 continue
             fits[variant] += 1
+            retried[variant] += used > 0
+            capped[variant] += persistence(variant, params) > PERSISTENCE_CAP - 1e-6
             start = params
             s = variant_variance(variant, params, seg, arch_backcast(seg[:window]))
             v, k = _clamp(s[window : window + t1 - t0] / SCALE**2, ewma[t0:t1])
             variance[row, t0:t1] = v
             clamped[variant] += k
 
-    table = VolTable(variance, rv, float(bars_per_year), fits, failures, clamped)
+    table = VolTable(variance, rv, float(bars_per_year), fits, failures, clamped, retried,
+                     capped)
     if path is not None:
         _save_cache(path, key, table)
     return table

@@ -75,7 +75,8 @@ def test_build_first_block_matches_arch_forecasts(spx, variant):
     table = build_vol_table(close, 252.0, window=500, refit_every=31)
     assert table.fits[variant] == 1 and table.failures[variant] == 0
     r = 100.0 * log_returns(close)
-    params = _arch_fit(r[1:501], variant).params.to_numpy()
+    params = fit_variant(variant, r[1:501])  # the table's fit (capped model, one BLAS thread)
+    np.testing.assert_allclose(params, _arch_fit(r[1:501], variant).params.to_numpy(), rtol=1e-2)
     fixed = arch_model(r[1:], mean="Zero", **ARCH_KW[variant]).fix(params)
     f = fixed.forecast(horizon=1, start=499, reindex=False).variance.to_numpy()[:, 0] / 1e4
     np.testing.assert_allclose(table.variance[ROW[variant], 500:], f, rtol=1e-6, atol=0)
@@ -98,16 +99,53 @@ def test_zero_return_windows_fail_and_fall_back_to_ewma():
         np.testing.assert_array_equal(table.variance[ROW[v], 130:], ewma[130:])
 
 
-def test_non_stationary_real_fit_is_a_counted_failure(spx):
-    """GARCH(1,1) on the S&P 500 returns ending at bar 2411 lands on alpha + beta = 1."""
+def test_integrated_window_lands_on_the_persistence_cap(spx):
+    """GARCH(1,1) on the S&P 500 returns ending at bar 2411 peaks at alpha + beta = 1 (arch's own
+    fit). Unconstrained, a last-bit difference decided whether that passed alpha + beta < 1; the
+    capped fit lands on PERSISTENCE_CAP, 1e-3 inside, and is used (and counted as capped)."""
     e = 100.0 * log_returns(spx)[1912:2412]
     res = _arch_fit(e, "garch11")
     assert res.params.iloc[1] + res.params.iloc[2] >= 1.0 - 1e-12  # arch's own fit: integrated
-    assert fit_variant("garch11", e) is None
-    close = spx[1911 : 1911 + 521]  # bar 500 here is S&P bar 2411: one refit, one failure
+    p = fit_variant("garch11", e)
+    assert p is not None and vol._stationary("garch11", p)
+    assert vol.persistence("garch11", p) == pytest.approx(vol.PERSISTENCE_CAP, abs=1e-6)
+    close = spx[1911 : 1911 + 521]  # bar 500 here is S&P bar 2411: one refit
     table = build_vol_table(close, 252.0, window=500, refit_every=21)
-    assert table.failures["garch11"] == 1 and table.fits["garch11"] == 0
-    np.testing.assert_array_equal(table.variance[ROW["garch11"]], table.variance[ROW["ewma"]])
+    assert table.fits["garch11"] == 1 and table.failures["garch11"] == 0
+    assert table.capped["garch11"] == 1
+    assert not np.array_equal(table.variance[ROW["garch11"]], table.variance[ROW["ewma"]])
+
+
+def test_boundary_projection():
+    """Violations of alpha >= 0 / alpha + gamma >= 0 within BOUNDARY_TOL are optimiser noise."""
+    q = vol._project("gjr", np.array([1e-8, 7.7777e-3, -7.7778e-3 + 1e-9, 0.99]))
+    assert q[1] + q[2] == 0.0 and vol._stationary("gjr", q)
+    assert vol._project("garch11", np.array([0.01, -1e-8, 0.9]))[1] == 0.0
+    assert vol._project("garch11", np.array([0.01, -1e-3, 0.9]))[1] == -1e-3  # a real violation
+    assert not vol._stationary("garch11", np.array([0.01, -1e-3, 0.9]))
+
+
+def test_ladder_falls_through_to_the_later_starts(spx, monkeypatch):
+    """A failed warm start is retried from arch's start, then from the fixed start; only a window
+    where all three fail is a failure."""
+    e = 100.0 * log_returns(spx)[1:501]
+    seen = []
+    real = vol._fit_once
+
+    def flaky(variant, x, start):
+        seen.append(None if start is None else tuple(start))
+        return None if len(seen) < 3 else real(variant, x, start)
+
+    monkeypatch.setattr(vol, "_fit_once", flaky)
+    vol._FIT_MEMO.clear()
+    warm = np.array([0.02, 0.1, 0.85])
+    p, used = vol.fit_ladder("garch11", e, warm)
+    assert used == 2 and p is not None
+    assert seen == [tuple(warm), None, tuple(vol.fixed_start("garch11", e))]
+    monkeypatch.setattr(vol, "_fit_once", lambda *a: None)
+    vol._FIT_MEMO.clear()
+    assert vol.fit_ladder("garch11", e, warm) == (None, -1)
+    vol._FIT_MEMO.clear()
 
 
 def test_stationarity_rules():
@@ -128,6 +166,26 @@ def test_clamp_to_ewma_band():
     out, k = vol._clamp(np.array([0.5, 50.0, 1e-9, 3.0, 2.0]), ewma)
     np.testing.assert_array_equal(out, [0.5, 10.0, 0.1, 3.0, 2.0])
     assert k == 2
+
+
+def test_digest_is_causal_and_sensitive():
+    """The digest over a table's first n bars equals that of a table built on those n bars (the
+    gates compare the full history's table with the run's training table), and moves when one
+    forecast moves by one ulp."""
+    close = _walk(9, 400)
+    kw = {"window": 60, "refit_every": 50}
+    full = build_vol_table(close, 252.0, **kw)
+    part = build_vol_table(close[:300], 252.0, **kw)
+    assert full.digest(300) == part.digest() != full.digest()
+    other = vol.VolTable(full.variance.copy(), full.rv, full.bars_per_year, full.fits,
+                         full.failures)
+    other.variance[1, 200] = np.nextafter(other.variance[1, 200], 1.0)
+    assert other.digest() != full.digest()
+    with pytest.raises(ValueError):
+        full.digest(401)
+    rep = full.fit_report()
+    assert set(rep) == set(FITTED_VARIANTS)
+    assert rep["garch11"]["refits"] == len(range(60, 400, 50))
 
 
 # --- causality ----------------------------------------------------------------------------------
@@ -217,25 +275,28 @@ def test_input_validation():
 
 def _count_fits(monkeypatch) -> list[int]:
     calls = [0]
-    real = vol.fit_variant
+    real = vol.fit_ladder
 
     def counting(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(vol, "fit_variant", counting)
+    monkeypatch.setattr(vol, "fit_ladder", counting)
     return calls
 
 
 def _assert_same(a, b):
     np.testing.assert_array_equal(a.variance, b.variance)
     np.testing.assert_array_equal(a.rv, b.rv)
-    assert (a.fits, a.failures, a.clamped, a.bars_per_year) == (
+    assert (a.fits, a.failures, a.clamped, a.retried, a.capped, a.bars_per_year) == (
         b.fits,
         b.failures,
         b.clamped,
+        b.retried,
+        b.capped,
         b.bars_per_year,
     )
+    assert a.digest() == b.digest()
 
 
 def test_cache_round_trip_and_tamper(tmp_path, monkeypatch):
@@ -280,7 +341,7 @@ def test_spx_full_build(spx):
     n_refits = len(range(500, spx.size, 21))
     for v in FITTED_VARIANTS:
         assert table.fits[v] + table.failures[v] == n_refits
-        assert table.failures[v] <= 0.05 * n_refits
+        assert table.failures[v] < 0.01 * n_refits  # was 4.2 % for GARCH(1,1) before the ladder
     assert np.isfinite(table.variance[:, 20:]).all()
     sigma = annualised_sigma(table.variance[:, 500:], 252.0)
     assert ((sigma > 0.01) & (sigma < 2.0)).all()  # EGARCH dips to 1.8 % (clamped)
