@@ -289,7 +289,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
     """Evolve until ``cfg.evolution.generations`` (or ``stop_after`` generations this call)."""
     from deap import tools
 
-    from evolution.tracking import Tracker
+    from evolution.tracking import Tracker, run_name
 
     ev = cfg.evolution
     data = data or research_data(cfg)
@@ -297,7 +297,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
     cls = ga.individual_class(deap_weights(ev.objectives))
     rng = np.random.default_rng(ev.seed)
     ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb)
-    tracker = Tracker(cfg.home, ev.experiment, run_id=resume)
+    tracker = Tracker(cfg.home, ev.experiment, run_id=resume,
+                      run_name=run_name(ev.symbol, ev.timeframe, ev.seed))
     run_dir = cfg.home / "runs" / tracker.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     own_evaluator = evaluator is None

@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
 
 
 def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from core.progress import vol_fit_progress
     from fitness.simulator import build_tables, simulate
     from genome.codec import GenomeError, from_json
     from genome.decode import describe
@@ -48,7 +49,8 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
     if meta is None:
         raise StoreError(f"no metadata for {args.symbol}; add data.symbols.{args.symbol}")
     bars = load_bars(args.symbol, args.timeframe, store=store)
-    tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
+    tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache",
+                          progress=vol_fit_progress())
     idx = bars.index()
     start = 0 if args.start is None else int(np.searchsorted(idx, utc_ns([args.start])[0]))
     end = bars.n_bars if args.end is None else int(np.searchsorted(idx, utc_ns([args.end])[0]))
