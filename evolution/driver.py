@@ -35,6 +35,7 @@ from evolution.objectives import (
 )
 from fitness.metrics import METRIC_INDEX
 from genome.codec import from_json, to_json
+from genome.context import BarContext, context_for
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
 
@@ -212,8 +213,10 @@ def record_of(front: pd.DataFrame, state: State, snap: ckpt.Snapshot,
 
 # ---- reporting ------------------------------------------------------------------------------------
 
-def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
-    """One row per front genome: objectives, weighted fitness, constraint, key metrics, rules."""
+def front_frame(inds: list, state: State, cfg: EmpConfig,
+                context: BarContext | None = None) -> pd.DataFrame:
+    """One row per front genome: objectives, weighted fitness, constraint, key metrics, rules
+    (without the genes that cannot act on ``context``'s bars)."""
     if not inds:
         return pd.DataFrame()
     specs = cfg.evolution.objectives
@@ -226,7 +229,7 @@ def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
     for m in ("annual_return", "trades_per_year", "exposure"):
         rows[m] = metrics[:, :, METRIC_INDEX[m]].mean(axis=1)
     rows["key"] = [k[:16] for k in keys]
-    rows["rules"] = [describe(np.asarray(i)) for i in inds]
+    rows["rules"] = [describe(np.asarray(i), context) for i in inds]
     rows["genome"] = [to_json(np.asarray(i)) for i in inds]
     return pd.DataFrame(rows).sort_values("weighted", ascending=False, ignore_index=True)
 
@@ -296,7 +299,9 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
     digest = config_digest(cfg)
     cls = ga.individual_class(deap_weights(ev.objectives))
     rng = np.random.default_rng(ev.seed)
-    ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb)
+    # genes that cannot act on these bars (session hours on daily bars, weekends) neutralised
+    bar_ctx = context_for(data.bars.timeframe, data.meta.calendar)
+    ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb, context=bar_ctx)
     tracker = Tracker(cfg.home, ev.experiment, run_id=resume,
                       run_name=run_name(ev.symbol, ev.timeframe, ev.seed))
     run_dir = cfg.home / "runs" / tracker.run_id
@@ -333,7 +338,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):
-                pop = [ga.make_individual(cls, random_genome(rng)) for _ in range(ev.population)]
+                pop = [ga.make_individual(cls, random_genome(rng, context=bar_ctx))
+                       for _ in range(ev.population)]
                 new += evaluate_individuals(pop, state, evaluator, cfg)
                 state.islands.append(ga.select(pop, ev.population))
             for isl in state.islands:
@@ -376,7 +382,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
         if own_evaluator and evaluator is not None:
             evaluator.close()
     front = ga.pareto_front(list(state.hof.items))  # type: ignore[attr-defined]
-    df = front_frame(front, state, cfg)
+    df = front_frame(front, state, cfg, bar_ctx)
     done = state.generation >= ev.generations
     if done and not interrupted:
         _log_champions(tracker, df, data, cfg)
@@ -397,7 +403,7 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
     """Log the generation to MLflow; its metrics and the front frame of its Pareto front."""
     front = ga.pareto_front(list(state.hof.items))
     stats = generation_metrics(state, cfg, front, new, seconds)
-    df = front_frame(front, state, cfg)
+    df = front_frame(front, state, cfg, context_for(data.bars.timeframe, data.meta.calendar))
     feasible = df[df["violation"] == 0.0] if not df.empty else df
     if not feasible.empty:
         stats["weighted_best"] = float(feasible["weighted"].max())

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "sizing) and print the metrics and the trade list. Volatility fits are "
                     "cached under $EMP_HOME/cache.")
     bt.add_argument("genome", type=Path, help="genome JSON (see `emp genome random`)")
-    bt.add_argument("--symbol", required=True)
-    bt.add_argument("--timeframe", default="1d")
+    bt.add_argument("--symbol", required=True, help="a stored symbol (see `emp data list`)")
+    bt.add_argument("--timeframe", default="1d", help="bar timeframe (default 1d)")
     bt.add_argument("--start", help="first bar (inclusive), e.g. 2005-01-01")
     bt.add_argument("--end", help="last bar (exclusive)")
     bt.add_argument("--trades", type=int, default=20, help="trades to print (0: none)")
@@ -35,6 +35,7 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from core.progress import vol_fit_progress
     from fitness.simulator import build_tables, simulate
     from genome.codec import GenomeError, from_json
+    from genome.context import context_for
     from genome.decode import describe
     from market.loader import load_bars
     from market.store import HistoryStore, StoreError
@@ -58,7 +59,8 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
     if args.json:
         print(json.dumps(result.metrics))
         return 0
-    print(describe(genome))
+    # what cannot act on these bars (session hours on daily bars, weekends) is left out
+    print(describe(genome, context_for(args.timeframe, meta.calendar)))
     print(f"\n{args.symbol}/{args.timeframe} {idx[start].date()} .. {idx[end - 1].date()} "
           f"({end - start} bars)")
     for name, value in result.metrics.items():
