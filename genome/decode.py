@@ -109,15 +109,12 @@ def _session(g: np.ndarray, context: BarContext | None) -> str | None:
     start, end = int(g[S.SESSION_START]), int(g[S.SESSION_END])
     hours = "all day" if start == end else f"{start:02d}-{end:02d} UTC" + (
         " (overnight)" if start > end else "")
-    if context is None:
+    if context is None or context.trivial:
         return f"session {hours} {_days(g)}"
-    parts = []
-    if context.in_window(start, end) != context.hours:
-        parts.append(f"session {hours}")
     days = _days(g, context.weekdays)
-    if days != "every day":
-        parts.append(f"on {days}" if parts else f"trades {days}")
-    return " ".join(parts) or None
+    if context.in_window(start, end) != context.hours:
+        return f"session {hours} {days}"
+    return None if days == "every day" else f"trades {days}"
 
 
 def describe_dict(g: Any, context: BarContext | None = None) -> dict[str, str]:

@@ -24,7 +24,8 @@ them and genomes that differ only there are one behaviour:
 
 9. Weekdays on which no bar opens (Saturday and Sunday on NYSE) → off. No trading weekday on →
    every trading weekday on.
-10. The session window is narrowed to the bar hours it contains (start = the first, end = the
+10. Where bars do not open at every hour, the session window is narrowed to the bar hours it
+    contains (start = the first, end = the
     last + 1). A window holding every bar hour, or none (nothing could ever trade), → all day
     (start = end = 0). On daily bars that is always all day.
 11. A ``sess`` slot whose session masks are constant on the context (daily bars) is a constant
@@ -191,7 +192,10 @@ SESS = PRIMITIVE_IDS["sess"]
 
 
 def _window(out: np.ndarray, ctx: BarContext) -> None:
-    """Rule 10: the session window narrowed to the context's hours inside it."""
+    """Rule 10: the session window narrowed to the context's hours inside it (bars at every
+    hour: nothing to narrow)."""
+    if len(ctx.hours) == 24:
+        return
     start, end = int(out[S.SESSION_START]), int(out[S.SESSION_END])
     inside = ctx.in_window(start, end)
     if inside == ctx.hours or not inside:
@@ -213,6 +217,18 @@ def constant_truth(g: np.ndarray, on: int, values: tuple[float | None, ...]) -> 
         return None
     cmp_ = int(g[on + 3])
     return x > y if cmp_ == 0 else x < y if cmp_ == 1 else False  # a constant never crosses
+
+
+def rule_set_truth(g: np.ndarray, r: int, values: tuple[float | None, ...]) -> bool | None:
+    """Rule set ``r`` on the context: True when always true, False when never (no slot on
+    included), None when it depends on the bar."""
+    ons = [S.slot_offset(r, k) for k in range(S.K_SLOTS) if g[S.slot_offset(r, k)] == 1]
+    if not ons:
+        return False
+    truth = [constant_truth(g, on, values) for on in ons]
+    if g[S.slot_offset(r, 0) - 1] == 0 or len(ons) == 1:  # AND
+        return False if False in truth else True if all(truth) else None
+    return True if True in truth else False if all(t is False for t in truth) else None
 
 
 def _always_slot(out: np.ndarray, on: int, values: tuple[float | None, ...]) -> None:
