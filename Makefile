@@ -19,7 +19,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/emp data bootstrap
 	$(BIN)/emp data check --symbol SP500
-	$(BIN)/emp evolve configs/quickstart.yaml
+	$(BIN)/emp evolve -c configs/quickstart.yaml
 	$(BIN)/emp gates latest
 
 # pytest exits 5 when it collects nothing; say so and fail.

@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "and report each worker's memory for a small and a large dataset.")
     evo.add_argument("--bars", type=int, default=1_000_000, help="bars in the large dataset")
     evo.add_argument("--small-bars", type=int, default=100_000, help="bars in the small dataset")
-    evo.add_argument("--population", type=int, default=64)
-    evo.add_argument("--generations", type=int, default=3)
+    evo.add_argument("--population", type=int, default=64, help="GA population per run")
+    evo.add_argument("--generations", type=int, default=3, help="generations per timed run")
     evo.set_defaults(func=cmd_evolution)
 
     gates = bsub.add_parser(

@@ -1,11 +1,10 @@
-"""``emp evolve CONFIG`` and ``python -m evolution run CONFIG``: run or resume an evolution."""
+"""``emp evolve -c CONFIG`` and ``python -m evolution run -c CONFIG``: run or resume an evolution."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the config model imports every package's section
@@ -20,7 +19,10 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "is checkpointed under $EMP_HOME/runs/RUN_ID and logged to MLflow "
                     "(sqlite:///$EMP_HOME/mlflow.db unless $MLFLOW_TRACKING_URI). Ctrl-C or a job "
                     "stop ends cleanly; --resume RUN_ID continues exactly.")
-    ev.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
+    from emp_cli.main import add_deprecated_config_positional, add_progress
+
+    add_config(ev)  # type: ignore[operator]
+    add_deprecated_config_positional(ev)
     ev.add_argument("--resume", metavar="RUN_ID",
                     help="continue a stopped run from its last complete generation; refused, "
                          "naming the key, when a setting that changes results, the symbol's "
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                          "the checkpoint's generation)")
     ev.add_argument("--local", action="store_true",
                     help="evaluate in this process without Ray (small runs, debugging)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(ev, what="a progress bar of the generations on stderr")
     ev.set_defaults(func=cmd_evolve)
 
 
@@ -39,14 +41,16 @@ def cmd_evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
     try:
         return _evolve(args, cfg)
     except KeyboardInterrupt:  # before the run opened, or while printing its result
-        print("stopped" + (f"; continue with: emp evolve {args.config} --resume {args.resume}"
+        again = f" -c {args.config}" if args.config is not None else ""
+        print("stopped" + (f"; continue with: emp evolve{again} --resume {args.resume}"
                            if args.resume else ""), file=sys.stderr)
         return 130
 
 
 def _evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from core.errors import EmpError
-    from core.tracking import default_tracking_uri
+    from core.progress import vol_fit_progress
+    from core.tracking import default_tracking_uri, how_to_open
     from evolution.driver import print_front, run
 
     # main() has already loaded and validated args.config (the positional CONFIG) into cfg
@@ -55,29 +59,36 @@ def _evolve(args: argparse.Namespace, cfg: EmpConfig) -> int:
             raise EmpError(f"--generations {args.generations}: a run needs at least 1 "
                            f"generation")
         cfg.evolution.generations = args.generations
-    result = run(cfg, resume=args.resume, local=args.local, progress=not args.no_progress)
+    result = run(cfg, resume=args.resume, local=args.local, progress=args.progress,
+                 vol_progress=vol_fit_progress() if args.progress else None)
     print_front(result.front, cfg)
     uri = default_tracking_uri(cfg.home)
     print(f"\nrun {result.run_id}: generation {result.generation}/{cfg.evolution.generations}, "
           f"{result.trials} distinct genomes evaluated")
+    exp_id = None
+    if uri.startswith(("http://", "https://")):  # a server: link straight to the run
+        from mlflow import MlflowClient
+
+        exp_id = MlflowClient(uri).get_run(result.run_id).info.experiment_id
     print(f"MLflow: experiment '{cfg.evolution.experiment}', run {result.run_id}\n"
-          f"  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}")
+          f"  {how_to_open(uri, exp_id, result.run_id)}")
     if result.interrupted:
-        print(f"stopped; continue with: emp evolve {args.config} --resume {result.run_id}",
+        again = f" -c {args.config}" if args.config is not None else ""
+        print(f"stopped; continue with: emp evolve{again} --resume {result.run_id}",
               file=sys.stderr)
         return 130
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m evolution run CONFIG [options]`` is ``emp evolve CONFIG [options]`` (the Ray
-    job entry point); one parser, so the two can never drift apart."""
+    """``python -m evolution run -c CONFIG [options]`` is ``emp evolve -c CONFIG [options]`` (the
+    Ray job entry point); one parser, so the two can never drift apart."""
     from emp_cli.main import main as emp_main
 
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] != "run":
-        print("usage: python -m evolution run CONFIG [--resume RUN_ID] [--generations N] "
+        print("usage: python -m evolution run -c CONFIG [--resume RUN_ID] [--generations N] "
               "[--local] [--no-progress]", file=sys.stderr)
         return 2
     return emp_main(["evolve", *args[1:]])
@@ -92,7 +103,10 @@ def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "genomes evaluated. The study lives in sqlite:///$EMP_HOME/optuna.db; "
                     "running again with the same --study adds trials to it. Each trial is an "
                     "MLflow child run of one 'tune' run in the config's experiment.")
-    p.add_argument("config", type=Path, help="YAML config (e.g. configs/quickstart.yaml)")
+    from emp_cli.main import add_deprecated_config_positional, add_progress
+
+    add_config(p)  # type: ignore[operator]
+    add_deprecated_config_positional(p)
     p.add_argument("--trials", type=int, required=True, metavar="N",
                    help="trials to add to the study this call")
     p.add_argument("--study", metavar="NAME",
@@ -100,7 +114,7 @@ def register_tune(sub: argparse._SubParsersAction, add_config: object) -> None:
     p.add_argument("--generations", type=int, help="override evolution.generations per trial")
     p.add_argument("--local", action="store_true",
                    help="evaluate in this process without Ray (small runs, debugging)")
-    p.add_argument("--progress", action="store_true", help="a progress bar per trial")
+    add_progress(p, what="a progress bar of each trial's generations on stderr")
     p.set_defaults(func=cmd_tune)
 
 
@@ -108,7 +122,7 @@ def cmd_tune(args: argparse.Namespace, cfg: EmpConfig) -> int:
     import optuna
 
     from core.errors import EmpError
-    from core.tracking import default_tracking_uri
+    from core.tracking import default_tracking_uri, display_uri, how_to_open
     from evolution.tune import METRICS, PARENT_ATTR, RUN_ATTR, default_study_name, storage_url
     from evolution.tune import tune as run_tune
 
@@ -138,10 +152,11 @@ def cmd_tune(args: argparse.Namespace, cfg: EmpConfig) -> int:
     uri = default_tracking_uri(cfg.home)
     print(f"\nMLflow: experiment '{cfg.evolution.experiment}', tune run "
           f"{study.user_attrs.get(PARENT_ATTR)} (trials nested under it)\n"
-          f"  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}\n"
-          f"Optuna storage: {storage_url(cfg)}")
+          f"  {how_to_open(uri)}\n"
+          f"Optuna storage: {display_uri(storage_url(cfg))}")
     if interrupted:
-        print(f"stopped; add trials with: emp tune {args.config} --trials N --study {name}",
+        again = f" -c {args.config}" if args.config is not None else ""
+        print(f"stopped; add trials with: emp tune{again} --trials N --study {name}",
               file=sys.stderr)
         return 130
     return 0

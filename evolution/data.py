@@ -8,6 +8,7 @@ are cut off here, before anything reaches the object store. Only ``emp gates`` r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,10 +56,13 @@ def tables_fingerprint(tables: Tables) -> dict[str, str]:
     return {**tables_digests(tables), "vol_fits": fits}
 
 
-def research_data(cfg: EmpConfig) -> ResearchData:
+def research_data(cfg: EmpConfig, progress: Callable[[str | None, int, int], None] | None = None
+                  ) -> ResearchData:
+    """``progress``: see ``market.volatility.build_vol_table`` (e.g. ``core.progress``)."""
     full, meta = load_history(cfg)
     lay = layout_for(cfg, full.n_bars)
     training = truncate(full, lay.train_end)
-    tables = build_tables(training, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
+    tables = build_tables(training, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache",
+                          progress=progress)
     return ResearchData(training, tables, meta, lay.segments, lay.holdout_start, full.n_bars,
                         lay.oos, period_digests(full, lay))

@@ -39,6 +39,7 @@ from evolution.objectives import (
 )
 from fitness.metrics import METRIC_INDEX
 from genome.codec import from_json, to_json
+from genome.context import BarContext, context_for
 from genome.decode import describe
 from genome.ops import deap_toolbox_ops, genotype_distance, phenotype_key, random_genome
 from market.config import SymbolMeta
@@ -321,8 +322,10 @@ def record_of(front: pd.DataFrame, state: State, snap: ckpt.Snapshot,
 
 # ---- reporting ------------------------------------------------------------------------------------
 
-def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
-    """One row per front genome: objectives, weighted fitness, constraint, key metrics, rules."""
+def front_frame(inds: list, state: State, cfg: EmpConfig,
+                context: BarContext | None = None) -> pd.DataFrame:
+    """One row per front genome: objectives, weighted fitness, constraint, key metrics, rules
+    (without the genes that cannot act on ``context``'s bars)."""
     if not inds:
         return pd.DataFrame()
     specs = cfg.evolution.objectives
@@ -335,7 +338,7 @@ def front_frame(inds: list, state: State, cfg: EmpConfig) -> pd.DataFrame:
     for m in ("annual_return", "trades_per_year", "exposure"):
         rows[m] = metrics[:, :, METRIC_INDEX[m]].mean(axis=1)
     rows["key"] = [k[:16] for k in keys]
-    rows["rules"] = [describe(np.asarray(i)) for i in inds]
+    rows["rules"] = [describe(np.asarray(i), context) for i in inds]
     rows["genome"] = [to_json(np.asarray(i)) for i in inds]
     return pd.DataFrame(rows).sort_values("weighted", ascending=False, ignore_index=True)
 
@@ -412,9 +415,11 @@ def _signals_deferred() -> Iterator[list[int]]:
 
 def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = None,
         evaluator: Evaluator | None = None, data: ResearchData | None = None,
-        progress: bool = True, local: bool = False) -> RunResult:
+        progress: bool = True, local: bool = False,
+        vol_progress: Callable[[str | None, int, int], None] | None = None) -> RunResult:
     """Evolve until ``cfg.evolution.generations`` (or ``stop_after`` generations this call).
-    Without an ``evaluator``, evaluate on Ray, or in this process when ``local``.
+    Without an ``evaluator``, evaluate on Ray, or in this process when ``local``;
+    ``vol_progress`` reports the volatility fits while the tables are built.
 
     ``resume`` continues a run only when its inputs are unchanged (``check_resumable``); every
     check happens before its MLflow status is touched, so a refused resume leaves it as it was.
@@ -423,7 +428,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
     """
     from deap import tools
 
-    from evolution.tracking import Tracker, run_status
+    from evolution.tracking import Tracker, run_name, run_status
 
     ev = cfg.evolution
     lock: RunLock | None = None
@@ -439,17 +444,19 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             if status == "FINISHED" and at >= ev.generations:
                 raise ResumeError(f"run {resume} already finished at generation {at} of "
                                   f"{ev.generations}; raise --generations to continue it")
-            data = data or research_data(cfg)
+            data = data or research_data(cfg, progress=vol_progress)
             saved = check_resumable(cfg, resume, run_dir, data)
         except BaseException:
             lock.release()
             raise
     else:
-        data = data or research_data(cfg)
+        data = data or research_data(cfg, progress=vol_progress)
     digest_ = config_digest(cfg, data.meta)
     cls = ga.individual_class(deap_weights(ev.objectives))
     rng = np.random.default_rng(ev.seed)
-    ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb)
+    # genes that cannot act on these bars (session hours on daily bars, weekends) neutralised
+    bar_ctx = context_for(data.bars.timeframe, data.meta.calendar)
+    ops = deap_toolbox_ops(rng, p_semantic=ev.semantic_cx, mut_indpb=ev.mutpb, context=bar_ctx)
     own_evaluator = evaluator is None
     restore_signal = _sigterm_as_interrupt()
     interrupted = False
@@ -457,7 +464,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
     state = State(0, [], tools.ParetoFront(similar=np.array_equal))
     df = pd.DataFrame()
     try:
-        tracker = Tracker(cfg.home, ev.experiment, run_id=resume)
+        tracker = Tracker(cfg.home, ev.experiment, run_id=resume,
+                          run_name=run_name(ev.symbol, ev.timeframe, ev.seed))
         run_dir = cfg.home / "runs" / tracker.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         if lock is None:
@@ -490,7 +498,8 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             t0 = time.perf_counter()
             new = 0
             for _ in range(ev.islands):
-                pop = [ga.make_individual(cls, random_genome(rng)) for _ in range(ev.population)]
+                pop = [ga.make_individual(cls, random_genome(rng, context=bar_ctx))
+                       for _ in range(ev.population)]
                 new += evaluate_individuals(pop, state, evaluator, cfg)
                 state.islands.append(ga.select(pop, ev.population))
             for isl in state.islands:
@@ -522,7 +531,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
             bar.close()
         pause_for_test("after-last-generation")
         df = front_frame(ga.pareto_front(list(state.hof.items)),  # type: ignore[attr-defined]
-                         state, cfg)
+                         state, cfg, bar_ctx)
         if state.generation >= ev.generations:
             _log_champions(tracker, df, data, cfg)
     except KeyboardInterrupt:
@@ -545,7 +554,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
         tracker.finish("KILLED" if interrupted else "FINISHED")
         if interrupted and df.empty and state.hof is not None:
             df = front_frame(ga.pareto_front(list(state.hof.items)),  # type: ignore[attr-defined]
-                             state, cfg)
+                             state, cfg, bar_ctx)
     return RunResult(tracker.run_id, run_dir, state.generation, len(state.cache), df, interrupted)
 
 
@@ -562,7 +571,7 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
     """Log the generation to MLflow; its metrics and the front frame of its Pareto front."""
     front = ga.pareto_front(list(state.hof.items))
     stats = generation_metrics(state, cfg, front, new, seconds)
-    df = front_frame(front, state, cfg)
+    df = front_frame(front, state, cfg, context_for(data.bars.timeframe, data.meta.calendar))
     feasible = df[df["violation"] == 0.0] if not df.empty else df
     if not feasible.empty:
         stats["weighted_best"] = float(feasible["weighted"].max())

@@ -31,6 +31,7 @@ from mlflow.utils.validation import (
 )
 
 from core.errors import EmpError
+from core.secrets import mask_text
 from core.tracking import default_tracking_uri
 from evolution import plots
 
@@ -40,6 +41,14 @@ _SECRET = re.compile(r"password|secret|token|key", re.IGNORECASE)
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 _STATUSES = ("FINISHED", "KILLED", "FAILED")
 _REPO = Path(__file__).resolve().parents[1]
+# MLflow 3 opens an experiment without this tag in its GenAI view ("Evaluation runs"); EMP's
+# runs are model development: params, metrics per step, artifacts.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def run_name(symbol: str, timeframe: str, seed: int) -> str:
+    """``SP500-1d-seed7``: what the run is, readable in the MLflow UI's run list."""
+    return f"{symbol}-{timeframe}-seed{seed}"
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -70,7 +79,7 @@ def _value(v: Any) -> str:
         s = json.dumps(sorted(v, key=str) if isinstance(v, set) else list(v), default=str)
     else:
         s = str(v)
-    return s[:MAX_PARAM_VAL_LENGTH]
+    return mask_text(s)[:MAX_PARAM_VAL_LENGTH]  # a URI in a config value may hold a password
 
 
 def git_commit(repo: Path = _REPO) -> str:
@@ -122,12 +131,16 @@ class Tracker:
         """Get or create; artifacts of a local sqlite store live in the EMP home, not cwd."""
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = None
         if self.tracking_uri.startswith("sqlite:"):
             location = (self.home / "mlartifacts").resolve().as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags=EXPERIMENT_KIND)
         except MlflowException:  # created concurrently by another tracker
             exp = self.client.get_experiment_by_name(name)
             if exp is None:

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "$EMP_HOME/holdout_reads.json, the log `emp gates` warns from. Volatility "
                     "fits are cached under $EMP_HOME/cache.")
     bt.add_argument("genome", type=Path, help="genome JSON (see `emp genome random`)")
-    bt.add_argument("--symbol", required=True, help="a symbol in the history store")
+    bt.add_argument("--symbol", required=True, help="a stored symbol (see `emp data list`)")
     bt.add_argument("--timeframe", default="1d", help="bar timeframe (default 1d)")
     bt.add_argument("--start", help="first bar (inclusive), a date such as 2005-01-01 "
                                     "(default: the first stored bar)")
@@ -58,8 +58,10 @@ def _date(option: str, value: str | None):  # type: ignore[no-untyped-def]
 def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from core import holdout_log
     from core.errors import EmpError
+    from core.progress import vol_fit_progress
     from fitness.simulator import build_tables, simulate
     from genome.codec import GenomeError, from_json
+    from genome.context import context_for
     from genome.decode import describe
     from genome.ops import phenotype_key
     from market.loader import holdout_start, load_bars, truncate
@@ -102,12 +104,14 @@ def cmd_backtest(args: argparse.Namespace, cfg: EmpConfig) -> int:
         print(f"emp backtest: reading the hold-out of {series} from {idx[hold].date()} "
               f"(logged in {holdout_log.global_log(cfg.home)})", file=sys.stderr)
     bars = truncate(bars, end)  # causal: nothing after the range reaches the tables
-    tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache")
+    tables = build_tables(bars, meta, vol=cfg.volatility, cache_dir=cfg.home / "cache",
+                          progress=vol_fit_progress())
     result = simulate(genome, tables, bars, meta, start, end, cfg.fitness)
     if args.json:
         print(json.dumps(result.metrics))
         return 0
-    print(describe(genome))
+    # what cannot act on these bars (session hours on daily bars, weekends) is left out
+    print(describe(genome, context_for(args.timeframe, meta.calendar)))
     period = "research period" if end <= hold else "includes the hold-out"
     print(f"\n{series} {idx[start].date()} .. {idx[end - 1].date()} ({end - start} bars, "
           f"{period})")

@@ -7,6 +7,7 @@ for the live executor's parity test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,10 @@ class Tables:
 
 
 def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
-                 vol: VolatilityConfig | None = None, cache_dir: Path | None = None) -> Tables:
-    """Feature and volatility tables for one symbol of ``bars`` (vol fits cached in cache_dir)."""
+                 vol: VolatilityConfig | None = None, cache_dir: Path | None = None,
+                 progress: Callable[[str | None, int, int], None] | None = None) -> Tables:
+    """Feature and volatility tables for one symbol of ``bars`` (vol fits cached in cache_dir;
+    ``progress``: see ``build_vol_table``)."""
     vc = vol or VolatilityConfig()
     o, h, lo, c, v = (np.ascontiguousarray(getattr(bars, f)[symbol])
                       for f in ("open", "high", "low", "close", "volume"))
@@ -50,7 +53,7 @@ def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
     features = build_features(bars.ts, o, h, lo, c, v)
     vol_table = build_vol_table(c, bpy, window=vc.window, refit_every=vc.refit_every,
                                 ewma_lambda=vc.ewma_lambda, min_bars=vc.min_bars,
-                                cache_dir=cache_dir)
+                                cache_dir=cache_dir, progress=progress)
     hour = (bars.ts // _NS_HOUR) % 24
     weekday = (bars.ts // _NS_DAY + 3) % 7  # 1970-01-01 was a Thursday
     return Tables(features, vol_table, hour.astype(np.int64), weekday.astype(np.int64), bpy)

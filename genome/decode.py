@@ -3,6 +3,11 @@
 Thresholds print in the primitive's own units. MA primitives hold MA/close − 1, so a threshold
 v prints as the relation ``SMA(50) > close×1.012`` (v = 0.012), and an MA-vs-MA slot compares
 the averages themselves. The session primitive prints as ``in London session``.
+
+With a ``BarContext`` (``genome.context``), what cannot act on those bars is left out: session
+hours that hold every bar, weekdays on which no bar opens (Saturday and Sunday on NYSE), and
+session masks that are constant (daily bars), which print as ``always`` or ``never``. A user
+reading "session 15-07 UTC (overnight) Mon,Wed-Sat" on daily NYSE bars would be misled.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from genome import schema as S
-from genome.ops import validate
+from genome.context import BarContext
+from genome.ops import constant_truth, validate
 from genome.primitives import PRIMITIVES, SESSION_NAMES, Primitive
 
 _MA = {"sma", "ema"}
@@ -59,19 +65,28 @@ def slot_text(g: np.ndarray, on: int) -> str:
     return f"{lhs} {op} {_number(prim, v)}"
 
 
-def _rule_set(g: np.ndarray, r: int) -> str:
+def _rule_set(g: np.ndarray, r: int, context: BarContext | None = None) -> str:
     head = S.RULE_SETS[r].upper()
     logic = " AND " if g[S.slot_offset(r, 0) - 1] == 0 else " OR "
-    conds = [slot_text(g, S.slot_offset(r, k)) for k in range(S.K_SLOTS)
-             if g[S.slot_offset(r, k)] == 1]
+    values = context.session_values() if context is not None else (None,) * 4
+    conds = []
+    for k in range(S.K_SLOTS):
+        on = S.slot_offset(r, k)
+        if g[on] == 1:
+            truth = constant_truth(g, on, values)
+            conds.append(slot_text(g, on) if truth is None else
+                         "always" if truth else "never")
     if not conds:
         return "no EXIT rule" if head == "EXIT" else f"{head} never"
+    if set(conds) == {"always"}:
+        return f"{head} always"
     return f"{head} when " + logic.join(conds)
 
 
-def _days(g: np.ndarray) -> str:
-    on = [i for i in range(7) if g[S.WEEKDAY0 + i] == 1]
-    if len(on) == 7:
+def _days(g: np.ndarray, days: frozenset[int] = frozenset(range(7))) -> str:
+    """The weekdays on, among ``days`` (those on which bars open); "every day" when all are."""
+    on = [i for i in range(7) if g[S.WEEKDAY0 + i] == 1 and i in days]
+    if len(on) == len(days):
         return "every day"
     runs: list[list[int]] = []
     for i in on:
@@ -89,19 +104,32 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f}".rstrip("0").rstrip(".") + "%"
 
 
-def describe_dict(g: Any) -> dict[str, str]:
-    """Section name (schema.SECTIONS) → text; raises ValueError on an invalid genome."""
+def _session(g: np.ndarray, context: BarContext | None) -> str | None:
+    """The session section; with a context only what acts on its bars, None when nothing."""
+    start, end = int(g[S.SESSION_START]), int(g[S.SESSION_END])
+    hours = "all day" if start == end else f"{start:02d}-{end:02d} UTC" + (
+        " (overnight)" if start > end else "")
+    if context is None or context.trivial:
+        return f"session {hours} {_days(g)}"
+    days = _days(g, context.weekdays)
+    if context.in_window(start, end) != context.hours:
+        return f"session {hours} {days}"
+    return None if days == "every day" else f"trades {days}"
+
+
+def describe_dict(g: Any, context: BarContext | None = None) -> dict[str, str]:
+    """Section name (schema.SECTIONS) → text; raises ValueError on an invalid genome. With a
+    ``context``, genes that cannot act on its bars are left out (a section may vanish)."""
     g = np.asarray(g, dtype=np.float64)
     problems = validate(g)
     if problems:
         raise ValueError("invalid genome: " + "; ".join(problems))
-    out = {rs: _rule_set(g, r) for r, rs in enumerate(S.RULE_SETS)}
+    out = {rs: _rule_set(g, r, context) for r, rs in enumerate(S.RULE_SETS)}
     out["regime"] = "regimes " + " ".join(
         f"{name}:{S.REGIME_MODES[int(g[S.REGIME0 + i])]}" for i, name in enumerate(S.REGIMES))
-    start, end = int(g[S.SESSION_START]), int(g[S.SESSION_END])
-    hours = "all day" if start == end else f"{start:02d}-{end:02d} UTC" + (
-        " (overnight)" if start > end else "")
-    out["session"] = f"session {hours} {_days(g)}"
+    session = _session(g, context)
+    if session is not None:
+        out["session"] = session
     risk = [f"stop {g[S.K_STOP]:.1f}σ",
             f"TP {g[S.TP_MULT]:.1f}×stop" if g[S.USE_TP] else "no TP"]
     if g[S.TRAIL]:
@@ -118,6 +146,7 @@ def describe_dict(g: Any) -> dict[str, str]:
     return out
 
 
-def describe(g: Any) -> str:
-    """All sections on one line, e.g. ``LONG when RSI(14) < 30.0 AND SMA(200) < close; …``."""
-    return "; ".join(describe_dict(g).values())
+def describe(g: Any, context: BarContext | None = None) -> str:
+    """All sections on one line, e.g. ``LONG when RSI(14) < 30.0 AND SMA(200) < close; …``;
+    ``context``: see ``describe_dict``."""
+    return "; ".join(describe_dict(g, context).values())

@@ -18,6 +18,24 @@ Repair rules (``repair``), in order:
    at least ``calm_below + REGIME_GAP`` so the normal regime is never empty.
 8. ``-0.0`` → ``0.0`` so equal genomes serialise and hash alike.
 
+With a ``BarContext`` (``genome.context``: the hours and weekdays at which the dataset's bars
+open), genes that cannot act on it are neutralised as well, so evolution spends no trials on
+them and genomes that differ only there are one behaviour:
+
+9. Weekdays on which no bar opens (Saturday and Sunday on NYSE) → off. No trading weekday on →
+   every trading weekday on.
+10. Where bars do not open at every hour, the session window is narrowed to the bar hours it
+    contains (start = the first, end = the
+    last + 1). A window holding every bar hour, or none (nothing could ever trade), → all day
+    (start = end = 0). On daily bars that is always all day.
+11. A ``sess`` slot whose session masks are constant on the context (daily bars) is a constant
+    condition: always or never true. AND with a never-true slot, or OR without any other slot
+    that can be true, → the rule set is off (every slot disabled); an always-true slot is
+    dropped from an AND and makes an OR always true. A rule set that is always true keeps one
+    canonical always-true slot in its slot 0 (printed "always").
+12. No entry slot left → long slot 0 on (rule 6), made the canonical always-true slot if it
+    is itself a constant ``sess`` slot.
+
 Take-profit beyond the stop's opposite side needs no rule: tp_mult's lower bound (0.5) keeps it
 on the profit side of the entry. A genome of the wrong length cannot be repaired (ValueError).
 """
@@ -32,7 +50,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from genome import schema as S
-from genome.primitives import PRIMITIVES
+from genome.context import BarContext
+from genome.primitives import PRIMITIVE_IDS, PRIMITIVES
 
 REGIME_GAP = 0.01  # minimum annualised σ̂ gap between calm_below and storm_above
 
@@ -77,8 +96,10 @@ def _as_genome(g: Any) -> np.ndarray:
 
 # ---- sampling, validation, repair -------------------------------------------------------------
 
-def random_genome(rng: np.random.Generator, p_slot_on: float = 0.35) -> np.ndarray:
-    """A uniform random genome; slots on with ``p_slot_on``, params drawn inside their grid."""
+def random_genome(rng: np.random.Generator, p_slot_on: float = 0.35,
+                  context: BarContext | None = None) -> np.ndarray:
+    """A uniform random genome; slots on with ``p_slot_on``, params drawn inside their grid;
+    repaired for ``context`` when given."""
     g = LO + rng.random(S.N_GENES) * SPAN
     g[IS_WHOLE] = rng.integers(LO[IS_WHOLE].astype(np.int64), HI[IS_WHOLE].astype(np.int64) + 1)
     g[SLOT_ON] = rng.random(SLOT_ON.size) < p_slot_on
@@ -88,7 +109,7 @@ def random_genome(rng: np.random.Generator, p_slot_on: float = 0.35) -> np.ndarr
     g[WEEKDAY_IDX] = rng.random(WEEKDAY_IDX.size) < 0.85  # mostly trading days
     if rng.random() < 0.5:  # half the population trades all day
         g[S.SESSION_END] = g[S.SESSION_START]
-    return repair(g)
+    return repair(g, context)
 
 
 def validate(g: Any) -> list[str]:
@@ -131,8 +152,11 @@ def validate(g: Any) -> list[str]:
     return problems
 
 
-def repair(g: Any) -> np.ndarray:
-    """A new valid genome close to ``g`` (rules in the module docstring); idempotent."""
+def repair(g: Any, context: BarContext | None = None) -> np.ndarray:
+    """A new valid genome close to ``g`` (rules in the module docstring); idempotent.
+
+    ``context``: neutralise the genes that cannot act on bars opening at those hours and
+    weekdays (rules 9-12); None leaves them as they are."""
     out = _as_genome(g).copy()
     nan = np.isnan(out)
     out[nan] = LO[nan]
@@ -156,21 +180,118 @@ def repair(g: Any) -> np.ndarray:
     if storm < calm + REGIME_GAP:  # calm <= 0.30, so calm + gap always fits storm's bounds
         storm = calm + REGIME_GAP
     out[S.CALM_BELOW], out[S.STORM_ABOVE] = calm, storm
+    if context is not None and not context.trivial:
+        _neutralise(out, context)
     out[out == 0] = 0.0  # no -0.0
     return out
 
 
+# ---- genes that cannot act on a context (rules 9-12) --------------------------------------------
+
+SESS = PRIMITIVE_IDS["sess"]
+
+
+def _window(out: np.ndarray, ctx: BarContext) -> None:
+    """Rule 10: the session window narrowed to the context's hours inside it (bars at every
+    hour: nothing to narrow)."""
+    if len(ctx.hours) == 24:
+        return
+    start, end = int(out[S.SESSION_START]), int(out[S.SESSION_END])
+    inside = ctx.in_window(start, end)
+    if inside == ctx.hours or not inside:
+        out[S.SESSION_START] = out[S.SESSION_END] = 0
+        return
+    ordered = sorted(inside, key=lambda h: (h - start) % 24)  # in the window's own order
+    out[S.SESSION_START], out[S.SESSION_END] = ordered[0], (ordered[-1] + 1) % 24
+
+
+def constant_truth(g: np.ndarray, on: int, values: tuple[float | None, ...]) -> bool | None:
+    """The constant truth of the slot whose ``on`` gene is at ``on`` when its feature is a
+    session mask that does not vary on the context (``BarContext.session_values``); None when
+    it can vary (any other primitive, or a session that does)."""
+    if int(g[on + 1]) != SESS:
+        return None
+    x = values[int(g[on + 2])]
+    y = values[int(g[on + 6])] if int(g[on + 4]) == 1 else float(g[on + 5])  # thr: 0..1 as is
+    if x is None or y is None:
+        return None
+    cmp_ = int(g[on + 3])
+    return x > y if cmp_ == 0 else x < y if cmp_ == 1 else False  # a constant never crosses
+
+
+def rule_set_truth(g: np.ndarray, r: int, values: tuple[float | None, ...]) -> bool | None:
+    """Rule set ``r`` on the context: True when always true, False when never (no slot on
+    included), None when it depends on the bar."""
+    ons = [S.slot_offset(r, k) for k in range(S.K_SLOTS) if g[S.slot_offset(r, k)] == 1]
+    if not ons:
+        return False
+    truth = [constant_truth(g, on, values) for on in ons]
+    if g[S.slot_offset(r, 0) - 1] == 0 or len(ons) == 1:  # AND
+        return False if False in truth else True if all(truth) else None
+    return True if True in truth else False if all(t is False for t in truth) else None
+
+
+def _always_slot(out: np.ndarray, on: int, values: tuple[float | None, ...]) -> None:
+    """Rule 11's canonical always-true slot at ``on``: ``sess(k) > 0`` for the first session k
+    that is 1 on every bar, else ``sess(k) < 1`` for the first that is 0 on every bar."""
+    k = next(i for i, v in enumerate(values) if v is not None)
+    inside = values[k] == 1.0
+    out[on: on + S.SLOT_WIDTH] = (1, SESS, k, 0 if inside else 1, 0, 0.0 if inside else 1.0, 0)
+
+
+def _simplify(out: np.ndarray, r: int, values: tuple[float | None, ...]) -> None:
+    """Rule 11 for rule set ``r``."""
+    ons = [S.slot_offset(r, k) for k in range(S.K_SLOTS) if out[S.slot_offset(r, k)] == 1]
+    truth = {on: constant_truth(out, on, values) for on in ons}
+    if not any(t is not None for t in truth.values()):
+        return
+    is_and = out[S.slot_offset(r, 0) - 1] == 0 or len(ons) == 1
+    decided = (False in truth.values()) if is_and else (True in truth.values())
+    if decided:  # AND with a never-true slot: never; OR with an always-true slot: always
+        for on in ons:
+            out[on] = 0
+        if not is_and:
+            _always_slot(out, S.slot_offset(r, 0), values)
+        return
+    keep = [on for on in ons if truth[on] is None]
+    for on in ons:
+        if truth[on] is not None:
+            out[on] = 0
+    if is_and and not keep:  # every slot was always true
+        _always_slot(out, S.slot_offset(r, 0), values)
+
+
+def _neutralise(out: np.ndarray, ctx: BarContext) -> None:
+    """Rules 9-12 on a genome that already passed rules 1-8 (in place)."""
+    closed = [i for i in range(7) if i not in ctx.weekdays]
+    out[WEEKDAY_IDX[closed]] = 0
+    if not out[WEEKDAY_IDX].any():
+        out[WEEKDAY_IDX[sorted(ctx.weekdays)]] = 1
+    _window(out, ctx)
+    values = ctx.session_values()
+    if all(v is None for v in values):
+        return
+    for r in range(len(S.RULE_SETS)):
+        _simplify(out, r, values)
+    if not out[_ENTRY_ON].any():  # rule 12
+        on = S.slot_offset(0, 0)
+        out[on] = 1
+        if constant_truth(out, on, values) is not None:
+            _always_slot(out, on, values)
+
+
 # ---- crossover and mutation -------------------------------------------------------------------
 
-def cx_uniform(a: Any, b: Any, rng: np.random.Generator,
-               indpb: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def cx_uniform(a: Any, b: Any, rng: np.random.Generator, indpb: float = 0.5,
+               context: BarContext | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gene-wise uniform crossover: each gene swaps with probability ``indpb``."""
     a, b = _as_genome(a), _as_genome(b)
     mask = rng.random(S.N_GENES) < indpb
-    return repair(np.where(mask, b, a)), repair(np.where(mask, a, b))
+    return repair(np.where(mask, b, a), context), repair(np.where(mask, a, b), context)
 
 
-def cx_section(a: Any, b: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def cx_section(a: Any, b: Any, rng: np.random.Generator,
+               context: BarContext | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Semantic crossover: swap whole sections, or within a rule set whole slots, so building
     blocks (a complete condition, a whole risk profile) survive recombination."""
     a, b = _as_genome(a), _as_genome(b)
@@ -193,7 +314,7 @@ def cx_section(a: Any, b: Any, rng: np.random.Generator) -> tuple[np.ndarray, np
     elif moved and not np.any((a != b) & ~_mask(units, swap)):
         swap[int(rng.choice(moved))] = False
     mask = _mask(units, swap)
-    return repair(np.where(mask, b, a)), repair(np.where(mask, a, b))
+    return repair(np.where(mask, b, a), context), repair(np.where(mask, a, b), context)
 
 
 def _mask(units: list[np.ndarray], swap: list[bool]) -> np.ndarray:
@@ -205,7 +326,7 @@ def _mask(units: list[np.ndarray], swap: list[bool]) -> np.ndarray:
 
 
 def mutate(g: Any, rng: np.random.Generator, indpb: float = 0.1,
-           sigma: float = 0.1) -> np.ndarray:
+           sigma: float = 0.1, context: BarContext | None = None) -> np.ndarray:
     """Each gene mutates with probability ``indpb``: continuous genes take a Gaussian step of
     ``sigma`` × range; categorical genes (slot ``on`` included, which thereby toggles) resample
     a different choice; integer genes step ±1 (a Gaussian-sized step on wide ranges such as
@@ -234,7 +355,7 @@ def mutate(g: Any, rng: np.random.Generator, indpb: float = 0.1,
         else:
             new = cur + step
             out[i] = new if lo <= new <= hi else min(max(cur - step, lo), hi)
-    return repair(out)
+    return repair(out, context)
 
 
 class DeapOps(NamedTuple):
@@ -251,23 +372,24 @@ def _invalidate(ind: Any) -> None:
 
 def deap_toolbox_ops(rng: np.random.Generator, *, p_semantic: float = 0.5,
                      cx_indpb: float = 0.5, mut_indpb: float = 0.1,
-                     sigma: float = 0.1) -> DeapOps:
+                     sigma: float = 0.1, context: BarContext | None = None) -> DeapOps:
     """``mate`` (semantic crossover with probability ``p_semantic``, else uniform) and ``mutate``
     that overwrite numpy-array individuals (e.g. ``creator.Individual`` based on np.ndarray) in
-    place and invalidate their fitness; deap itself is not needed here."""
+    place and invalidate their fitness; deap itself is not needed here. Children are repaired
+    for ``context`` (see ``repair``)."""
 
     def mate(ind1: Any, ind2: Any) -> tuple[Any, Any]:
         if rng.random() < p_semantic:
-            c1, c2 = cx_section(ind1, ind2, rng)
+            c1, c2 = cx_section(ind1, ind2, rng, context)
         else:
-            c1, c2 = cx_uniform(ind1, ind2, rng, cx_indpb)
+            c1, c2 = cx_uniform(ind1, ind2, rng, cx_indpb, context)
         ind1[:], ind2[:] = c1, c2
         _invalidate(ind1)
         _invalidate(ind2)
         return ind1, ind2
 
     def mutate_(ind: Any) -> tuple[Any]:
-        ind[:] = mutate(ind, rng, mut_indpb, sigma)
+        ind[:] = mutate(ind, rng, mut_indpb, sigma, context)
         _invalidate(ind)
         return (ind,)
 
@@ -286,15 +408,17 @@ def _slot_key(g: np.ndarray, on: int) -> list[Any]:
     return [prim, param, cmp_, "p2", param2]
 
 
-def phenotype_key(g: Any) -> str:
-    """sha256 of the behaviour-relevant genes of ``repair(g)`` (the genome that is evaluated).
+def phenotype_key(g: Any, context: BarContext | None = None) -> str:
+    """sha256 of the behaviour-relevant genes of ``repair(g, context)`` (the genome that is
+    evaluated; with a context, genes that cannot act on it are neutralised first, so genomes
+    that differ only there share a key).
 
     Dropped: disabled slots, a slot's unused thr or param2, tp_mult without take-profit,
     max_bars without the time exit, session hours when start == end, and the logic of a rule
     set with fewer than two distinct enabled slots. Enabled slots are sorted and de-duplicated
     (AND/OR commute and are idempotent), and param2 slots are written with the lower grid index
     on the left, so equivalent genomes share the evaluation cache."""
-    r = repair(g)
+    r = repair(g, context)
     doc: dict[str, Any] = {"v": S.SCHEMA_VERSION}
     for k, rs in enumerate(S.RULE_SETS):
         slots = sorted({json.dumps(_slot_key(r, on)) for on in SLOT_ON[k * S.K_SLOTS:

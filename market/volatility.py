@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,8 +397,12 @@ def build_vol_table(
     ewma_lambda: float = 0.94,
     min_bars: int = 20,
     cache_dir: Path | None = None,
+    progress: Callable[[str | None, int, int], None] | None = None,
 ) -> VolTable:
     """Causal variance table for one close series (see the module docstring).
+
+    ``progress(variant, i, n)`` is called before fitting the i-th of n variants, and with
+    ``(None, n, n)`` when all are fitted (not on a cache hit): the fits take tens of seconds.
 
     Refit points are t = window, window + refit_every, ...; the fit at t uses returns
     r[t-window+1 .. t] and serves bars t .. t+refit_every-1. Bars before the first fit, and
@@ -441,6 +445,8 @@ def build_vol_table(
     capped = dict.fromkeys(FITTED_VARIANTS, 0)
     scaled = r * SCALE
     for row, variant in enumerate(FITTED_VARIANTS):
+        if progress is not None:
+            progress(variant, row, len(FITTED_VARIANTS))
         start: np.ndarray | None = None
         for t0 in range(window, n, refit_every):
             t1 = min(t0 + refit_every, n)
@@ -458,6 +464,8 @@ def build_vol_table(
             variance[row, t0:t1] = v
             clamped[variant] += k
 
+    if progress is not None:
+        progress(None, len(FITTED_VARIANTS), len(FITTED_VARIANTS))
     table = VolTable(variance, rv, float(bars_per_year), fits, failures, clamped, retried,
                      capped)
     if path is not None:

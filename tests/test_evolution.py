@@ -249,6 +249,7 @@ def test_the_run_record_holds_the_checkpoints_front_and_trials(home):
     from evolution import checkpoint as ckpt
     from evolution.objectives import deap_weights
     from genome.codec import from_json
+    from genome.context import context_for
 
     cfg = config(home, generations=3, islands=2, migration_interval=2)
     data = research_data(cfg)
@@ -259,7 +260,8 @@ def test_the_run_record_holds_the_checkpoints_front_and_trials(home):
     cls = ga.individual_class(deap_weights(cfg.evolution.objectives))
     front = ga.pareto_front(driver.restore_individuals(cls, snap.hof))
     cache = {str(k): snap.cache_metrics[i] for i, k in enumerate(snap.cache_keys)}
-    df = driver.front_frame(front, driver.State(snap.generation, [], None, cache), cfg)
+    bar_ctx = context_for(data.bars.timeframe, data.meta.calendar)  # as the driver's rules
+    df = driver.front_frame(front, driver.State(snap.generation, [], None, cache), cfg, bar_ctx)
     df = df.drop_duplicates("key", ignore_index=True)
     entries = rec.front["front"]
     assert len(entries) == len(df) > 0
