@@ -152,8 +152,17 @@ def _existing(store: HistoryStore, symbol: str, timeframe: str) -> pd.DataFrame 
 
 
 def _publish(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFrame,
-             meta: SymbolMeta, derive: bool) -> dict[str, MergeStats]:
-    """Merge ``clean`` into ``timeframe``, re-derive higher timeframes, commit all at once."""
+             meta: SymbolMeta, derive: bool, source: str) -> dict[str, MergeStats]:
+    """Merge ``clean`` into ``timeframe``, re-derive higher timeframes, commit all at once.
+
+    The store's exclusive lock is held from reading the stored bars to the last rename, so a
+    concurrent ingest of the same symbol merges onto this one's result instead of racing it."""
+    with store.writing(f"ingest {symbol} from {source}"):
+        return _merge_and_commit(store, symbol, timeframe, clean, meta, derive)
+
+
+def _merge_and_commit(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFrame,
+                      meta: SymbolMeta, derive: bool) -> dict[str, MergeStats]:
     written: dict[str, MergeStats] = {}
     txn: Transaction = store.transaction()
     try:
@@ -176,10 +185,10 @@ def _publish(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFra
             written[tf] = stats_tf
             lower = merged_tf
         txn.put_meta(symbol, meta)
-        txn.commit()
     except BaseException:
         txn.abort()
         raise
+    txn.commit()
     return written
 
 
@@ -197,7 +206,7 @@ def ingest_bars(store: HistoryStore, symbol: str, timeframe: str, rows: SourceRo
                           quarantine_path=quarantine if n_bad else None)
     if clean.empty:
         raise IngestError(f"{source}: no valid rows to store")
-    result.written = _publish(store, symbol, timeframe, clean, meta, derive)
+    result.written = _publish(store, symbol, timeframe, clean, meta, derive, source)
     return result
 
 
@@ -214,5 +223,5 @@ def ingest_ticks(store: HistoryStore, symbol: str, rows: SourceRows, meta: Symbo
     bars = ticks_to_bars(clean, "1m", meta.calendar)
     result = IngestResult(symbol, source, report, rows.unparseable, quarantined=n_bad,
                           quarantine_path=quarantine if n_bad else None)
-    result.written = _publish(store, symbol, "1m", bars, meta, derive=True)
+    result.written = _publish(store, symbol, "1m", bars, meta, True, source)
     return result

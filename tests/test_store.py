@@ -78,6 +78,7 @@ def test_journal_rolls_forward_and_orphans_are_swept(store):
     (store.root / JOURNAL_FILE).write_text(json.dumps(journal))
     orphan = target.with_name("bars.parquet.tmp-1-deadbeef")
     orphan.write_bytes(b"junk")
+    txn._done()  # the "crashed" writer lets go of the lock without cleaning up
     reopened = HistoryStore(store.root)
     assert len(reopened.read_frame("ABC", "1d")) == 30
     assert not (store.root / JOURNAL_FILE).exists()
