@@ -23,7 +23,7 @@ from core.errors import EmpError
 from market.bars import higher_timeframes, resample_bars, ticks_to_bars
 from market.calendars import day_start_offset_ns
 from market.config import QualityConfig, SymbolMeta
-from market.quality import QualityReport, check_bars, check_ticks
+from market.quality import QualityReport, check_bars, check_ticks, timeframe_mismatch
 from market.readers import SourceRows
 from market.store import HistoryStore, Transaction, frame_to_table
 from market.timeframes import TIMEFRAME_NS, utc_ns
@@ -62,6 +62,14 @@ class IngestResult:
 
 
 def refusal_text(source: str, report: QualityReport, unparseable: list[tuple[int, str]]) -> str:
+    if report.n_rows == 0:
+        lines = [f"{source}: refused, no row could be parsed (nothing was stored); check "
+                 f"--columns, --ts-format, --delimiter and --decimal"]
+        for line, reason in unparseable[:10]:
+            lines.append(f"  line {line}: unparseable: {reason}")
+        if unparseable[10:]:
+            lines.append(f"  ... {len(unparseable) - 10} more unparseable row(s)")
+        return "\n".join(lines)
     lines = [f"{source}: refused, the file has errors (nothing was stored; "
              f"use --quarantine to set bad rows aside and keep the rest)"]
     for line, reason in unparseable[:10]:
@@ -200,6 +208,11 @@ def ingest_bars(store: HistoryStore, symbol: str, timeframe: str, rows: SourceRo
     if timeframe not in TIMEFRAME_NS:
         raise IngestError(f"unknown timeframe {timeframe!r}; known: {list(TIMEFRAME_NS)}")
     rows.frame["ts"] = utc_ns(rows.frame["ts"])
+    mismatch = timeframe_mismatch(rows.frame["ts"].array.asi8, timeframe, meta.calendar,
+                                  rows.lines)
+    if mismatch is not None:
+        raise IngestError(f"{source}: refused, the bars contradict --timeframe {timeframe} "
+                          f"(nothing was stored): {mismatch}")
     report = check_bars(rows.frame, timeframe, meta.calendar, quality, rows.lines)
     clean, n_bad = _keep_clean(rows, report, source, quarantine, source_path)
     result = IngestResult(symbol, source, report, rows.unparseable, quarantined=n_bad,
