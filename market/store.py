@@ -173,11 +173,22 @@ class Transaction:
 
 
 def _test_hold() -> None:
-    """Tests set EMP_STORE_HOLD_S to keep a writer inside its lock, temp files written and
-    journal not yet committed, so that races are forced instead of left to timing luck."""
-    hold = os.environ.get("EMP_STORE_HOLD_S")
-    if hold:
+    """Test hook: with EMP_STORE_HOLD set, a writer stops inside its lock, temp files written and
+    journal not yet committed, for that many seconds or until the file it names exists (at most
+    120 s; it creates ``<file>.holding`` when it starts), so tests force races instead of
+    leaving them to timing luck."""
+    hold = os.environ.get("EMP_STORE_HOLD")
+    if not hold:
+        return
+    try:
         time.sleep(float(hold))
+        return
+    except ValueError:
+        pass
+    Path(hold + ".holding").touch()
+    deadline = time.monotonic() + 120
+    while not Path(hold).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class _LockState:
