@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                      help="metadata preset for a symbol that is neither in the config nor stored "
                           "(an error if it contradicts the config's or the stored class)")
     ing.add_argument("--quarantine", nargs="?", const="auto", type=str, metavar="PATH",
-                     help="write bad rows to PATH (default $EMP_HOME/quarantine/…) and keep the rest")
+                     help="write bad rows to PATH, a file or a folder (default "
+                          "$EMP_HOME/quarantine/…) and keep the rest")
     ing.add_argument("--decimal", default=".", choices=(".", ","),
                      help="decimal mark of the numbers (default '.'; ',' for 1,2345)")
     ing.add_argument("--no-derive", action="store_true", help="do not derive higher timeframes")
@@ -143,6 +144,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: EmpConfig) -> int:
         quarantine = cfg.home / "quarantine" / f"{args.symbol}-{args.file.stem}-{stamp}.csv"
     elif args.quarantine:
         quarantine = Path(args.quarantine)
+        if quarantine.is_dir():  # a folder: the file gets the automatic name inside it
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            quarantine = quarantine / f"{args.symbol}-{args.file.stem}-{stamp}.csv"
     mapping = parse_mapping(args.columns)
     common = dict(source=str(args.file), source_path=args.file, quarantine=quarantine)
     if args.format == "ticks":

@@ -95,7 +95,11 @@ def _quarantine(path: Path, source: Path | None, report: QualityReport,
     writer.writerow(["line", "problems", "raw"])
     for line in sorted(entries):
         writer.writerow([line, "; ".join(entries[line]), raw.get(line, "")])
-    atomic_write_bytes(path, buf.getvalue().encode())
+    try:
+        atomic_write_bytes(path, buf.getvalue().encode())
+    except OSError as exc:
+        raise IngestError(f"--quarantine: cannot write {path}: {exc.strerror or exc} "
+                          f"(nothing was stored)") from None
     return len(entries)
 
 

@@ -400,9 +400,9 @@ def timeframe_mismatch(ts_ns: np.ndarray, timeframe: str, calendar: str,
         shown = ", ".join(at(int(k)) for k in off[:max_rows])
         text = (f"{off.size} of {ts.size} bar(s) do not open on the {timeframe} grid "
                 f"(anchored at {anchor} for calendar {calendar}); first: {shown}")
-        if np.unique(phase).size == 1:
-            text += (f"; every bar is {_span(int(phase[0]))} off the grid: if the times are "
-                     f"local, pass their zone with --tz")
+        if off.size == ts.size:
+            text += ("; no bar is on the grid: if the times are in another zone, pass it with "
+                     "--tz (daily files dated by session date need --tz UTC)")
         return text + looks
     if uniq.size >= 3 and not np.any(diffs == step):
         k = int(np.searchsorted(ts, uniq[int(np.argmin(diffs))]))

@@ -87,6 +87,11 @@ def _check_file(path: Path) -> None:
     if head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"PAR1", b"BZh", b"\xfd7zXZ")):
         raise SourceError(f"{path}: a compressed or binary file (zip, gzip, parquet, …), not a "
                           f"CSV; unpack it first")
+    try:  # a multi-byte character may be cut at the end of the sniffed block
+        head[: len(head) - 3 if len(head) == _SNIFF_BYTES else len(head)].decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError as exc:
+        utf8, bad_at = False, exc.start
     text = head.decode("utf-8", errors="replace")
     odd = sum(1 for ch in text if ch == "\ufffd" or (ch < " " and ch not in "\t\r\n"))
     if b"\x00" in head or odd > max(8, len(text) // 100):
@@ -94,6 +99,10 @@ def _check_file(path: Path) -> None:
                   0)
         raise SourceError(f"{path}: binary data, not a text CSV (first non-text byte at offset "
                           f"{at}); UTF-16 files must be saved as UTF-8")
+    if not utf8:
+        line = head[:bad_at].count(b"\n") + 1
+        raise SourceError(f"{path}: line {line}: not UTF-8 text (byte 0x{head[bad_at]:02x}); "
+                          f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
 
 
 @dataclass
