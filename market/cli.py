@@ -35,19 +35,24 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     ing = dsub.add_parser(
         "ingest", help="import a bar or tick CSV into the store",
         description="Import a CSV into the store. Files with errors are refused (first offending "
-                    "rows shown with their line numbers) unless --quarantine is given. "
-                    "Overlapping ranges merge without duplicates; higher timeframes are derived.")
+                    "rows shown with their line numbers) unless --quarantine is given; bars that "
+                    "do not open on the --timeframe grid, or are never one timeframe apart, are "
+                    "refused as a whole. Overlapping ranges merge without duplicates; higher "
+                    "timeframes are derived. One ingest writes at a time: a second one waits for "
+                    "the store's lock (see --wait).")
     ing.add_argument("file", type=Path, help="CSV file to import")
     ing.add_argument("--symbol", required=True,
-                     help="symbol name in the store, e.g. EURUSD (letters, digits, '.', '_', '-'; "
-                          "at most 40 characters)")
+                     help="symbol name in the store, e.g. EURUSD (1-40 letters, digits, '.', '_', "
+                          "'-', starting with a letter or digit)")
     ing.add_argument("--format", choices=("csv", "mt", "ticks"), default="csv",
                      help="csv: generic bars with a header; mt: MetaTrader 4/5 export; "
                           "ticks: time,bid,ask ticks built into 1m…1d bars (default: csv)")
     ing.add_argument("--timeframe", choices=list(TIMEFRAME_NS),
-                     help="bar timeframe of the file (required for csv and mt)")
+                     help="bar timeframe of the file (required for csv and mt); bars must open "
+                          "on its grid (1d: UTC midnight, 22:00 UTC for fx)")
     ing.add_argument("--columns", help="column mapping, e.g. ts=Date+Time,open=O,close=Last")
-    ing.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default UTC)")
+    ing.add_argument("--tz", default="UTC", help="IANA time zone of times without a UTC offset (default UTC); "
+                                                  "times with an offset are converted exactly")
     ing.add_argument("--ts-format", help="strftime format of the time column (default ISO 8601)")
     ing.add_argument("--delimiter", default=",",
                      help="field separator, one character; '\\t' or tab for tabs (default ',')")
@@ -57,10 +62,10 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     ing.add_argument("--quarantine", nargs="?", const="auto", type=str, metavar="PATH",
                      help="write bad rows to PATH, a file or a folder (default "
                           "$EMP_HOME/quarantine/…) and keep the rest")
-    ing.add_argument("--decimal", default=".", choices=(".", ","),
-                     help="decimal mark of the numbers (default '.'; ',' for 1,2345)")
+    ing.add_argument("--decimal", default=".", choices=(".", ","), metavar="MARK",
+                     help="decimal mark of the numbers: '.' (default) or ',' for 1,2345")
     ing.add_argument("--no-derive", action="store_true", help="do not derive higher timeframes")
-    _add_wait(ing, "another ingest")
+    _add_wait(ing, "another ingest (or a reader)")
     add_config(ing)
     ing.set_defaults(func=cmd_ingest)
 
