@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -201,6 +202,7 @@ class _LockState:
         self.mode: int | None = None  # fcntl.LOCK_SH / LOCK_EX while held
         self.depth = 0
         self.journal_warned = False
+        self.mutex = threading.RLock()
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self.writable = True
@@ -262,11 +264,12 @@ class HistoryStore:
         self.wait = float(wait)
         self.notify = notify if notify is not None else _stderr
         self._lock = _lock_state(self.root)
-        if self._lock.depth == 0 and self._try(fcntl.LOCK_EX):  # repair now if nobody is busy
-            try:
-                self._recover()
-            finally:
-                self._unlock()
+        with self._lock.mutex:
+            if self._lock.depth == 0 and self._try(fcntl.LOCK_EX):  # repair if nobody is busy
+                try:
+                    self._recover()
+                finally:
+                    self._unlock()
 
     # ---- locking -----------------------------------------------------------------------------
     def _try(self, mode: int) -> bool:
@@ -304,60 +307,61 @@ class HistoryStore:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """Shared lock for a block of reads, so they all see one committed state of the store."""
+        """Shared lock for a block of reads, so they all see one committed state of the store.
+        Re-entrant, and shared by the threads of a process (one flock per process and root)."""
         st = self._lock
-        if st.depth:
+        with st.mutex:
+            if not st.depth:
+                self._acquire(fcntl.LOCK_SH, "read")
+                if (self.root / JOURNAL_FILE).exists() and not st.journal_warned:
+                    # a writer died mid-commit (none can hold the lock while we hold it shared):
+                    # finish its commit under the exclusive lock, then read
+                    self._unlock()
+                    self._acquire(fcntl.LOCK_EX, "repair an interrupted ingest")
+                    try:
+                        self._recover()
+                    finally:
+                        self._unlock()
+                    self._acquire(fcntl.LOCK_SH, "read")
             st.depth += 1
-            try:
-                yield
-            finally:
-                st.depth -= 1
-            return
-        self._acquire(fcntl.LOCK_SH, "read")
-        if (self.root / JOURNAL_FILE).exists() and not st.journal_warned:
-            # a writer died mid-commit (no writer can hold the lock while we hold it shared):
-            # finish its commit under the exclusive lock, then read
-            self._unlock()
-            self._acquire(fcntl.LOCK_EX, "repair an interrupted ingest")
-            try:
-                self._recover()
-            finally:
-                self._unlock()
-            self._acquire(fcntl.LOCK_SH, "read")
-        st.depth = 1
         try:
             yield
         finally:
-            st.depth = 0
-            self._unlock()
+            self._leave()
 
     @contextmanager
     def writing(self, purpose: str = "write") -> Iterator[None]:
         """Exclusive lock: one writer at a time, no reader while it publishes. Repairs first."""
         st = self._lock
-        if st.depth:
-            if st.mode != fcntl.LOCK_EX:
+        with st.mutex:
+            if st.depth and st.mode != fcntl.LOCK_EX:
                 raise StoreError("internal: a store write was started inside a read block")
+            if not st.depth:
+                if not st.writable:
+                    raise StoreError(f"{self.root}: the store is read-only for this user; "
+                                     f"cannot {purpose}")
+                self._acquire(fcntl.LOCK_EX, purpose)
+                try:
+                    os.ftruncate(st.fd, 0)
+                    os.pwrite(st.fd, f"pid {os.getpid()} ({purpose})".encode(), 0)
+                    self._recover(warn=False)
+                    if (self.root / JOURNAL_FILE).exists():
+                        raise StoreError(self._journal_problem())
+                except BaseException:
+                    self._unlock()
+                    raise
             st.depth += 1
-            try:
-                yield
-            finally:
-                st.depth -= 1
-            return
-        if not st.writable:
-            raise StoreError(f"{self.root}: the store is read-only for this user; cannot {purpose}")
-        self._acquire(fcntl.LOCK_EX, purpose)
         try:
-            os.ftruncate(st.fd, 0)
-            os.pwrite(st.fd, f"pid {os.getpid()} ({purpose})".encode(), 0)
-            self._recover(warn=False)
-            if (self.root / JOURNAL_FILE).exists():
-                raise StoreError(self._journal_problem())
-            st.depth = 1
             yield
         finally:
-            st.depth = 0
-            self._unlock()
+            self._leave()
+
+    def _leave(self) -> None:
+        st = self._lock
+        with st.mutex:
+            st.depth -= 1
+            if st.depth == 0:
+                self._unlock()
 
     # ---- paths -------------------------------------------------------------------------------
     def partition_path(self, symbol: str, timeframe: str) -> Path:
@@ -429,9 +433,7 @@ class HistoryStore:
 
     # ---- reads -------------------------------------------------------------------------------
     def transaction(self) -> Transaction:
-        """A transaction under the exclusive lock (taken here unless already held)."""
-        if self._lock.depth and self._lock.mode == fcntl.LOCK_EX:
-            return Transaction(self)
+        """A transaction under the exclusive lock (taken here, re-entrantly)."""
         ctx = self.writing("commit")
         ctx.__enter__()
         return Transaction(self, release=lambda: ctx.__exit__(None, None, None))
