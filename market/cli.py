@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from market.config import SymbolMeta, preset_meta
 from market.ingest import IngestError, ingest_bars, ingest_ticks
-from market.quality import check_bars
+from market.quality import check_bars, timeframe_mismatch
 from market.readers import (
     check_delimiter,
     check_tz,
@@ -70,8 +70,10 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     ing.set_defaults(func=cmd_ingest)
 
     chk = dsub.add_parser("check", help="print a quality report of stored history",
-                          description="Run every quality rule on stored partitions. Exit status 1 "
-                                      "when any error-level issue is found.")
+                          description="Run every quality rule on stored partitions, and check "
+                                      "that their bars fit their timeframe. Exit status 1 when "
+                                      "any error-level issue, misfit or damaged partition is "
+                                      "found; the other partitions are still checked.")
     chk.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
     chk.add_argument("--timeframe", choices=list(TIMEFRAME_NS), help="only this timeframe")
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -199,12 +201,20 @@ def cmd_check(args: argparse.Namespace, cfg: EmpConfig) -> int:
                     print(f"== {p.symbol}/{p.timeframe}: DAMAGED\n  {exc}")
                 continue
             report = check_bars(frame, p.timeframe, calendar, cfg.data.quality)
-            failed |= not report.ok
+            # bars stored before ingest checked the timeframe (hourly bars kept as 1d)
+            mismatch = timeframe_mismatch(frame["ts"].array.asi8, p.timeframe, calendar)
+            failed |= not report.ok or mismatch is not None
             if args.json:
-                out.append({"symbol": p.symbol, "timeframe": p.timeframe, **report.to_dict()})
+                out.append({"symbol": p.symbol, "timeframe": p.timeframe, **report.to_dict(),
+                            "timeframe_mismatch": mismatch})
+                if mismatch is not None:
+                    out[-1]["ok"] = False
             else:
-                verdict = "OK" if report.ok else "ERRORS"
+                verdict = "OK" if report.ok and mismatch is None else "ERRORS"
                 print(f"== {p.symbol}/{p.timeframe} ({calendar}): {p.rows} bars, {verdict}")
+                if mismatch is not None:
+                    print(f"  not {p.timeframe} bars: {mismatch}; re-ingest the source file "
+                          f"with the right --timeframe")
                 print(report.format(max_rows=args.max_rows))
     if args.json:
         print(json.dumps(out, default=str))

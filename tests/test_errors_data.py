@@ -271,3 +271,22 @@ def test_a_corrupt_journal_with_nothing_pending_is_removed(tmp_path):
     listed = _emp(home, "data", "list")
     assert listed.returncode == 0 and "no renames were pending" in listed.stderr
     assert not (home / "history" / JOURNAL_FILE).exists()
+
+
+def test_check_reports_stored_bars_that_contradict_their_timeframe(tmp_path):
+    """Hourly bars stored as 1d before ingest checked it: `emp data check` now says so."""
+    home = _make_home(tmp_path / "old")
+    hourly = make_daily_bars(48).assign(
+        ts=pd.date_range("2021-01-04", periods=48, freq="h", tz="UTC"))
+    store = HistoryStore(home / "history")
+    from market.store import frame_to_table
+
+    txn = store.transaction()
+    txn.put_bars("OLD", "1d", frame_to_table(hourly))
+    txn.put_meta("OLD", META)
+    txn.commit()
+    r = _emp(home, "data", "check", "--symbol", "OLD")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "== OLD/1d (business): 48 bars, ERRORS" in r.stdout
+    assert "not 1d bars: 46 of 48 bar(s) do not open on the 1d grid" in r.stdout
+    assert "row 1 (2021-01-04T01:00:00Z)" in r.stdout and "--timeframe 1h" in r.stdout
