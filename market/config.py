@@ -59,15 +59,34 @@ class CostModel(Strict):
         return self
 
 
+# The calendar an asset class implies when a symbol's config gives none (as the presets do).
+DEFAULT_CALENDAR: dict[str, str] = {"fx": "fx", "equity": "nyse", "index": "nyse",
+                                    "crypto": "always"}
+
+
 class SymbolMeta(Strict):
-    """What the store knows about a symbol besides its bars."""
+    """What the store knows about a symbol besides its bars. ``calendar`` may be left out for
+    fx (fx), equity and index (nyse) and crypto (always); futures and commodities need one."""
 
     asset_class: AssetClass
     tick_size: float = Field(gt=0)
     value_per_unit: float = Field(1.0, gt=0, description="account money per 1.0 price move per unit")
     min_lot: float = Field(gt=0)
-    calendar: CalendarName
+    calendar: CalendarName = Field(description="trading calendar; default from asset_class")
     costs: CostModel = Field(default_factory=CostModel)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calendar_from_class(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("calendar") is None:
+            implied = DEFAULT_CALENDAR.get(str(data.get("asset_class")))
+            if implied is not None:
+                return {**data, "calendar": implied}
+            if data.get("asset_class") in ("future", "commodity"):
+                raise ValueError(f"calendar is required for asset class "
+                                 f"{data['asset_class']!r} (no default); one of "
+                                 f"{list(CalendarName.__args__)}")
+        return data
 
 
 class QualityConfig(Strict):

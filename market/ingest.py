@@ -23,7 +23,7 @@ from core.errors import EmpError
 from market.bars import higher_timeframes, resample_bars, ticks_to_bars
 from market.calendars import day_start_offset_ns
 from market.config import QualityConfig, SymbolMeta
-from market.quality import QualityReport, check_bars, check_ticks
+from market.quality import QualityReport, check_bars, check_ticks, timeframe_mismatch
 from market.readers import SourceRows
 from market.store import HistoryStore, Transaction, frame_to_table
 from market.timeframes import TIMEFRAME_NS, utc_ns
@@ -62,6 +62,14 @@ class IngestResult:
 
 
 def refusal_text(source: str, report: QualityReport, unparseable: list[tuple[int, str]]) -> str:
+    if report.n_rows == 0:
+        lines = [f"{source}: refused, no row could be parsed (nothing was stored); check "
+                 f"--columns, --ts-format, --delimiter and --decimal"]
+        for line, reason in unparseable[:10]:
+            lines.append(f"  line {line}: unparseable: {reason}")
+        if unparseable[10:]:
+            lines.append(f"  ... {len(unparseable) - 10} more unparseable row(s)")
+        return "\n".join(lines)
     lines = [f"{source}: refused, the file has errors (nothing was stored; "
              f"use --quarantine to set bad rows aside and keep the rest)"]
     for line, reason in unparseable[:10]:
@@ -87,7 +95,11 @@ def _quarantine(path: Path, source: Path | None, report: QualityReport,
     writer.writerow(["line", "problems", "raw"])
     for line in sorted(entries):
         writer.writerow([line, "; ".join(entries[line]), raw.get(line, "")])
-    atomic_write_bytes(path, buf.getvalue().encode())
+    try:
+        atomic_write_bytes(path, buf.getvalue().encode())
+    except OSError as exc:
+        raise IngestError(f"--quarantine: cannot write {path}: {exc.strerror or exc} "
+                          f"(nothing was stored)") from None
     return len(entries)
 
 
@@ -152,8 +164,17 @@ def _existing(store: HistoryStore, symbol: str, timeframe: str) -> pd.DataFrame 
 
 
 def _publish(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFrame,
-             meta: SymbolMeta, derive: bool) -> dict[str, MergeStats]:
-    """Merge ``clean`` into ``timeframe``, re-derive higher timeframes, commit all at once."""
+             meta: SymbolMeta, derive: bool, source: str) -> dict[str, MergeStats]:
+    """Merge ``clean`` into ``timeframe``, re-derive higher timeframes, commit all at once.
+
+    The store's exclusive lock is held from reading the stored bars to the last rename, so a
+    concurrent ingest of the same symbol merges onto this one's result instead of racing it."""
+    with store.writing(f"ingest {symbol} from {source}"):
+        return _merge_and_commit(store, symbol, timeframe, clean, meta, derive)
+
+
+def _merge_and_commit(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFrame,
+                      meta: SymbolMeta, derive: bool) -> dict[str, MergeStats]:
     written: dict[str, MergeStats] = {}
     txn: Transaction = store.transaction()
     try:
@@ -176,10 +197,10 @@ def _publish(store: HistoryStore, symbol: str, timeframe: str, clean: pd.DataFra
             written[tf] = stats_tf
             lower = merged_tf
         txn.put_meta(symbol, meta)
-        txn.commit()
     except BaseException:
         txn.abort()
         raise
+    txn.commit()
     return written
 
 
@@ -191,13 +212,18 @@ def ingest_bars(store: HistoryStore, symbol: str, timeframe: str, rows: SourceRo
     if timeframe not in TIMEFRAME_NS:
         raise IngestError(f"unknown timeframe {timeframe!r}; known: {list(TIMEFRAME_NS)}")
     rows.frame["ts"] = utc_ns(rows.frame["ts"])
+    mismatch = timeframe_mismatch(rows.frame["ts"].array.asi8, timeframe, meta.calendar,
+                                  rows.lines)
+    if mismatch is not None:
+        raise IngestError(f"{source}: refused, the bars contradict --timeframe {timeframe} "
+                          f"(nothing was stored): {mismatch}")
     report = check_bars(rows.frame, timeframe, meta.calendar, quality, rows.lines)
     clean, n_bad = _keep_clean(rows, report, source, quarantine, source_path)
     result = IngestResult(symbol, source, report, rows.unparseable, quarantined=n_bad,
                           quarantine_path=quarantine if n_bad else None)
     if clean.empty:
         raise IngestError(f"{source}: no valid rows to store")
-    result.written = _publish(store, symbol, timeframe, clean, meta, derive)
+    result.written = _publish(store, symbol, timeframe, clean, meta, derive, source)
     return result
 
 
@@ -214,5 +240,5 @@ def ingest_ticks(store: HistoryStore, symbol: str, rows: SourceRows, meta: Symbo
     bars = ticks_to_bars(clean, "1m", meta.calendar)
     result = IngestResult(symbol, source, report, rows.unparseable, quarantined=n_bad,
                           quarantine_path=quarantine if n_bad else None)
-    result.written = _publish(store, symbol, "1m", bars, meta, derive=True)
+    result.written = _publish(store, symbol, "1m", bars, meta, True, source)
     return result

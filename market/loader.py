@@ -89,7 +89,8 @@ def load_bars(
         raise ValueError(f"align must be 'inner' or 'outer', not {align!r}")
     if not isinstance(store, HistoryStore):
         store = HistoryStore(store if store is not None else _default_root())
-    parts = [_read(store, s, timeframe, start, end, spread) for s in names]
+    with store.reading():  # every symbol from one committed state of the store
+        parts = [_read(store, s, timeframe, start, end, spread) for s in names]
     cols = [*FIELDS, "spread"] if spread else list(FIELDS)
     ts = parts[0]["ts"]
     same = all(len(p["ts"]) == len(ts) and np.array_equal(p["ts"], ts) for p in parts[1:])

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from market.calendars import find_gap_table
+from market.calendars import day_start_offset_ns, find_gap_table
 from market.config import QUALITY_RULES, QualityConfig
+from market.timeframes import TIMEFRAME_NS
 
 MAX_ISSUES_PER_RULE = 10_000
 BAR_PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -353,3 +354,58 @@ def check_ticks(frame: pd.DataFrame, quality: QualityConfig,
               lambda j: [f"ask {ask[rows[i]]:g} < bid {bid[rows[i]]:g}" for i in j])
     _check_ts(c, duplicates=False)
     return c.report()
+
+
+def _span(ns: int) -> str:
+    for name, step in sorted(TIMEFRAME_NS.items(), key=lambda kv: -kv[1]):
+        if ns % step == 0:
+            return f"{ns // step}×{name}" if ns != step else name
+    return f"{ns / 1e9:g} s"
+
+
+def timeframe_mismatch(ts_ns: np.ndarray, timeframe: str, calendar: str,
+                       line_numbers: np.ndarray | None = None, max_rows: int = 5) -> str | None:
+    """Why these bar times cannot be ``timeframe`` bars, or None when they can.
+
+    A bar must open on the timeframe's grid (anchored at the calendar's day start, 22:00 UTC for
+    fx) and, with three or more bars, at least two consecutive bars must be one timeframe apart.
+    Hourly bars declared as daily fail the first test, daily bars declared as hourly the second.
+    This is a property of the whole file, so ingest refuses it even with --quarantine."""
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    keep = ts != _NAT
+    rows = np.flatnonzero(keep)
+    ts = ts[keep]
+    if ts.size == 0:
+        return None
+    step, origin = TIMEFRAME_NS[timeframe], day_start_offset_ns(calendar)
+    phase = (ts - origin) % step
+    off = np.flatnonzero(phase != 0)
+
+    def at(k: int) -> str:
+        r = int(rows[k])
+        where = f"line {line_numbers[r]}" if line_numbers is not None else f"row {r}"
+        return f"{where} ({_iso(ts[k:k + 1])[0]})"
+
+    uniq = np.unique(ts)
+    diffs = np.diff(uniq)
+    looks = ""
+    if diffs.size:
+        vals, counts = np.unique(diffs, return_counts=True)
+        common = int(vals[np.argmax(counts)])
+        guess = [tf for tf, ns in TIMEFRAME_NS.items() if ns == common]
+        looks = (f"; the most common spacing is {_span(common)}"
+                 + (f": pass --timeframe {guess[0]}" if guess and guess[0] != timeframe else ""))
+    anchor = "UTC midnight" if origin == 0 else f"{origin // 3_600_000_000_000:02d}:00 UTC"
+    if off.size:
+        shown = ", ".join(at(int(k)) for k in off[:max_rows])
+        text = (f"{off.size} of {ts.size} bar(s) do not open on the {timeframe} grid "
+                f"(anchored at {anchor} for calendar {calendar}); first: {shown}")
+        if off.size == ts.size:
+            text += ("; no bar is on the grid: if the times are in another zone, pass it with "
+                     "--tz (daily files dated by session date need --tz UTC)")
+        return text + looks
+    if uniq.size >= 3 and not np.any(diffs == step):
+        k = int(np.searchsorted(ts, uniq[int(np.argmin(diffs))]))
+        return (f"no two consecutive bars are {timeframe} apart (smallest spacing "
+                f"{_span(int(diffs.min()))}, after {at(k)}){looks}")
+    return None

@@ -8,6 +8,8 @@ the 1-based file line of every row, and the rows whose timestamp or numbers coul
 from __future__ import annotations
 
 import csv
+import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,71 @@ _ALIASES = {
 
 class SourceError(EmpError, ValueError):
     """A source file cannot be read at all (missing columns, unreadable CSV)."""
+
+
+_OFFSET = r"(Z|[+-]\d\d(:?\d\d)?)$"
+_DECIMAL_COMMA = re.compile(r"^\s*[+-]?\d+,\d+\s*$")
+_SNIFF_BYTES = 64 * 1024
+
+
+def check_delimiter(delimiter: str) -> str:
+    """The delimiter as one character ('\\t' and 'tab' mean a tab), or a clear error."""
+    value = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+    if len(value) != 1 or value in "\r\n\"":
+        raise SourceError(f"--delimiter must be one character other than a quote or line break "
+                          f"(e.g. ',' ';' or '\\t'), not {delimiter!r}")
+    return value
+
+
+def check_tz(tz: str) -> str:
+    """An IANA time zone name, or a clear error naming the option."""
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise SourceError(f"--tz: unknown time zone {tz!r}; use an IANA name such as UTC, "
+                          f"Europe/London, America/New_York or Etc/GMT-2 (= UTC+2)") from None
+    return tz
+
+
+def _clip(text: object, limit: int = 120) -> str:
+    out = repr(text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def _check_file(path: Path) -> None:
+    """A readable text file, or a short error: missing, a directory, or binary data."""
+    if path.is_dir():
+        raise SourceError(f"{path}: is a directory, not a CSV file")
+    if not path.exists():
+        raise SourceError(f"{path}: file not found")
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not head:
+        raise SourceError(f"{path}: empty file")
+    if head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"PAR1", b"BZh", b"\xfd7zXZ")):
+        raise SourceError(f"{path}: a compressed or binary file (zip, gzip, parquet, …), not a "
+                          f"CSV; unpack it first")
+    try:  # a multi-byte character may be cut at the end of the sniffed block
+        head[: len(head) - 3 if len(head) == _SNIFF_BYTES else len(head)].decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError as exc:
+        utf8, bad_at = False, exc.start
+    text = head.decode("utf-8", errors="replace")
+    odd = sum(1 for ch in text if ch == "\ufffd" or (ch < " " and ch not in "\t\r\n"))
+    if b"\x00" in head or odd > max(8, len(text) // 100):
+        at = next((i for i, b in enumerate(head) if b == 0 or (b < 32 and b not in (9, 10, 13))),
+                  0)
+        raise SourceError(f"{path}: binary data, not a text CSV (first non-text byte at offset "
+                          f"{at}); UTF-16 files must be saved as UTF-8")
+    if not utf8:
+        line = head[:bad_at].count(b"\n") + 1
+        raise SourceError(f"{path}: line {line}: not UTF-8 text (byte 0x{head[bad_at]:02x}); "
+                          f"save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
 
 
 @dataclass
@@ -78,43 +145,70 @@ def _resolve(header: list[str], fields: tuple[str, ...], required: tuple[str, ..
             out[f] = [hit]
     missing = [f for f in required if f not in out]
     if missing:
-        raise SourceError(
-            f"{path}: no column for {missing} in header {header}; map them with --columns, "
-            f"e.g. --columns ts=Date,close=Last"
-        )
+        shown = _clip(header if len(header) <= 12 else [*header[:12], "…"], 300)
+        hint = "map them with --columns, e.g. --columns ts=Date,close=Last"
+        if len(header) == 1:
+            found = [d for d in (";", "\t", "|", ",") if d in header[0]]
+            if found:
+                name = "\\t" if found[0] == "\t" else found[0]
+                hint = f"the header has one column but contains {found[0]!r}: pass --delimiter '{name}'"
+        raise SourceError(f"{path}: no column for {missing} in header {shown}; {hint}")
     return out
 
 
 def _header(path: Path, delimiter: str) -> list[str]:
-    if not path.is_file():
-        raise SourceError(f"{path}: file not found")
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        first = next(csv.reader(fh, delimiter=delimiter), None)
+    """The first row; a UTF-8 byte-order mark is dropped (pyarrow drops it too)."""
+    _check_file(path)
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        try:
+            first = next(csv.reader(fh, delimiter=delimiter), None)
+        except csv.Error as exc:
+            raise SourceError(f"{path}: unreadable header line: {exc}") from None
     if not first:
-        raise SourceError(f"{path}: empty file")
+        raise SourceError(f"{path}: the first line is empty; a header row is expected")
     return first
 
 
 def _read_table(path: Path, delimiter: str, names: list[str] | None,
-                cols: dict[str, list[str]]) -> pa.Table:
+                cols: dict[str, list[str]], decimal: str = ".") -> pa.Table:
     """Read only the mapped columns; time columns stay text so they are parsed in one place."""
-    if not path.is_file():
-        raise SourceError(f"{path}: file not found")
+    _check_file(path)
     wanted = [c for group in cols.values() for c in group]
     read = pacsv.ReadOptions(column_names=names, block_size=1 << 24)
     parse = pacsv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False)
     convert = pacsv.ConvertOptions(
         include_columns=wanted, strings_can_be_null=True, auto_dict_encode=False,
-        column_types={c: pa.string() for c in cols["ts"]})
+        decimal_point=decimal, column_types={c: pa.string() for c in cols["ts"]})
     try:
         return pacsv.read_csv(path, read_options=read, parse_options=parse,
                               convert_options=convert)
-    except pa.ArrowInvalid as exc:
-        raise SourceError(f"{path}: unreadable CSV: {exc}") from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SourceError(f"{path}: unreadable CSV: {_clip(str(exc), 300)}") from None
 
 
-def _parse_ts(raw: pa.ChunkedArray, fmt: str | None, tz: str) -> pd.DatetimeIndex:
-    """Parse timestamps (NaT where unparseable) and convert them to UTC."""
+def _parse_ts(raw: pa.ChunkedArray, fmt: str | None, tz: str,
+              lines: np.ndarray | None = None) -> pd.DatetimeIndex:
+    """Parse timestamps (NaT where unparseable) and convert them to UTC.
+
+    Times that all carry a UTC offset (``+01:00``, ``Z``) are converted exactly, each with its
+    own offset (a CET export switching to CEST is fine); a file mixing times with and without an
+    offset is ambiguous and refused, naming a line of each kind."""
+    if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+        has = pc.match_substring_regex(pc.utf8_trim_whitespace(raw), _OFFSET)
+        has = has.to_numpy(zero_copy_only=False)
+        present = raw.is_valid().to_numpy(zero_copy_only=False)
+        with_offset, without = present & (has == True), present & (has != True)  # noqa: E712
+        if with_offset.any() and without.any():
+            i, j = int(np.flatnonzero(with_offset)[0]), int(np.flatnonzero(without)[0])
+            where = (lambda k: f"line {lines[k]}") if lines is not None else (lambda k: f"row {k}")
+            raise SourceError(
+                f"mixed time zones: {where(i)} has a UTC offset ({raw[i].as_py()!r}) but "
+                f"{where(j)} has none ({raw[j].as_py()!r}); give every time an offset, or none "
+                f"and pass --tz")
+        if with_offset.any():
+            idx = pd.DatetimeIndex(pd.to_datetime(raw.to_pandas(), errors="coerce", utc=True,
+                                                  format=fmt or "ISO8601"))
+            return idx.tz_convert("UTC").as_unit("ns")
     if fmt is None:
         try:
             arr = pc.cast(raw, pa.timestamp("ns")) if pa.types.is_string(raw.type) else raw
@@ -131,6 +225,8 @@ def _parse_ts(raw: pa.ChunkedArray, fmt: str | None, tz: str) -> pd.DatetimeInde
 
 def _numeric(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """float64 values and a mask of cells that were present but not numbers."""
+    if pa.types.is_decimal(col.type):
+        col = pc.cast(col, pa.float64())
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
         return col.to_numpy().astype(np.float64), np.zeros(len(col), bool)
     if pa.types.is_null(col.type):
@@ -151,9 +247,12 @@ def _assemble(table: pa.Table, cols: dict[str, list[str]], fmt: str | None, tz: 
         parts = [pc.cast(table.column(c), pa.string()) for c in ts_cols]
         raw_ts = pc.binary_join_element_wise(*parts, " ")
     try:
-        ts = _parse_ts(raw_ts, fmt, tz)
-    except (ValueError, TypeError) as exc:
-        raise SourceError(f"{path}: cannot parse column {'+'.join(ts_cols)} as time: {exc}") from None
+        ts = _parse_ts(raw_ts, fmt, tz, lines)
+    except SourceError as exc:
+        raise SourceError(f"{path}: column {'+'.join(ts_cols)}: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise SourceError(f"{path}: cannot parse column {'+'.join(ts_cols)} as time: "
+                          f"{_clip(str(exc), 200)}") from None
     bad: dict[int, str] = {}
     raw_text = None
     for i in np.flatnonzero(ts.isna()):
@@ -164,6 +263,7 @@ def _assemble(table: pa.Table, cols: dict[str, list[str]], fmt: str | None, tz: 
         if f == "ts":
             continue
         values, not_number = _numeric(table.column(names[0]))
+        _refuse_decimal_commas(table.column(names[0]), not_number, f, lines, path)
         for i in np.flatnonzero(not_number):
             bad.setdefault(int(i), f"{f}: not a number {table.column(names[0])[int(i)].as_py()!r}")
         data[f] = values
@@ -177,13 +277,30 @@ def _assemble(table: pa.Table, cols: dict[str, list[str]], fmt: str | None, tz: 
     return SourceRows(frame, lines, unparseable)
 
 
+def _refuse_decimal_commas(col: pa.ChunkedArray, not_number: np.ndarray, field_name: str,
+                           lines: np.ndarray, path: Path) -> None:
+    """Numbers written with a decimal comma make every row "not a number"; say so once."""
+    bad = np.flatnonzero(not_number)
+    if bad.size == 0:
+        return
+    sample = [col[int(i)].as_py() for i in bad[:20]]
+    if sum(bool(_DECIMAL_COMMA.match(str(v))) for v in sample) * 2 > len(sample):
+        raise SourceError(
+            f"{path}: line {lines[bad[0]]}: {field_name} {sample[0]!r} uses a decimal comma "
+            f"({bad.size} such cell(s)); pass --decimal ',' (and --delimiter ';' if fields are "
+            f"separated by semicolons)")
+
+
 def read_bar_csv(path: str | Path, mapping: dict[str, str] | None = None, tz: str = "UTC",
-                 ts_format: str | None = None, delimiter: str = ",") -> SourceRows:
+                 ts_format: str | None = None, delimiter: str = ",",
+                 decimal: str = ".") -> SourceRows:
     """A bar CSV with a header row; columns found by common names or by ``mapping``."""
     p = Path(path)
+    delimiter = check_delimiter(delimiter)
+    check_tz(tz)
     cols = _resolve(_header(p, delimiter), BAR_FIELDS, ("ts", "open", "high", "low", "close"),
                     mapping or {}, p)
-    table = _read_table(p, delimiter, None, cols)
+    table = _read_table(p, delimiter, None, cols, decimal)
     rows = _assemble(table, cols, ts_format, tz, first_line=2, path=p)
     if "volume" not in rows.frame.columns:
         rows.frame["volume"] = 0.0
@@ -197,12 +314,16 @@ def read_metatrader_csv(path: str | Path, tz: str = "UTC", point: float | None =
     Times are in the broker's server time; pass its zone as ``tz`` (often ``Etc/GMT-2``/EET).
     """
     p = Path(path)
-    if not p.is_file():
-        raise SourceError(f"{p}: file not found")
-    with open(p, encoding="utf-8", errors="replace") as fh:
+    check_tz(tz)
+    _check_file(p)
+    with open(p, encoding="utf-8-sig", errors="replace") as fh:
         first = fh.readline()
     if first.startswith("<DATE>"):
         names = {c.strip("<>").lower(): c for c in _header(p, "\t")}
+        lacking = [f for f in ("date", "open", "high", "low", "close") if f not in names]
+        if lacking:
+            raise SourceError(f"{p}: MetaTrader 5 header lacks {['<' + f.upper() + '>' for f in lacking]}"
+                              f"; the file must be tab-separated as MT5 exports it")
         cols = {"ts": [names["date"], names["time"]] if "time" in names else [names["date"]],
                 "open": [names["open"]], "high": [names["high"]], "low": [names["low"]],
                 "close": [names["close"]]}
@@ -231,9 +352,12 @@ def read_metatrader_csv(path: str | Path, tz: str = "UTC", point: float | None =
 
 
 def read_tick_csv(path: str | Path, mapping: dict[str, str] | None = None, tz: str = "UTC",
-                  ts_format: str | None = None, delimiter: str = ",") -> SourceRows:
+                  ts_format: str | None = None, delimiter: str = ",",
+                  decimal: str = ".") -> SourceRows:
     """A tick CSV with a header and time, bid and ask columns (extra columns are ignored)."""
     p = Path(path)
+    delimiter = check_delimiter(delimiter)
+    check_tz(tz)
     cols = _resolve(_header(p, delimiter), TICK_FIELDS, TICK_FIELDS, mapping or {}, p)
-    table = _read_table(p, delimiter, None, cols)
+    table = _read_table(p, delimiter, None, cols, decimal)
     return _assemble(table, cols, ts_format, tz, first_line=2, path=p)

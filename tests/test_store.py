@@ -78,6 +78,7 @@ def test_journal_rolls_forward_and_orphans_are_swept(store):
     (store.root / JOURNAL_FILE).write_text(json.dumps(journal))
     orphan = target.with_name("bars.parquet.tmp-1-deadbeef")
     orphan.write_bytes(b"junk")
+    txn._done()  # the "crashed" writer lets go of the lock without cleaning up
     reopened = HistoryStore(store.root)
     assert len(reopened.read_frame("ABC", "1d")) == 30
     assert not (store.root / JOURNAL_FILE).exists()
@@ -139,3 +140,20 @@ def test_ingest_killed_mid_write_leaves_store_unchanged(store, tmp_path):
     assert after == snapshot
     pd.testing.assert_frame_equal(reopened.read_frame("ABC", "1d"), before, check_dtype=False)
     assert not reopened.has("ABC", "1m")
+
+
+def test_two_store_objects_in_one_process_share_the_lock(store):
+    """One flock per process and root: a second HistoryStore on the same root neither blocks
+    on the first one's lock nor releases it early."""
+    txn = store.transaction()
+    txn.put_bars("ABC", "1d", frame_to_table(make_daily_bars(20)))
+    txn.commit()
+    other = HistoryStore(store.root, wait=0)
+    with store.reading():
+        assert len(other.read_frame("ABC", "1d")) == 20
+        with other.reading():
+            assert other.has("ABC", "1d")
+        assert store._lock.depth == 1  # still held after the inner block
+    with store.writing("test"):
+        assert other.meta("ABC") is None and other.has("ABC", "1d")
+    assert store._lock.depth == 0 and store._lock.mode is None
