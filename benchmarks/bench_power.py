@@ -98,8 +98,13 @@ def run_cell(cell: Cell, workdir: str, n: int | None, population: int | None,
 
 
 def _worker_init() -> None:
+    """In each fresh worker, before numba or BLAS load: one CPU per process (parallelism comes
+    from the processes), quiet third-party logs."""
     import logging
     import warnings
+
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
 
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -112,9 +117,6 @@ def run_cells(todo: list[Cell], workdir: Path, workers: int, n: int | None,
     workdir.mkdir(parents=True, exist_ok=True)
     done = {(r["kind"], r["strength"], r["seed"]) for r in load_records(path)}
     todo = [c for c in todo if (c.kind, c.strength, c.seed) not in done]
-    # one CPU per process: parallelism comes from the processes, not from numba or BLAS threads
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn"),
                              initializer=_worker_init) as pool:
         futures = {pool.submit(run_cell, c, str(workdir), n, population, generations): c

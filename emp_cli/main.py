@@ -143,11 +143,12 @@ def quiet_third_party(verbose: bool) -> None:
     """Third-party INFO chatter off stderr unless asked for; warnings and errors still show.
 
     MLflow also reads ``MLFLOW_LOGGING_LEVEL`` when it configures its loggers on import."""
-    if verbose:
-        return
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # set either way: an earlier quiet call in this process (tests call main() in-process) must
+    # not silence a later -v, nor leak into the subprocesses it starts
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "WARNING"
+    level = logging.NOTSET if verbose else logging.WARNING
     for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(level)
 
 
 def _apply_deprecated_config(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ class GatePolicy(Strict):
     dsr_min: float = Field(0.95, ge=0, le=1, description="deflated Sharpe ratio, >=")
     pbo_max: float = Field(0.5, ge=0, le=1, description="probability of backtest overfitting, <=")
     familywise_alpha: float = Field(
-        0.05, gt=0, lt=1, description="family-wise error rate of the OOS test over the front: "
+        0.10, gt=0, lt=1, description="family-wise error rate of the OOS test over the front: "
         "a candidate's Romano-Wolf step-down p-value against the benchmark, <=")
     trades_per_year_min: float = Field(10.0, ge=0, description="OOS trades per year, >=")
     oos_max_drawdown_max: float = Field(0.20, gt=0, le=1, description="OOS max drawdown, <=")

@@ -29,9 +29,9 @@ def test_verdicts_from_stored_figures():
     assert eligible(rec, GatePolicy())
     assert not eligible(rec, GatePolicy(), old=True)  # the old gates: raw DSR 0.2 fails
     assert not eligible({**rec, "lookahead": False}, GatePolicy())
-    assert not eligible({**rec, "candidates": [{**GOOD, "familywise_p": 0.06}]}, GatePolicy())
-    assert eligible({**rec, "candidates": [{**GOOD, "familywise_p": 0.06}]},
-                    GatePolicy(familywise_alpha=0.1))
+    assert not eligible({**rec, "candidates": [{**GOOD, "familywise_p": 0.12}]}, GatePolicy())
+    assert eligible({**rec, "candidates": [{**GOOD, "familywise_p": 0.12}]},
+                    GatePolicy(familywise_alpha=0.15))
     noise = {**rec, "strength": None, "kind": "n"}
     out = rates([rec, noise, {**noise, "candidates": []}], GatePolicy())
     assert out["noise_series"] == 2 and out["false_eligible"] == 1
