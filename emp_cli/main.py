@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from core.errors import EmpError
 from core.secrets import install_log_masking, mask_text
@@ -101,6 +101,17 @@ def _is_leaf(parser: argparse.ArgumentParser) -> bool:
     return not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
 
 
+class EmpParser(argparse.ArgumentParser):
+    """argparse with the project's one error form: the usage, then ``emp: error: …``, exit 2
+    (subcommand parsers are made with the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        where = self.prog.removeprefix("emp").strip()
+        print(f"emp: error: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from configs import cli as config_cli
@@ -110,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     from genome import cli as genome_cli
     from market import cli as market_cli
 
-    parser = argparse.ArgumentParser(
+    parser = EmpParser(
         prog="emp",
         description="EMP, Evolving Market Predator: evolve trading strategies on Ray, judge them "
                     "out of sample, and trade the champions.",

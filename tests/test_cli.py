@@ -150,3 +150,22 @@ def test_genome_random_then_backtest_on_bundled_data(booted, tmp_path):
     assert {"sharpe", "max_drawdown", "trade_count"} <= set(metrics)
     assert all(isinstance(v, float) for v in metrics.values())
     assert list((booted / "cache").glob("*.npz")), "volatility fits are cached under EMP_HOME"
+
+
+@pytest.mark.parametrize(("argv", "phrase"), [
+    (["nope"], "invalid choice: 'nope'"),
+    (["data", "ingest", "x.csv", "--symbol", "A", "--wait", "-1"], "data ingest: argument --wait"),
+    (["data", "ingest", "x.csv", "--symbol", "A", "--timeframe", "2d"], "argument --timeframe"),
+    (["evolve", "--generations", "x"], "evolve: argument --generations"),
+    (["gates"], "gates: the following arguments are required: RUN_ID"),
+])
+def test_argument_errors_take_the_one_error_form(capsys, argv, phrase):
+    """argparse's own errors end like every other user error: `emp: error: …`, exit 2."""
+    from emp_cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert err.splitlines()[-1].startswith("emp: error: ") and phrase in err, err
+    assert "Traceback" not in err
