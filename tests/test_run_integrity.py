@@ -196,9 +196,12 @@ def _emp(home: Path, cfg_file: Path, *args: str, pause: str | None = None,
            "RAY_AUTH_MODE": "disabled"}
     if pause:
         env |= {"EMP_TEST_PAUSE": pause, "EMP_TEST_PAUSE_FILE": str(marker)}
-    return subprocess.Popen([sys.executable, "-m", "emp_cli.main", "evolve", str(cfg_file),
-                             "--local", "--no-progress", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C must reach the child even when this test runs in a background job, where the
+    # shell starts it with SIGINT ignored (Python keeps an inherited SIG_IGN)
+    return subprocess.Popen([sys.executable, "-m", "emp_cli.main", "evolve", "-c",
+                             str(cfg_file), "--local", "--no-progress", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
