@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import shutil
 import time
@@ -29,6 +28,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+from core.jsonio import float_of_json
 
 LIGHT_VOL = {"window": 250, "refit_every": 500}
 # the policy knobs of the trade-off curve, each crossed with the others
@@ -145,16 +146,12 @@ def load_records(path: Path) -> list[dict]:
 
 # ---- verdicts from stored figures ---------------------------------------------------------------
 
-def _finite(v: object) -> float:
-    return float(v) if isinstance(v, int | float) else math.nan
-
-
 def eligible(rec: dict, policy, old: bool = False) -> bool:  # type: ignore[no-untyped-def]
     """Whether any candidate of a cell passes ``policy``; ``old``: the comparator's figures."""
     from gates.policy import judge
 
     for f in rec["candidates"]:
-        fig = {k: _finite(v) for k, v in f.items()}
+        fig = {k: float_of_json(v) for k, v in f.items()}
         if old:
             fig["dsr"], fig["familywise_p"] = fig["dsr_raw"], fig["own_p"]
         if all(g.passed for g in judge(fig, policy, rec["lookahead"])):

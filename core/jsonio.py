@@ -30,3 +30,11 @@ def json_float(v: float) -> float | str:
     """A float for a JSON document: finite values as numbers, NaN and ±inf as 'nan', 'inf',
     '-inf' (strict JSON has no literal for them)."""
     return float(v) if math.isfinite(v) else str(float(v))
+
+
+def float_of_json(v: object) -> float:
+    """The inverse of ``json_float``: a number, or 'nan' / 'inf' / '-inf', as a float (any
+    other value is NaN: no figure, so a gate that reads it fails)."""
+    if isinstance(v, int | float):
+        return float(v)
+    return float(v) if v in ("nan", "inf", "-inf") else math.nan

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from core.jsonio import float_of_json
 from gates.policy import GATES
 
 _SHORT = {"oos_sharpe": "OOS SR", "dsr": "DSR", "pbo": "PBO", "familywise": "FW p",
@@ -27,21 +28,17 @@ def _cell(g: dict) -> str:
     return f"{_fmt(g['value'])} {mark}"
 
 
-def _num(v: object) -> float:
-    return float(v) if isinstance(v, int | float) else math.nan
-
-
 def shortfall(gate: dict, figures: dict, report: dict) -> str:
     """One failed gate, what the candidate showed and what it would have needed."""
-    name, v, t = gate["name"], _num(gate["value"]), gate["threshold"]
+    name, v, t = gate["name"], float_of_json(gate["value"]), gate["threshold"]
     n = report["trial_count"]["effective"]
     if name == "dsr":
-        return (f"training Sharpe {_num(figures['training_sharpe']):.2f} a year; with N_eff = "
+        return (f"training Sharpe {float_of_json(figures['training_sharpe']):.2f} a year; with N_eff = "
                 f"{n} effectively independent trials (of {report['trials']}) the deflated bar "
-                f"is {_num(figures['deflated_bar']):.2f} (DSR {v:.3f} < {t:g})")
+                f"is {float_of_json(figures['deflated_bar']):.2f} (DSR {v:.3f} < {t:g})")
     if name == "familywise":
         return (f"OOS family-wise p {v:.3f} over the {len(report['candidates'])} front "
-                f"candidates, needs <= {t:g} (its own p alone: {_num(figures['own_p']):.3f})")
+                f"candidates, needs <= {t:g} (its own p alone: {float_of_json(figures['own_p']):.3f})")
     if name == "lookahead":
         return "the look-ahead audit failed: its decisions change when the future is cut off"
     text = {"oos_sharpe": ("OOS Sharpe", "{:.2f}"), "pbo": ("PBO of the run", "{:.2f}"),
@@ -57,7 +54,7 @@ def distance(gate: dict) -> float:
     """How far a failed gate was from passing, relative to its threshold (0 when it passed)."""
     if gate["passed"]:
         return 0.0
-    v, t = _num(gate["value"]), float(gate["threshold"])
+    v, t = float_of_json(gate["value"]), float(gate["threshold"])
     if gate["name"] == "lookahead" or not math.isfinite(v):
         return math.inf
     return abs(v - t) / max(abs(t), 0.05)

@@ -61,21 +61,22 @@ class IngestResult:
         return text
 
 
+def _unparseable_lines(unparseable: list[tuple[int, str]], shown: int = 10) -> list[str]:
+    """The first ``shown`` unparseable rows with their line numbers, and how many more."""
+    lines = [f"  line {line}: unparseable: {reason}" for line, reason in unparseable[:shown]]
+    if unparseable[shown:]:
+        lines.append(f"  ... {len(unparseable) - shown} more unparseable row(s)")
+    return lines
+
+
 def refusal_text(source: str, report: QualityReport, unparseable: list[tuple[int, str]]) -> str:
     if report.n_rows == 0:
-        lines = [f"{source}: refused, no row could be parsed (nothing was stored); check "
-                 f"--columns, --ts-format, --delimiter and --decimal"]
-        for line, reason in unparseable[:10]:
-            lines.append(f"  line {line}: unparseable: {reason}")
-        if unparseable[10:]:
-            lines.append(f"  ... {len(unparseable) - 10} more unparseable row(s)")
-        return "\n".join(lines)
+        head = (f"{source}: refused, no row could be parsed (nothing was stored); check "
+                f"--columns, --ts-format, --delimiter and --decimal")
+        return "\n".join([head, *_unparseable_lines(unparseable)])
     lines = [f"{source}: refused, the file has errors (nothing was stored; "
-             f"use --quarantine to set bad rows aside and keep the rest)"]
-    for line, reason in unparseable[:10]:
-        lines.append(f"  line {line}: unparseable: {reason}")
-    if unparseable[10:]:
-        lines.append(f"  ... {len(unparseable) - 10} more unparseable row(s)")
+             f"use --quarantine to set bad rows aside and keep the rest)",
+             *_unparseable_lines(unparseable)]
     lines.append(report.format())
     return "\n".join(lines)
 
