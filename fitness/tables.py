@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,3 +344,107 @@ def _state_of(doc: dict, arrays: dict[str, np.ndarray]) -> TablesState:
                    arrays["v_counts"], bool(doc["vol_pending"]))
     origin = Origin(int(doc["origin"]["index"]), int(doc["origin"]["ts_ns"]))
     return TablesState(origin, n, bpy, FeatureState(n, arrays["f_rows"], tail), vol)
+
+
+# ---- the live step ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LiveColumn:
+    """The tables' values at one new bar (views into ``LiveTables``' buffers: copy to keep)."""
+
+    features: np.ndarray  # float64 [N_ROWS]
+    variance: np.ndarray  # float64 [len(GARCH_VARIANTS)]
+    rv: np.ndarray        # float64 [len(RV_WINDOWS)]
+    hour: int
+    weekday: int
+
+
+class LiveTables:
+    """The tables' state held in fixed buffers and advanced one bar at a time in place: the live
+    executor's per-bar update (two numba calls, no allocation of tables). The values equal
+    ``build_tables`` from the state's origin bit for bit, as ``advance_tables`` does; a refit
+    bar leaves ``pending`` set and its fitted variance rows NaN until ``apply_refits``, so the
+    fits (``due_refits`` -> ``market.volatility.run_refit``) can run in the background."""
+
+    def __init__(self, state: TablesState) -> None:
+        from genome.features import ROW_KIND, ROW_PAR
+        from genome.primitives_nb import TAIL
+
+        fs, vs = state.features, state.vol
+        self.origin, self.bars_per_year = state.origin, state.bars_per_year
+        self._kind, self._par = ROW_KIND, ROW_PAR
+        self._rows = fs.rows.copy()
+        k = fs.tail["ts"].shape[0]
+        self._ts = np.zeros(TAIL + 1, dtype=np.int64)
+        self._ts[:k] = fs.tail["ts"]
+        self._px = np.zeros((5, TAIL + 1))
+        for i, f in enumerate(_FEATURE_FIELDS[1:]):
+            self._px[i, :k] = fs.tail[f]
+        self._k, self.n_bars = k, state.n_bars
+        self._settings = vs.settings
+        self._vol = vs.copy()
+        kr = vs.returns.shape[0]
+        self._r = np.zeros(vs.settings.keep + 1)
+        self._r[:kr] = vs.returns
+        self._kr = kr
+        self._last_close = vs.last_close
+        self._feat = np.empty((N_ROWS, 1))
+        self._var = np.empty((len(GARCH_VARIANTS), 1))
+        self._rv = np.empty((len(RV_WINDOWS), 1))
+        self.pending = vs.pending
+
+    def step(self, ts: int, open_: float, high: float, low: float, close: float,
+             volume: float) -> LiveColumn:
+        """Append one bar (checked like a build's input) and return its column."""
+        from genome.primitives_nb import live_step_rows
+        from market.volatility import _EGARCH_ROW, _RV, CLAMP_RATIO, SCALE
+        from market.volatility_nb import vol_live_step
+
+        if self.pending:
+            raise ValueError("a volatility refit is pending: apply_refits first")
+        if self._k and ts <= self._ts[self._k - 1]:
+            raise ValueError(f"bar ts {ts} is not after the last bar (ts {self._ts[self._k - 1]})")
+        if not (math.isfinite(open_) and math.isfinite(close) and 0.0 < low <= min(open_, close)
+                and max(open_, close) <= high < math.inf and 0.0 <= volume < math.inf):
+            raise ValueError(f"bad bar at ts {ts}: open {open_}, high {high}, low {low}, "
+                             f"close {close}, volume {volume} (need finite positive prices, "
+                             "low <= min(open, close), high >= max(open, close), volume >= 0)")
+        self._k = live_step_rows(self._ts, self._px, self._k, self.n_bars, ts, open_, high, low,
+                                 close, volume, self._kind, self._par, self._rows, self._feat)
+        cfg, v = self._settings, self._vol
+        self._kr, refit = vol_live_step(
+            self._r, self._kr, self.n_bars, self._last_close, close, cfg.window, cfg.refit_every,
+            cfg.ewma_lambda, cfg.min_bars, _RV, SCALE, CLAMP_RATIO, _EGARCH_ROW, v.ewma, v.params,
+            v.active, v.s, v.ln_s, v.counts[2], self._var, self._rv)
+        self._last_close = close
+        self.n_bars += 1
+        if refit:
+            self._var[: len(FITTED_VARIANTS), 0] = np.nan
+            self.pending = True
+        return LiveColumn(self._feat[:, 0], self._var[:, 0], self._rv[:, 0],
+                          int((ts // _NS_HOUR) % 24), int((ts // _NS_DAY + 3) % 7))
+
+    def due_refits(self) -> list:
+        """The pending bar's fit jobs (``market.volatility.RefitJob``; empty if none)."""
+        from market.volatility import due_refits
+
+        return due_refits(self.state().vol)
+
+    def apply_refits(self, results: list) -> np.ndarray:
+        """Finish the pending bar with the fits' results; its variance column (float64 [4])."""
+        from market.volatility import apply_refits
+
+        col, vs = apply_refits(self.state().vol, results)
+        self._vol = vs
+        self.pending = False
+        return col
+
+    def state(self) -> TablesState:
+        """A copy of where the tables stand (for ``save_state``)."""
+        k, kr = self._k, self._kr
+        tail = {"ts": self._ts[:k].copy()}
+        tail.update({f: self._px[i, :k].copy() for i, f in enumerate(_FEATURE_FIELDS[1:])})
+        vol = self._vol.copy(n_bars=self.n_bars, last_close=self._last_close,
+                             returns=self._r[:kr].copy(), pending=self.pending)
+        return TablesState(self.origin, self.n_bars, self.bars_per_year,
+                           FeatureState(self.n_bars, self._rows.copy(), tail), vol)

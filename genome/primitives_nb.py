@@ -783,3 +783,33 @@ def sweep_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int,
 @nb.njit(cache=True)
 def sess_nb(ts: np.ndarray, k: int, out: np.ndarray) -> None:
     sess_adv(ts, 0, k, out)
+
+
+# ---- the live step -------------------------------------------------------------------------------
+
+@nb.njit(cache=True)
+def live_step_rows(ts_buf: np.ndarray, px: np.ndarray, k: int, n_bars: int, ts: int, o: float,
+                   h: float, lo: float, c: float, v: float, kind: np.ndarray, par: np.ndarray,
+                   state: np.ndarray, out: np.ndarray) -> int:
+    """One new bar in place: the kept bars (``ts_buf`` int64 [TAIL + 1], ``px`` float64
+    [5, TAIL + 1] open/high/low/close/volume, the first ``k`` filled, bar ``n_bars - k`` of the
+    origin first) get the bar appended, every row advances by it into ``out[:, 0]`` through
+    ``advance_rows`` (so the values equal the batch's), and the buffers drop their oldest bar
+    once more than TAIL are kept. Returns the new fill count. No allocation per bar beyond
+    the kernels' small temporaries."""
+    ts_buf[k] = ts
+    px[0, k] = o
+    px[1, k] = h
+    px[2, k] = lo
+    px[3, k] = c
+    px[4, k] = v
+    m = k + 1
+    advance_rows(ts_buf[:m], px[0, :m], px[1, :m], px[2, :m], px[3, :m], px[4, :m], k,
+                 n_bars - k, kind, par, state, out)
+    if m <= TAIL:
+        return m
+    for i in range(TAIL):
+        ts_buf[i] = ts_buf[i + 1]
+        for f in range(5):
+            px[f, i] = px[f, i + 1]
+    return TAIL

@@ -271,3 +271,27 @@ def regime(sigma_ann: np.ndarray, calm_below: float, storm_above: float) -> np.n
 def var95(sigma_per_bar, horizon_bars, exposure):
     """One-sided 95 % value at risk: 1.65 sigma sqrt(h) exposure (sigma per bar, h in bars)."""
     return VAR95_Z * sigma_per_bar * np.sqrt(horizon_bars) * exposure
+
+
+@nb.njit(cache=True, error_model="numpy")
+def vol_live_step(rbuf: np.ndarray, k: int, n_bars: int, last_close: float, close: float,
+                  window: int, refit_every: int, lam: float, min_bars: int,
+                  rv_windows: np.ndarray, scale: float, ratio: float, egarch_row: int,
+                  ew: np.ndarray, par: np.ndarray, active: np.ndarray, s: np.ndarray,
+                  ln_s: np.ndarray, clamped: np.ndarray, var_out: np.ndarray,
+                  rv_out: np.ndarray) -> tuple[int, bool]:
+    """One new close in place: its log return is appended to the kept returns (``rbuf``,
+    capacity keep + 1, the first ``k`` filled) and ``vol_advance`` runs on it. Returns the new
+    fill count (the oldest return is dropped beyond keep = capacity - 1) and whether the bar is
+    a refit bar (its fitted rows then wait for ``apply_refits``)."""
+    rbuf[k] = np.log(close / last_close) if n_bars > 0 else np.nan
+    m = k + 1
+    stop = vol_advance(rbuf[:m], k, n_bars - k, window, refit_every, lam, min_bars, rv_windows,
+                       scale, ratio, egarch_row, ew, par, active, s, ln_s, clamped, var_out,
+                       rv_out)
+    keep = rbuf.shape[0] - 1
+    if m > keep:
+        for i in range(keep):
+            rbuf[i] = rbuf[i + 1]
+        m = keep
+    return m, stop < k + 1

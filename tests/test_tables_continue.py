@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fitness.tables import (
+    LiveTables,
     SnapshotError,
     Tables,
     advance_tables,
@@ -276,3 +277,54 @@ def test_snapshot_is_a_plain_npz(snapshot: Path) -> None:
         assert "header.npy" in z.namelist()
     doc = json.loads(str(np.load(snapshot, allow_pickle=False)["header"]))
     assert doc["format"] == "emp-tables-state" and doc["origin"]["index"] == 0
+
+
+# ---- the live step ---------------------------------------------------------------------------
+
+def _step_all(live: LiveTables, bars: Bars, a: int, b: int) -> tuple[np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
+    feats, var, rv = [], [], []
+    for t in range(a, b):
+        col = live.step(int(bars.ts[t]), *(float(getattr(bars, f)[0, t]) for f in
+                                           ("open", "high", "low", "close", "volume")))
+        v = col.variance.copy()
+        if live.pending:
+            v = live.apply_refits([run_refit(j) for j in live.due_refits()])
+        feats.append(col.features.copy())
+        var.append(v)
+        rv.append(col.rv.copy())
+    return np.array(feats).T, np.array(var).T, np.array(rv).T
+
+
+@pytest.mark.parametrize("split", [1, 40, 77])
+def test_live_steps_equal_the_batch(tmp_path: Path, split: int) -> None:
+    """Bar by bar from a snapshot, refits applied as a separate step: the batch's values."""
+    more = random_bars(500, 9)
+    bars = window(more, 0, 420)  # more than TAIL bars after the split: the buffers wrap
+    want = build_tables(bars, FX, vol=FAST)
+    _, state = build_tables_state(window(bars, 0, split), FX, vol=FAST)
+    save_state(tmp_path / "s.npz", state)
+    live = LiveTables(load_state(tmp_path / "s.npz"))
+    feats, var, rv = _step_all(live, bars, split, 420)
+    assert feats.tobytes() == want.features.values[:, split:].tobytes()
+    assert var.tobytes() == want.vol.variance[:, split:].tobytes()
+    assert rv.tobytes() == want.vol.rv[:, split:].tobytes()
+    end = live.state()
+    assert end.n_bars == 420 and end.vol.count_dicts()["fits"] == want.vol.fits
+    # the live state continues like any other
+    got, _ = extend_tables(want, end, window(more, 420, 500))
+    assert_tables_equal(got, build_tables(more, FX, vol=FAST))
+
+
+def test_live_step_refuses_bad_bars() -> None:
+    bars = random_bars(60, 1)
+    _, state = build_tables_state(bars, FX, vol=FAST)
+    live = LiveTables(state)
+    t = int(bars.ts[-1])
+    with pytest.raises(ValueError, match="not after"):
+        live.step(t, 1.0, 1.1, 0.9, 1.0, 5.0)
+    with pytest.raises(ValueError, match="bad bar"):
+        live.step(t + 1, 1.0, 0.95, 0.9, 1.0, 5.0)
+    with pytest.raises(ValueError, match="bad bar"):
+        live.step(t + 1, float("nan"), 1.1, 0.9, 1.0, 5.0)
+    assert live.n_bars == 60
