@@ -3,7 +3,9 @@
 Every kernel is a plain function over contiguous float64 / int64 arrays that *fills* a
 caller-supplied ``out`` row (the feature table writes straight into its own rows, so a build
 allocates the table and a few temporaries, never per bar). Every value at bar t is computed
-from bars <= t only. Warm-up bars whose window is incomplete are NaN; a division by zero
+from bars <= t only. Each kernel is written as an *advance* that carries its state in a
+documented record (see "continuation" below), so a table can be continued by new bars with the
+same floating-point operations as a build from its origin (t = 0 below is the origin). Warm-up bars whose window is incomplete are NaN; a division by zero
 (flat window, zero ATR, zero spread) is NaN too, so any comparison with it is false.
 
 Details the catalogue's one-line docs leave open, fixed here:
@@ -32,7 +34,8 @@ Numeric primitives (p = window, t = bar index from 0):
 
 A window std is "zero" (so the z value is NaN) when the window's values are all identical,
 detected exactly; rolling sums are re-anchored on a value inside the window and recomputed
-from scratch every p bars, so cancellation and drift stay at rounding level on long series.
+from scratch every p bars counted from the origin, so cancellation and drift stay at rounding
+level on long series.
 
 Smart-Money-Concepts structures (n = swing size). All SMC outputs are 0 / +1 / -1 with no NaN
 warm-up: before any structure exists the value is 0.

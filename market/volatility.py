@@ -4,6 +4,10 @@ Every value at bar t is a forecast for bar t+1 made at the close of t from retur
 genome can index the table without look-ahead. GARCH parameters are refitted every
 ``refit_every`` bars on the last ``window`` returns (arch, percent returns) and then run forward
 with a numba recursion; a failed fit falls back to EWMA for its block and is counted.
+
+The refit grid (bars window, window + refit_every, ...) and the EWMA seed count from the first
+close given, the table's origin. ``VolState`` / ``advance_vol`` / ``extend_vol_table`` continue a
+table from its state with the batch's exact arithmetic (see "continuation" below).
 """
 
 from __future__ import annotations

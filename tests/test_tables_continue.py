@@ -328,3 +328,15 @@ def test_live_step_refuses_bad_bars() -> None:
     with pytest.raises(ValueError, match="bad bar"):
         live.step(t + 1, float("nan"), 1.1, 0.9, 1.0, 5.0)
     assert live.n_bars == 60
+
+
+def test_origin_is_recorded_with_the_run_data() -> None:
+    from evolution.data import ResearchData
+    from fitness.tables import origin_of
+
+    bars = random_bars(80, 3)
+    tables, state = build_tables_state(bars, FX, vol=FAST, origin_index=0)
+    assert state.origin == origin_of(bars) and state.origin.ts == int(bars.ts[0])
+    fp = ResearchData(bars, tables, FX, np.array([[10, 80]]), 80, 100).fingerprint()
+    assert fp["origin_index"] == 0 and fp["origin_ts_ns"] == int(bars.ts[0])
+    assert fp["origin_ts"].startswith("2024-01-01T00:00:00")
