@@ -36,27 +36,38 @@ from core.errors import EmpError
 from genome.features import (
     N_ROWS,
     NAMES,
+    ROW_KIND,
+    ROW_PAR,
     FeatureState,
     FeatureTable,
     advance_features,
     build_features,
     build_features_state,
 )
-from genome.primitives_nb import N_STATE
+from genome.primitives_nb import N_STATE, TAIL, live_step_rows
 from market.config import SymbolMeta, VolatilityConfig
 from market.loader import Bars
 from market.timeframes import bars_per_year
 from market.volatility import (
+    CLAMP_RATIO,
+    EGARCH_ROW,
     FITTED_VARIANTS,
     GARCH_VARIANTS,
+    RV_ARRAY,
     RV_WINDOWS,
+    SCALE,
+    RefitJob,
+    RefitResult,
     VolSettings,
     VolState,
     VolTable,
     advance_vol,
+    apply_refits,
     build_vol_state,
     build_vol_table,
+    due_refits,
 )
+from market.volatility_nb import vol_live_step
 
 _NS_HOUR = 3_600_000_000_000
 _NS_DAY = 24 * _NS_HOUR
@@ -190,11 +201,9 @@ def advance_tables(state: TablesState, new_bars: Bars, symbol: int = 0, *, refit
             TablesState(state.origin, state.n_bars + m, state.bars_per_year, fstate, vstate))
 
 
-def finish_refit(state: TablesState, results: list) -> tuple[np.ndarray, TablesState]:
+def finish_refit(state: TablesState, results: list[RefitResult]) -> tuple[np.ndarray, TablesState]:
     """Apply the pending bar's fits (``market.volatility.apply_refits``): that bar's variance
     column (float64 [4]) and the state after it."""
-    from market.volatility import apply_refits
-
     col, vstate = apply_refits(state.vol, results)
     return col, TablesState(state.origin, state.n_bars, state.bars_per_year, state.features,
                             vstate)
@@ -367,9 +376,6 @@ class LiveTables:
     fits (``due_refits`` -> ``market.volatility.run_refit``) can run in the background."""
 
     def __init__(self, state: TablesState) -> None:
-        from genome.features import ROW_KIND, ROW_PAR
-        from genome.primitives_nb import TAIL
-
         fs, vs = state.features, state.vol
         self.origin, self.bars_per_year = state.origin, state.bars_per_year
         self._kind, self._par = ROW_KIND, ROW_PAR
@@ -396,10 +402,6 @@ class LiveTables:
     def step(self, ts: int, open_: float, high: float, low: float, close: float,
              volume: float) -> LiveColumn:
         """Append one bar (checked like a build's input) and return its column."""
-        from genome.primitives_nb import live_step_rows
-        from market.volatility import _EGARCH_ROW, _RV, CLAMP_RATIO, SCALE
-        from market.volatility_nb import vol_live_step
-
         if self.pending:
             raise ValueError("a volatility refit is pending: apply_refits first")
         if self._k and ts <= self._ts[self._k - 1]:
@@ -414,7 +416,7 @@ class LiveTables:
         cfg, v = self._settings, self._vol
         self._kr, refit = vol_live_step(
             self._r, self._kr, self.n_bars, self._last_close, close, cfg.window, cfg.refit_every,
-            cfg.ewma_lambda, cfg.min_bars, _RV, SCALE, CLAMP_RATIO, _EGARCH_ROW, v.ewma, v.params,
+            cfg.ewma_lambda, cfg.min_bars, RV_ARRAY, SCALE, CLAMP_RATIO, EGARCH_ROW, v.ewma, v.params,
             v.active, v.s, v.ln_s, v.counts[2], self._var, self._rv)
         self._last_close = close
         self.n_bars += 1
@@ -424,16 +426,12 @@ class LiveTables:
         return LiveColumn(self._feat[:, 0], self._var[:, 0], self._rv[:, 0],
                           int((ts // _NS_HOUR) % 24), int((ts // _NS_DAY + 3) % 7))
 
-    def due_refits(self) -> list:
+    def due_refits(self) -> list[RefitJob]:
         """The pending bar's fit jobs (``market.volatility.RefitJob``; empty if none)."""
-        from market.volatility import due_refits
-
         return due_refits(self.state().vol)
 
-    def apply_refits(self, results: list) -> np.ndarray:
+    def apply_refits(self, results: list[RefitResult]) -> np.ndarray:
         """Finish the pending bar with the fits' results; its variance column (float64 [4])."""
-        from market.volatility import apply_refits
-
         col, vs = apply_refits(self.state().vol, results)
         self._vol = vs
         self.pending = False

@@ -17,7 +17,7 @@ live executor must continue the run's tables rather than rebuild them on a recen
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -157,9 +157,6 @@ class FeatureState:
     n_bars: int             # bars consumed since the origin
     rows: np.ndarray        # float64 [N_ROWS, N_STATE]
     tail: dict[str, np.ndarray]  # _FIELDS -> the last min(n_bars, TAIL) bars
-
-    def copy(self) -> FeatureState:
-        return replace(self, rows=self.rows.copy(), tail={k: v.copy() for k, v in self.tail.items()})
 
 
 def initial_state() -> FeatureState:

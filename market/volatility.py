@@ -492,8 +492,8 @@ def build_vol_table(
 # can run in the background. The result equals ``build_vol_table`` over all the bars, bit for bit.
 
 VOL_STATE_VERSION = 1
-_EGARCH_ROW = FITTED_VARIANTS.index("egarch")
-_RV = np.array(RV_WINDOWS, dtype=np.int64)
+EGARCH_ROW = FITTED_VARIANTS.index("egarch")  # the fitted row run by the EGARCH step
+RV_ARRAY = np.array(RV_WINDOWS, dtype=np.int64)
 _N_PARAMS = {"garch11": 3, "egarch": 4, "gjr": 4}
 
 
@@ -666,7 +666,7 @@ def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True
     t = k
     while t < k + m:
         stop = vol_advance(r, t, base, cfg.window, cfg.refit_every, cfg.ewma_lambda,
-                           cfg.min_bars, _RV, SCALE, CLAMP_RATIO, _EGARCH_ROW, st.ewma,
+                           cfg.min_bars, RV_ARRAY, SCALE, CLAMP_RATIO, EGARCH_ROW, st.ewma,
                            st.params, st.active, st.s, st.ln_s, st.counts[2],
                            variance[:, t - k:], rv[:, t - k:])
         if stop >= k + m:
