@@ -4,6 +4,11 @@ its training folds.
 The period layout (training folds, purge, OOS window, hold-out) is ``gates.layout``'s. Only the
 training bars are loaded into the tables that workers receive; the OOS window and the hold-out
 are cut off here, before anything reaches the object store. Only ``emp gates`` reads them.
+
+The tables' origin (their first bar: recursion seeds and refit grids count from it) is recorded
+in the data description (``data.json``, MLflow params) as ``origin_index`` (in the loaded
+history) and ``origin_ts``/``origin_ts_ns``, so a bundle or the live executor can continue the
+run's tables from the same origin (``fitness.tables``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 from configs.models import EmpConfig
 from core.digest import tables_digests
 from fitness.simulator import Tables, build_tables
+from fitness.tables import origin_of
 from gates.layout import layout_for, load_history, period_digests
 from market.config import SymbolMeta
 from market.loader import Bars, truncate
@@ -41,6 +47,9 @@ class ResearchData:
             "training_first": str(idx[0]), "training_last": str(idx[-1]),
             "training_bars": self.bars.n_bars,
             "holdout_bars": self.n_total - self.holdout_start, "sha256": self.bars.fingerprint()}
+        origin = origin_of(self.bars).to_json()  # training starts at the loaded history's bar 0
+        out.update({"origin_index": origin["index"], "origin_ts": origin["ts"],
+                    "origin_ts_ns": origin["ts_ns"]})
         if self.oos is not None:
             out["oos_bars"] = int(self.oos[0, 1] - self.oos[0, 0])
         out.update(self.periods)

@@ -12,12 +12,22 @@ scratch with the production builder, and the results must equal the full-history
 Anything else means a value at bar t depended on bars after t. Exact equality is the right test:
 both runs execute the same deterministic arithmetic on the same inputs, so even a last-bit
 difference is a dependence on the future (or on where the series ends, which is the same bug).
+
+Second check, continuation: cutting the end cannot see a dependence on where the history
+*starts*, and the live executor continues the run's tables from a saved state instead of
+rebuilding them. So for each snapshot point s (by default the cut points) the tables are built
+from the origin on [0, s), their state is saved and restored (``fitness.tables``'s snapshot
+format), and the restored state is extended by the bars [s, n). The continued tables must equal
+the full history's bit for bit, and each genome's positions, equity and trades replayed on them
+must equal the full-history replay.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,12 +35,21 @@ import pandas as pd
 from core.errors import EmpError
 from fitness.config import SimConfig
 from fitness.simulator import REASONS, Backtest, Tables, build_tables, simulate
+from fitness.tables import (
+    TablesState,
+    build_tables_state,
+    extend_tables,
+    load_state,
+    save_state,
+)
 from genome.schema import N_GENES
 from market.config import SymbolMeta, VolatilityConfig
 from market.loader import Bars, truncate
 from market.volatility import GARCH_VARIANTS, RV_WINDOWS
 
 Builder = Callable[..., Tables]
+StateBuilder = Callable[..., tuple[Tables, TablesState]]
+Restorer = Callable[[TablesState], TablesState]
 
 
 class LookaheadError(EmpError, RuntimeError):
@@ -39,11 +58,18 @@ class LookaheadError(EmpError, RuntimeError):
     exit_code = 3
 
 
+class ContinuationError(LookaheadError):
+    """Tables or decisions continued from a snapshot differ from those built from the origin."""
+
+
 @dataclass(frozen=True)
 class AuditResult:
     cuts: list[int]  # cut points used
     candidates: int  # genomes replayed
     bars_compared: int  # position comparisons made: sum over cuts x genomes of (c - 1 - start)
+    snapshots: list[int] = field(default_factory=list)  # continuation check: snapshot points
+    # its position comparisons: snapshots x genomes x (n_bars - start)
+    continued_compared: int = 0
 
 
 def cut_points(n_bars: int, start: int, n_cuts: int, seed: int) -> list[int]:
@@ -177,12 +203,19 @@ def _check_replay(i: int, full: Backtest, part: Backtest, cut: int, start: int,
 def audit_lookahead(genomes: np.ndarray, bars: Bars, meta: SymbolMeta, *, start: int,
                     cuts: Sequence[int], vol: VolatilityConfig | None = None,
                     sim: SimConfig | None = None, full_tables: Tables | None = None,
-                    build: Builder = build_tables) -> AuditResult:
-    """Raise LookaheadError unless tables and replays are identical on every truncated history.
+                    build: Builder = build_tables, snapshots: Sequence[int] | None = None,
+                    build_state: StateBuilder = build_tables_state,
+                    restore: Restorer | None = None) -> AuditResult:
+    """Raise LookaheadError unless tables and replays are identical on every truncated history,
+    and ContinuationError unless tables and replays continued from a snapshot at each of
+    ``snapshots`` (default: the cuts; ``[]`` skips the check) equal the full history's.
 
-    ``build`` makes the truncated tables (and the full ones when ``full_tables`` is None); it is
-    a parameter so that tests can prove the audit catches a leaky builder. Fits are never read
-    from a cache: a cached table would only prove that the cache is consistent with itself.
+    ``build`` makes the truncated tables (and the full ones when ``full_tables`` is None);
+    ``build_state`` the tables and state on [0, s); ``restore`` turns a state into the one the
+    continuation starts from (default: save it as a snapshot file and load it back). They are
+    parameters so that tests can prove the audit catches a leaky builder or a broken
+    continuation. Fits are never read from a cache: a cached table would only prove that the
+    cache is consistent with itself.
     """
     g = np.asarray(genomes, dtype=np.float64)
     g = g[None] if g.ndim == 1 else g
@@ -208,4 +241,70 @@ def audit_lookahead(genomes: np.ndarray, bars: Bars, meta: SymbolMeta, *, start:
             _check_replay(i, runs[i], simulate(x, part, part_bars, meta, start, cut, sim), cut,
                           start, bars)
             compared += cut - 1 - start
-    return AuditResult(used, int(g.shape[0]), compared)
+    points = used if snapshots is None else sorted({int(p) for p in snapshots})
+    if points and (points[0] < 1 or points[-1] > bars.n_bars - 1):
+        raise ValueError(f"snapshot points must lie in [1, n_bars - 1] = [1, {bars.n_bars - 1}], "
+                         f"got {points[0]} .. {points[-1]}")
+    continued = 0
+    for s in points:
+        cont = _continued(bars, meta, s, vol, build_state, restore or roundtrip)
+        _check_continued_tables(full, cont, s, bars)
+        for i, x in enumerate(g):
+            _check_continued_replay(i, runs[i], simulate(x, cont, bars, meta, start, None, sim),
+                                    s, bars)
+            continued += bars.n_bars - start
+    return AuditResult(used, int(g.shape[0]), compared, points, continued)
+
+
+def roundtrip(state: TablesState) -> TablesState:
+    """``state`` written as a snapshot file and read back: what a live start would load."""
+    with tempfile.TemporaryDirectory(prefix="emp-audit-") as d:
+        path = Path(d) / "state.npz"
+        save_state(path, state)
+        return load_state(path)
+
+
+def _continued(bars: Bars, meta: SymbolMeta, s: int, vol: VolatilityConfig | None,
+               build_state: StateBuilder, restore: Restorer) -> Tables:
+    """Tables built from the origin on [0, s), continued from the restored state to the end."""
+    tables, state = build_state(truncate(bars, s), meta, vol=vol)
+    rest = {f: np.array(getattr(bars, f)[:, s:], order="C")
+            for f in ("open", "high", "low", "close", "volume")}
+    new = Bars(bars.symbols, bars.timeframe, np.array(bars.ts[s:]), rest["open"], rest["high"],
+               rest["low"], rest["close"], rest["volume"], None)
+    return extend_tables(tables, restore(state), new)[0]
+
+
+def _check_continued_tables(full: Tables, cont: Tables, s: int, bars: Bars) -> None:
+    for (what, a, names), (_, b, _) in zip(_table_rows(full), _table_rows(cont), strict=True):
+        if b.shape != a.shape:
+            raise ContinuationError(f"{what}: tables continued from the snapshot at bar {s} "
+                                    f"have shape {b.shape}, expected {a.shape}")
+        hit = _first_diff(a, b)
+        if hit is not None:
+            row, bar = hit
+            label = f"{what} {names[row]}".strip()
+            raise ContinuationError(
+                f"continuation differs in {label}: bar {bar} ({_when(bars, bar)}) is "
+                f"{float(a[row, bar])!r} built from the origin but {float(b[row, bar])!r} "
+                f"continued from a snapshot at bar {s}")
+
+
+def _check_continued_replay(i: int, full: Backtest, cont: Backtest, s: int, bars: Bars) -> None:
+    """A genome's whole replay on continued tables must equal the one on the origin's."""
+    start = bars.n_bars - full.position.shape[0]
+    found: list[tuple[int, str, str, str]] = []
+    for what in ("position", "equity"):
+        hit = _first_diff(getattr(full, what)[None], getattr(cont, what)[None])
+        if hit is not None:
+            j = hit[1]
+            found.append((start + j, what, repr(float(getattr(full, what)[j])),
+                          repr(float(getattr(cont, what)[j]))))
+    t = _trade_diff(full.trades, cont.trades, bars.n_bars + 1)
+    if t is not None:
+        found.append((t[0], "trade", t[1], t[2]))
+    if found:
+        bar, what, va, vb = min(found, key=lambda f: f[0])
+        raise ContinuationError(
+            f"continuation differs in {what} of candidate {i}: bar {bar} ({_when(bars, bar)}) is "
+            f"{va} from the origin but {vb} continued from a snapshot at bar {s}")

@@ -4,6 +4,10 @@ Every value at bar t is a forecast for bar t+1 made at the close of t from retur
 genome can index the table without look-ahead. GARCH parameters are refitted every
 ``refit_every`` bars on the last ``window`` returns (arch, percent returns) and then run forward
 with a numba recursion; a failed fit falls back to EWMA for its block and is counted.
+
+The refit grid (bars window, window + refit_every, ...) and the EWMA seed count from the first
+close given, the table's origin. ``VolState`` / ``advance_vol`` / ``extend_vol_table`` continue a
+table from its state with the batch's exact arithmetic (see "continuation" below).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +29,17 @@ from market.volatility_nb import (
     annualised_sigma,
     arch_backcast,
     blend_variance,
+    clamp_to_ewma,
     egarch_variance,
     ewma_variance,
     gjr_variance,
     log_returns,
+    recursion_end,
     regime,
     regime_code,
     rolling_rv,
     var95,
+    vol_advance,
 )
 
 __all__ = [
@@ -471,3 +478,231 @@ def build_vol_table(
     if path is not None:
         _save_cache(path, key, table)
     return table
+
+
+# ---- continuation ------------------------------------------------------------------------------
+#
+# A VolTable can be extended by new bars without recomputing the past. The refit grid is
+# origin + window + j * refit_every (the origin is the first bar of the close series the table was
+# built from) and every fit warm-starts from the previous successful one, so the state carries the
+# grid phase (``n_bars``), the warm starts, the current block's parameters and recursion values,
+# the EWMA value, the returns the next fit and the RV windows read, and the fit counts. Advancing
+# runs ``volatility_nb.vol_advance``; at a refit bar it stops, and the refit is a separate,
+# deterministic step (``due_refits`` -> ``run_refit`` -> ``apply_refits``) that a live executor
+# can run in the background. The result equals ``build_vol_table`` over all the bars, bit for bit.
+
+VOL_STATE_VERSION = 1
+EGARCH_ROW = FITTED_VARIANTS.index("egarch")  # the fitted row run by the EGARCH step
+RV_ARRAY = np.array(RV_WINDOWS, dtype=np.int64)
+_N_PARAMS = {"garch11": 3, "egarch": 4, "gjr": 4}
+
+
+@dataclass(frozen=True)
+class VolSettings:
+    bars_per_year: float
+    window: int = 500
+    refit_every: int = 21
+    ewma_lambda: float = 0.94
+    min_bars: int = 20
+
+    def check(self) -> None:
+        """ValueError naming the bad setting (the same rules as ``build_vol_table``)."""
+        if not (self.bars_per_year > 0.0 and 0.0 < self.ewma_lambda < 1.0):
+            raise ValueError("bars_per_year must be > 0 and ewma_lambda in (0, 1)")
+        if self.min_bars < 1 or self.window < max(10, self.min_bars) or self.refit_every < 1:
+            raise ValueError("need min_bars >= 1, window >= max(10, min_bars), refit_every >= 1")
+
+    @property
+    def keep(self) -> int:
+        """Returns a continuation must keep: the fit window and the longest RV window."""
+        return max(self.window, max(RV_WINDOWS))
+
+
+@dataclass(frozen=True)
+class VolState:
+    """The volatility engine after ``n_bars`` bars from its origin (arrays are never shared
+    between two states: every step returns a new one)."""
+
+    settings: VolSettings
+    n_bars: int
+    last_close: float      # NaN before the first bar
+    returns: np.ndarray    # float64: the last min(n_bars, keep) log returns (r at bar 0 is NaN)
+    ewma: np.ndarray       # float64 [1]: the EWMA forecast (the running sum while seeding)
+    params: np.ndarray     # float64 [3, 4]: current block's omega, alpha, gamma, beta per variant
+    active: np.ndarray     # bool [3]: the current block's fit succeeded
+    start: np.ndarray      # float64 [3, 4]: warm start per variant (NaN: none yet)
+    s: np.ndarray          # float64 [3]: recursion variance, scaled units
+    ln_s: np.ndarray       # float64 [3]: EGARCH's ln variance (NaN for the others)
+    counts: np.ndarray     # int64 [5, 3]: fits, failures, clamped, retried, capped per variant
+    pending: bool = False  # the last bar is a refit bar whose fits are not applied yet
+
+    def copy(self, **changes: object) -> VolState:
+        arrays = {k: getattr(self, k).copy() for k in
+                  ("returns", "ewma", "params", "active", "start", "s", "ln_s", "counts")}
+        return replace(self, **{**arrays, **changes})
+
+    def count_dicts(self) -> dict[str, dict[str, int]]:
+        return {name: dict(zip(FITTED_VARIANTS, map(int, row), strict=True))
+                for name, row in zip(_COUNTS, self.counts, strict=True)}
+
+
+def initial_vol_state(settings: VolSettings) -> VolState:
+    """The state at the origin: no bar consumed."""
+    settings.check()
+    k = len(FITTED_VARIANTS)
+    return VolState(settings, 0, float("nan"), np.empty(0), np.zeros(1), np.full((k, 4), np.nan),
+                    np.zeros(k, dtype=bool), np.full((k, 4), np.nan), np.full(k, np.nan),
+                    np.full(k, np.nan), np.zeros((len(_COUNTS), k), dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class RefitJob:
+    """One fit due at a refit bar: plain arrays, so it can run in another thread or process."""
+
+    variant: str
+    bar: int               # the refit bar, counted from the origin
+    e: np.ndarray          # scaled returns of the fit window, ending at ``bar``
+    start: np.ndarray | None  # warm start (the previous successful fit)
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    variant: str
+    bar: int
+    params: np.ndarray | None  # None: every start failed, the block falls back to EWMA
+    used: int                  # index of the ladder start that worked (-1: none)
+
+
+def due_refits(state: VolState) -> list[RefitJob]:
+    """The fits the state waits for (empty unless ``state.pending``)."""
+    if not state.pending:
+        return []
+    w = state.settings.window
+    e = np.ascontiguousarray(state.returns[-w:] * SCALE)
+    return [RefitJob(v, state.n_bars - 1, e, None if np.isnan(state.start[i, 0])
+                     else state.start[i, : _N_PARAMS[v]].copy())
+            for i, v in enumerate(FITTED_VARIANTS)]
+
+
+def run_refit(job: RefitJob) -> RefitResult:
+    """Fit one job (``fit_ladder``: deterministic, memoised); pure, safe to run anywhere."""
+    params, used = fit_ladder(job.variant, job.e, job.start)
+    return RefitResult(job.variant, job.bar, params, used)
+
+
+def _normalised(variant: str, p: np.ndarray) -> np.ndarray:
+    """(omega, alpha, gamma, beta); GARCH(1,1) has gamma = 0.0 as ``variant_variance`` runs it."""
+    return np.array([p[0], p[1], 0.0, p[2]]) if variant == "garch11" else np.array(p[:4])
+
+
+def apply_refits(state: VolState, results: list[RefitResult]) -> tuple[np.ndarray, VolState]:
+    """Finish the pending refit bar with the fits' results: its variance column (float64 [4])
+    and the state after it. Each fitted variant needs exactly one result for this bar."""
+    if not state.pending:
+        raise ValueError("no refit is pending")
+    bar = state.n_bars - 1
+    by = {r.variant: r for r in results}
+    if sorted(by) != sorted(FITTED_VARIANTS) or any(r.bar != bar for r in results):
+        raise ValueError(f"apply_refits needs one result per variant {FITTED_VARIANTS} for "
+                         f"bar {bar}, got {[(r.variant, r.bar) for r in results]}")
+    st = state.copy(pending=False)
+    w = st.settings.window
+    e = np.ascontiguousarray(st.returns[-w:] * SCALE)
+    ew = float(st.ewma[0])
+    col = np.full(len(GARCH_VARIANTS), ew)
+    fits, failures, clamped, retried, capped = range(len(_COUNTS))
+    for i, variant in enumerate(FITTED_VARIANTS):
+        res = by[variant]
+        if res.params is None:
+            st.counts[failures, i] += 1
+            st.active[i] = False
+            continue
+        p = np.asarray(res.params, dtype=np.float64)
+        st.counts[fits, i] += 1
+        st.counts[retried, i] += res.used > 0
+        st.counts[capped, i] += persistence(variant, p) > PERSISTENCE_CAP - 1e-6
+        st.start[i] = np.append(p, [np.nan] * (4 - p.shape[0]))
+        st.params[i] = _normalised(variant, p)
+        st.active[i] = True
+        bc = arch_backcast(e)
+        code = 1 if variant == "egarch" else 0
+        s, ln_s = recursion_end(code, st.params[i], e, np.log(bc) if code else bc)
+        st.s[i], st.ln_s[i] = s, ln_s
+        raw = s / SCALE**2
+        col[i] = clamp_to_ewma(raw, ew, CLAMP_RATIO)
+        st.counts[clamped, i] += col[i] != raw
+    return col, st
+
+
+def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, VolState]:
+    """Variance (float64 [4, m]) and RV (float64 [len(RV_WINDOWS), m]) of the new bars and the
+    state after them; ``state`` is not changed.
+
+    With ``refit=False`` it stops after the first refit bar it meets (m may then be less than
+    the bars given): that bar's fitted rows are NaN and the state is ``pending`` until
+    ``apply_refits`` supplies them. The EWMA row and RV of that bar are final.
+    """
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    if close.ndim != 1:
+        raise ValueError("close must be 1-D")
+    if not (np.all(np.isfinite(close)) and np.all(close > 0.0)):
+        bad = int(np.argmin(np.isfinite(close) & (close > 0.0)))
+        raise ValueError(f"close must be finite and positive: new bar {bad} is {close[bad]!r}")
+    if state.pending:
+        raise ValueError("a refit is pending: apply_refits before advancing")
+    cfg = state.settings
+    if state.n_bars == 0:
+        new_r = log_returns(close)
+    else:
+        new_r = log_returns(np.concatenate([[state.last_close], close]))[1:]
+    k = state.returns.shape[0]
+    r = np.ascontiguousarray(np.concatenate([state.returns, new_r]))
+    m = close.shape[0]
+    variance = np.full((len(GARCH_VARIANTS), m), np.nan)
+    rv = np.full((len(RV_WINDOWS), m), np.nan)
+    st = state.copy()
+    base = state.n_bars - k
+    t = k
+    while t < k + m:
+        stop = vol_advance(r, t, base, cfg.window, cfg.refit_every, cfg.ewma_lambda,
+                           cfg.min_bars, RV_ARRAY, SCALE, CLAMP_RATIO, EGARCH_ROW, st.ewma,
+                           st.params, st.active, st.s, st.ln_s, st.counts[2],
+                           variance[:, t - k:], rv[:, t - k:])
+        if stop >= k + m:
+            break
+        done = stop + 1  # bars of r consumed
+        keep = r[max(0, done - cfg.keep) : done]
+        st = st.copy(n_bars=base + done, last_close=float(close[stop - k]), returns=keep.copy(),
+                     pending=True)
+        if not refit:
+            return variance[:, : done - k], rv[:, : done - k], st
+        col, st = apply_refits(st, [run_refit(j) for j in due_refits(st)])
+        variance[:, stop - k] = col
+        t = done
+    keep = r[max(0, k + m - cfg.keep) :]
+    st = st.copy(n_bars=state.n_bars + m, last_close=float(close[-1]) if m else state.last_close,
+                 returns=keep.copy())
+    return variance, rv, st
+
+
+def extend_vol_table(table: VolTable, state: VolState, close: np.ndarray
+                     ) -> tuple[VolTable, VolState]:
+    """``table`` with the new bars appended (refits performed), equal bit for bit to
+    ``build_vol_table`` from the same origin over all the bars, and the state after them."""
+    if state.n_bars != table.variance.shape[1]:
+        raise ValueError(f"state is at bar {state.n_bars} but the table has "
+                         f"{table.variance.shape[1]} bars")
+    variance, rv, st = advance_vol(state, close)
+    return _table_of(np.concatenate([table.variance, variance], axis=1),
+                     np.concatenate([table.rv, rv], axis=1), st), st
+
+
+def _table_of(variance: np.ndarray, rv: np.ndarray, state: VolState) -> VolTable:
+    return VolTable(variance, rv, float(state.settings.bars_per_year), **state.count_dicts())
+
+
+def build_vol_state(close: np.ndarray, settings: VolSettings) -> tuple[VolTable, VolState]:
+    """The table from the origin (``close[0]``) by the continuation path, and its state."""
+    variance, rv, st = advance_vol(initial_vol_state(settings), close)
+    return _table_of(variance, rv, st), st

@@ -55,10 +55,18 @@ def gjr_variance(
     s = np.empty(n + 1)
     s[0] = omega + alpha * backcast + gamma * 0.5 * backcast + beta * backcast
     for k in range(1, n + 1):
-        e2 = e[k - 1] * e[k - 1]
-        neg = 1.0 if e[k - 1] < 0.0 else 0.0
-        s[k] = omega + alpha * e2 + gamma * e2 * neg + beta * s[k - 1]
+        s[k] = gjr_step(omega, alpha, gamma, beta, e[k - 1], s[k - 1])
     return s
+
+
+@nb.njit(cache=True)
+def gjr_step(omega: float, alpha: float, gamma: float, beta: float, e: float,
+             s: float) -> float:
+    """One GJR step: the variance after residual ``e`` whose variance was ``s``. The batch
+    recursion and the per-bar continuation both use it, so they agree bit for bit."""
+    e2 = e * e
+    neg = 1.0 if e < 0.0 else 0.0
+    return omega + alpha * e2 + gamma * e2 * neg + beta * s
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -75,11 +83,119 @@ def egarch_variance(
     ln_s = min(omega + beta * ln_backcast, LNSIGMA_MAX)
     s[0] = np.exp(ln_s)
     for k in range(1, n + 1):
-        z = e[k - 1] / np.sqrt(s[k - 1])
-        ln_s = omega + alpha * (abs(z) - SQRT2_OV_PI) + gamma * z + beta * ln_s
-        ln_s = min(ln_s, LNSIGMA_MAX)
+        ln_s = egarch_step(omega, alpha, gamma, beta, e[k - 1], s[k - 1], ln_s)
         s[k] = np.exp(ln_s)
     return s
+
+
+@nb.njit(cache=True, error_model="numpy")
+def egarch_step(omega: float, alpha: float, gamma: float, beta: float, e: float, s: float,
+                ln_s: float) -> float:
+    """One EGARCH step: ln of the variance after residual ``e`` whose variance was
+    ``s = exp(ln_s)`` (capped like arch). Shared by the batch and the continuation."""
+    z = e / np.sqrt(s)
+    ln_s = omega + alpha * (abs(z) - SQRT2_OV_PI) + gamma * z + beta * ln_s
+    return min(ln_s, LNSIGMA_MAX)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def recursion_end(code: int, par: np.ndarray, e: np.ndarray, start: float) -> tuple[float, float]:
+    """(variance, ln variance) after the last residual of ``e``: what ``gjr_variance``
+    (code 0; ``par`` = omega, alpha, gamma, beta; ``start`` = backcast) or ``egarch_variance``
+    (code 1; ``start`` = ln backcast) end on, by the same steps. ln variance is NaN for GJR."""
+    omega, alpha, gamma, beta = par[0], par[1], par[2], par[3]
+    if code == 0:
+        s = omega + alpha * start + gamma * 0.5 * start + beta * start
+        for k in range(e.shape[0]):
+            s = gjr_step(omega, alpha, gamma, beta, e[k], s)
+        return s, np.nan
+    ln_s = min(omega + beta * start, LNSIGMA_MAX)
+    s = np.exp(ln_s)
+    for k in range(e.shape[0]):
+        ln_s = egarch_step(omega, alpha, gamma, beta, e[k], s, ln_s)
+        s = np.exp(ln_s)
+    return s, ln_s
+
+
+@nb.njit(cache=True, error_model="numpy")
+def clamp_to_ewma(v: float, ewma: float, ratio: float) -> float:
+    """``v`` kept within [ewma / ratio, ewma * ratio] when ewma > 0, as np.clip does."""
+    if not ewma > 0.0:
+        return v
+    lo = ewma / ratio
+    hi = ewma * ratio
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+@nb.njit(cache=True, error_model="numpy")
+def vol_advance(r: np.ndarray, t0: int, base: int, window: int, refit_every: int, lam: float,
+                min_bars: int, rv_windows: np.ndarray, scale: float, ratio: float,
+                egarch_row: int, ew: np.ndarray, par: np.ndarray, active: np.ndarray,
+                s: np.ndarray, ln_s: np.ndarray, clamped: np.ndarray, var_out: np.ndarray,
+                rv_out: np.ndarray) -> int:
+    """Advance the volatility state over returns r[t0..] (bar T = base + t from the origin;
+    r at T = 0 is NaN) into var_out[:, t-t0] (fitted rows, then EWMA) and rv_out[:, t-t0].
+
+    State (updated in place): ew[0] the EWMA forecast (the running sum of r² while seeding);
+    per fitted row: par (omega, alpha, gamma, beta), active (its block's fit succeeded),
+    s / ln_s the recursion's variance in scaled units, clamped counts. Stops at the first refit
+    bar (T = window + j * refit_every) after writing its EWMA and RV values and returns its t:
+    its fitted rows need the refit (``market.volatility.apply_refits``). Returns r.shape[0] when
+    no refit bar was met. The same expressions as ``ewma_variance``, ``rolling_rv``,
+    ``gjr_variance`` / ``egarch_variance`` and the clamp, so the values equal the batch's.
+    """
+    n = r.shape[0]
+    scale2 = scale * scale
+    nfit = par.shape[0]
+    for t in range(t0, n):
+        tt = base + t
+        j = t - t0
+        x = r[t]
+        if tt == 0:
+            ewv = np.nan
+        elif tt <= min_bars:
+            ew[0] += x * x
+            if tt == min_bars:
+                ew[0] = ew[0] / min_bars
+                ewv = ew[0]
+            else:
+                ewv = np.nan
+        else:
+            ew[0] = lam * ew[0] + (1.0 - lam) * x * x
+            ewv = ew[0]
+        for wi in range(rv_windows.shape[0]):
+            w = rv_windows[wi]
+            if tt >= w:
+                acc = 0.0
+                for i in range(t - w + 1, t + 1):
+                    acc += r[i] * r[i]
+                rv_out[wi, j] = acc / w
+            else:
+                rv_out[wi, j] = np.nan
+        var_out[nfit, j] = ewv
+        if tt >= window and (tt - window) % refit_every == 0:
+            return t
+        for v in range(nfit):
+            if not active[v]:
+                var_out[v, j] = ewv
+                continue
+            e = x * scale
+            if v == egarch_row:
+                ln_s[v] = egarch_step(par[v, 0], par[v, 1], par[v, 2], par[v, 3], e, s[v],
+                                      ln_s[v])
+                s[v] = np.exp(ln_s[v])
+            else:
+                s[v] = gjr_step(par[v, 0], par[v, 1], par[v, 2], par[v, 3], e, s[v])
+            raw = s[v] / scale2
+            out = clamp_to_ewma(raw, ewv, ratio)
+            if out != raw:
+                clamped[v] += 1
+            var_out[v, j] = out
+    return n
 
 
 @nb.njit(cache=True)
@@ -155,3 +271,27 @@ def regime(sigma_ann: np.ndarray, calm_below: float, storm_above: float) -> np.n
 def var95(sigma_per_bar, horizon_bars, exposure):
     """One-sided 95 % value at risk: 1.65 sigma sqrt(h) exposure (sigma per bar, h in bars)."""
     return VAR95_Z * sigma_per_bar * np.sqrt(horizon_bars) * exposure
+
+
+@nb.njit(cache=True, error_model="numpy")
+def vol_live_step(rbuf: np.ndarray, k: int, n_bars: int, last_close: float, close: float,
+                  window: int, refit_every: int, lam: float, min_bars: int,
+                  rv_windows: np.ndarray, scale: float, ratio: float, egarch_row: int,
+                  ew: np.ndarray, par: np.ndarray, active: np.ndarray, s: np.ndarray,
+                  ln_s: np.ndarray, clamped: np.ndarray, var_out: np.ndarray,
+                  rv_out: np.ndarray) -> tuple[int, bool]:
+    """One new close in place: its log return is appended to the kept returns (``rbuf``,
+    capacity keep + 1, the first ``k`` filled) and ``vol_advance`` runs on it. Returns the new
+    fill count (the oldest return is dropped beyond keep = capacity - 1) and whether the bar is
+    a refit bar (its fitted rows then wait for ``apply_refits``)."""
+    rbuf[k] = np.log(close / last_close) if n_bars > 0 else np.nan
+    m = k + 1
+    stop = vol_advance(rbuf[:m], k, n_bars - k, window, refit_every, lam, min_bars, rv_windows,
+                       scale, ratio, egarch_row, ew, par, active, s, ln_s, clamped, var_out,
+                       rv_out)
+    keep = rbuf.shape[0] - 1
+    if m > keep:
+        for i in range(keep):
+            rbuf[i] = rbuf[i + 1]
+        m = keep
+    return m, stop < k + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -12,8 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fitness.simulator import Tables, build_tables, simulate
+from fitness.tables import TablesState, build_tables_state
 from gates import lookahead
-from gates.lookahead import AuditResult, LookaheadError, audit_lookahead, cut_points
+from gates.lookahead import (
+    AuditResult,
+    ContinuationError,
+    LookaheadError,
+    audit_lookahead,
+    cut_points,
+)
 from genome.features import NAMES
 from genome.ops import random_genome, repair
 from genome.primitives import PRIMITIVE_IDS
@@ -183,7 +191,8 @@ def test_audit_passes_on_generated_hourly_bars(synth):
     genomes = random_genomes(1)
     cuts = cut_points(bars.n_bars, 300, 4, seed=2)
     res = audit_lookahead(genomes, bars, FX, start=300, cuts=cuts, vol=SMALL, full_tables=tables)
-    assert res == AuditResult(cuts, 20, sum(c - 1 - 300 for c in cuts) * 20)
+    assert res == AuditResult(cuts, 20, sum(c - 1 - 300 for c in cuts) * 20, cuts,
+                              len(cuts) * 20 * (bars.n_bars - 300))
     assert trades_before(genomes, tables, bars, FX, 300, cuts[0]) >= 8
 
 
@@ -223,8 +232,9 @@ def test_one_dimensional_genome_and_argument_checks(synth):
     bars, tables = synth
     g = roc1_genome(all_week=True)
     res = audit_lookahead(g, bars, FX, start=100, cuts=[2999, 500, 500], full_tables=tables,
-                          build=lambda b, m, **kw: build_tables(b, m, vol=SMALL))
-    assert res == AuditResult([500, 2999], 1, (500 - 101) + (2999 - 101))
+                          build=lambda b, m, **kw: build_tables(b, m, vol=SMALL), vol=SMALL)
+    assert res == AuditResult([500, 2999], 1, (500 - 101) + (2999 - 101), [500, 2999],
+                              2 * (bars.n_bars - 100))
     for cuts in ([], [102], [3000]):
         with pytest.raises(ValueError, match="cut"):
             audit_lookahead(g, bars, FX, start=100, cuts=cuts, full_tables=tables)
@@ -346,3 +356,78 @@ def test_leak_only_in_the_last_decision_is_caught_through_the_trade_list(synth, 
     assert f"look-ahead in trade of candidate 0 at cut {cut}: bar {cut - 1}" in msg
     assert "is trade #" in msg and "no trade on the full history" in msg
     assert f"{{'entry_bar': {cut - 1}, 'side': 'long'" in msg
+
+
+# ---- continuation from a snapshot ------------------------------------------------------------
+
+def _forget(state: TablesState, row: int | None = None, vol_s: bool = False) -> TablesState:
+    """A broken continuation: the restored state loses one recursion value."""
+    restored = lookahead.roundtrip(state)
+    if row is not None:
+        restored.features.rows[row, 0] = 0.0
+    if vol_s:
+        restored.vol.s[:] = restored.vol.s * 1.5
+    return restored
+
+
+def test_continuation_passes_and_counts(synth):
+    bars, tables = synth
+    res = audit_lookahead(random_genomes(3, 4), bars, FX, start=300, cuts=[1500],
+                          snapshots=[700, 2998], vol=SMALL, full_tables=tables)
+    assert res.snapshots == [700, 2998]
+    assert res.continued_compared == 2 * 4 * (bars.n_bars - 300)
+
+
+@pytest.mark.parametrize("name", ["ema(20)", "rsi(14)", "macd(12,26,9)", "atrr(14,100)"])
+def test_continuation_that_forgets_a_recursion_fails(synth, name):
+    bars, tables = synth
+    row = NAMES.index(name)
+    with pytest.raises(ContinuationError, match=rf"feature row '{re.escape(name)}'.*snapshot at "
+                                                r"bar 1200") as info:
+        audit_lookahead(roc1_genome(), bars, FX, start=300, cuts=[1500], snapshots=[1200],
+                        vol=SMALL, full_tables=tables, restore=lambda s: _forget(s, row))
+    assert "built from the origin" in str(info.value)
+
+
+def test_continuation_that_forgets_the_garch_recursion_fails(synth):
+    bars, tables = synth
+    with pytest.raises(ContinuationError, match=r"variance \[garch11\]: bar 1200 "):
+        audit_lookahead(roc1_genome(), bars, FX, start=300, cuts=[1500], snapshots=[1200],
+                        vol=SMALL, full_tables=tables,
+                        restore=lambda s: _forget(s, vol_s=True))
+
+
+def test_rebuilding_from_a_later_origin_fails(synth):
+    """The bug the check exists for: 'continuing' by rebuilding on a recent window."""
+    bars, _ = synth
+
+    def rebuilt(b, meta, **kw):  # tables from the origin, state from the last 500 bars only
+        full, _ = build_tables_state(b, meta, **kw)
+        _, late = build_tables_state(truncate_front(b, b.n_bars - 500), meta, **kw)
+        return full, replace(late, n_bars=b.n_bars)
+
+    with pytest.raises(ContinuationError, match="continued from a snapshot at bar 1800"):
+        audit_lookahead(roc1_genome(), bars, FX, start=300, cuts=[1500], snapshots=[1800],
+                        vol=NOFIT, full_tables=build_tables(bars, FX, vol=NOFIT),
+                        build_state=rebuilt, restore=lambda s: replace(
+                            s, features=replace(s.features, n_bars=s.n_bars)))
+
+
+def truncate_front(bars: Bars, start: int) -> Bars:
+    f = {k: np.array(getattr(bars, k)[:, start:], order="C")
+         for k in ("open", "high", "low", "close", "volume")}
+    return Bars(bars.symbols, bars.timeframe, np.array(bars.ts[start:]), f["open"], f["high"],
+                f["low"], f["close"], f["volume"], None)
+
+
+def test_replayed_decisions_are_compared(synth):
+    bars, tables = synth
+    g = roc1_genome()
+    full = simulate(g, tables, bars, FX, 300, None)
+    other = with_row(tables, ROC1, lambda v: np.where(np.arange(v.size) >= 2000, -v, v))
+    cont = simulate(g, other, bars, FX, 300, None)
+    first = 300 + int(np.flatnonzero(full.position != cont.position)[0])
+    assert first >= 2000
+    with pytest.raises(ContinuationError, match=rf"position of candidate 0: bar {first} .*"
+                                                r"snapshot at bar 1900"):
+        lookahead._check_continued_replay(0, full, cont, 1900, bars)

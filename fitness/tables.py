@@ -1,0 +1,448 @@
+"""The per-dataset tables every genome reads (features, volatility, calendar), and how to
+continue them.
+
+Features and volatility depend on where the history starts: EMA, Wilder and MACD recursions are
+seeded at the first bar, rolling sums are re-anchored on a schedule counted from it, and GARCH
+refits fall on a grid counted from it and warm-start from the previous fit. Tables rebuilt from a
+shorter, later window therefore differ from the run's (measured on S&P 500: the sign of the
+position changed on up to 3.9 % of recent bars). So the first bar is a stated **origin**
+(``Origin``, recorded with the run), and a consumer that must trade what the backtest tested
+(the live executor) *continues* the run's tables instead of rebuilding them:
+
+- ``build_tables_state``: the tables and the ``TablesState`` after their last bar;
+- ``advance_tables``: the new bars' columns and the next state (cheap; the live step), with GARCH
+  refits done inline or, with ``refit=False``, left to ``market.volatility``'s
+  ``due_refits``/``run_refit``/``apply_refits`` so they can run in the background;
+- ``extend_tables``: the tables with the new bars appended, equal bit for bit to a build from the
+  same origin over all the bars;
+- ``save_state`` / ``load_state``: a snapshot (npz arrays + JSON header, no pickle, atomic, with
+  a format version and a digest) so live can start from it instead of replaying years of bars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.atomic import atomic_write_bytes
+from core.errors import EmpError
+from genome.features import (
+    N_ROWS,
+    NAMES,
+    ROW_KIND,
+    ROW_PAR,
+    FeatureState,
+    FeatureTable,
+    advance_features,
+    build_features,
+    build_features_state,
+)
+from genome.primitives_nb import N_STATE, TAIL, live_step_rows
+from market.config import SymbolMeta, VolatilityConfig
+from market.loader import Bars
+from market.timeframes import bars_per_year
+from market.volatility import (
+    CLAMP_RATIO,
+    EGARCH_ROW,
+    FITTED_VARIANTS,
+    GARCH_VARIANTS,
+    RV_ARRAY,
+    RV_WINDOWS,
+    SCALE,
+    RefitJob,
+    RefitResult,
+    VolSettings,
+    VolState,
+    VolTable,
+    advance_vol,
+    apply_refits,
+    build_vol_state,
+    build_vol_table,
+    due_refits,
+)
+from market.volatility_nb import vol_live_step
+
+_NS_HOUR = 3_600_000_000_000
+_NS_DAY = 24 * _NS_HOUR
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Everything computed once per dataset and shared by every genome (one ``ray.put``)."""
+
+    features: FeatureTable
+    vol: VolTable
+    hour: np.ndarray     # int64 UTC hour of each bar's open
+    weekday: np.ndarray  # int64, Monday = 0
+    bars_per_year: float
+
+
+def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
+                 vol: VolatilityConfig | None = None, cache_dir: Path | None = None,
+                 progress: Callable[[str | None, int, int], None] | None = None) -> Tables:
+    """Feature and volatility tables for one symbol of ``bars`` (vol fits cached in cache_dir;
+    ``progress``: see ``build_vol_table``). ``bars``' first bar is the tables' origin."""
+    vc = vol or VolatilityConfig()
+    o, h, lo, c, v = _fields(bars, symbol)
+    bpy = bars_per_year(bars.timeframe, meta.calendar)
+    features = build_features(bars.ts, o, h, lo, c, v)
+    vol_table = build_vol_table(c, bpy, window=vc.window, refit_every=vc.refit_every,
+                                ewma_lambda=vc.ewma_lambda, min_bars=vc.min_bars,
+                                cache_dir=cache_dir, progress=progress)
+    hour, weekday = _calendar(bars.ts)
+    return Tables(features, vol_table, hour, weekday, bpy)
+
+
+def _fields(bars: Bars, symbol: int) -> tuple[np.ndarray, ...]:
+    return tuple(np.ascontiguousarray(getattr(bars, f)[symbol])
+                 for f in ("open", "high", "low", "close", "volume"))
+
+
+def _calendar(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hour = (ts // _NS_HOUR) % 24
+    weekday = (ts // _NS_DAY + 3) % 7  # 1970-01-01 was a Thursday
+    return hour.astype(np.int64), weekday.astype(np.int64)
+
+
+# ---- origin and state ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Origin:
+    """The first bar of the history a run's tables were built from: its index in the loaded
+    bars and its open time (int64 UTC ns). Recursion seeds and refit grids count from it."""
+
+    index: int
+    ts: int
+
+    def to_json(self) -> dict[str, object]:
+        import pandas as pd
+
+        return {"index": self.index, "ts_ns": self.ts,
+                "ts": pd.Timestamp(self.ts, unit="ns", tz="UTC").isoformat()}
+
+
+def origin_of(bars: Bars, index: int = 0) -> Origin:
+    """The origin of tables built from ``bars`` (whose first bar is bar ``index`` of what was
+    loaded: 0 unless the caller cut a prefix off)."""
+    if bars.n_bars == 0:
+        raise ValueError("no bars: an empty history has no origin")
+    return Origin(int(index), int(bars.ts[0]))
+
+
+@dataclass(frozen=True)
+class TablesState:
+    """Where one symbol's tables stand after ``n_bars`` bars from ``origin``."""
+
+    origin: Origin
+    n_bars: int
+    bars_per_year: float
+    features: FeatureState
+    vol: VolState
+
+
+def _vol_settings(vol: VolatilityConfig | None, bpy: float) -> VolSettings:
+    vc = vol or VolatilityConfig()
+    return VolSettings(float(bpy), vc.window, vc.refit_every, vc.ewma_lambda, vc.min_bars)
+
+
+def build_tables_state(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
+                       vol: VolatilityConfig | None = None, origin_index: int = 0
+                       ) -> tuple[Tables, TablesState]:
+    """``build_tables`` (without the on-disk cache: the fits are replayed) and the state after
+    the last bar. ``bars``' first bar is the origin, bar ``origin_index`` of what was loaded."""
+    o, h, lo, c, v = _fields(bars, symbol)
+    bpy = bars_per_year(bars.timeframe, meta.calendar)
+    features, fstate = build_features_state(bars.ts, o, h, lo, c, v)
+    vol_table, vstate = build_vol_state(c, _vol_settings(vol, bpy))
+    hour, weekday = _calendar(bars.ts)
+    state = TablesState(origin_of(bars, origin_index), bars.n_bars, float(bpy), fstate, vstate)
+    return Tables(features, vol_table, hour, weekday, float(bpy)), state
+
+
+@dataclass(frozen=True)
+class NewColumns:
+    """The tables' columns for bars appended by ``advance_tables``."""
+
+    features: np.ndarray  # float64 [N_ROWS, m]
+    variance: np.ndarray  # float64 [len(GARCH_VARIANTS), m]
+    rv: np.ndarray        # float64 [len(RV_WINDOWS), m]
+    hour: np.ndarray      # int64 [m]
+    weekday: np.ndarray   # int64 [m]
+
+
+def advance_tables(state: TablesState, new_bars: Bars, symbol: int = 0, *, refit: bool = True
+                   ) -> tuple[NewColumns, TablesState]:
+    """The new bars' columns and the state after them (``state`` is not changed).
+
+    With ``refit=False`` the bars are consumed up to and including the first refit bar only;
+    its fitted variance rows are NaN and ``state.vol.pending`` is set until
+    ``finish_refit`` applies the fits (``market.volatility.due_refits``/``run_refit``).
+    """
+    if state.vol.pending:
+        raise ValueError("a volatility refit is pending: finish_refit first")
+    last = state.features.tail["ts"]
+    if new_bars.n_bars and last.shape[0] and int(new_bars.ts[0]) <= int(last[-1]):
+        raise ValueError(f"new bar 0 (ts {int(new_bars.ts[0])}) is not after the state's last "
+                         f"bar (ts {int(last[-1])})")
+    o, h, lo, c, v = _fields(new_bars, symbol)
+    variance, rv, vstate = advance_vol(state.vol, c, refit=refit)
+    m = variance.shape[1]
+    feats, fstate = advance_features(state.features, new_bars.ts[:m], o[:m], h[:m], lo[:m],
+                                     c[:m], v[:m])
+    hour, weekday = _calendar(new_bars.ts[:m])
+    return (NewColumns(feats, variance, rv, hour, weekday),
+            TablesState(state.origin, state.n_bars + m, state.bars_per_year, fstate, vstate))
+
+
+def finish_refit(state: TablesState, results: list[RefitResult]) -> tuple[np.ndarray, TablesState]:
+    """Apply the pending bar's fits (``market.volatility.apply_refits``): that bar's variance
+    column (float64 [4]) and the state after it."""
+    col, vstate = apply_refits(state.vol, results)
+    return col, TablesState(state.origin, state.n_bars, state.bars_per_year, state.features,
+                            vstate)
+
+
+def extend_tables(tables: Tables, state: TablesState, new_bars: Bars, symbol: int = 0
+                  ) -> tuple[Tables, TablesState]:
+    """``tables`` with ``new_bars`` appended (refits performed), equal bit for bit to
+    ``build_tables`` from the same origin over all the bars, and the state after them."""
+    if state.n_bars != tables.features.n_bars:
+        raise ValueError(f"state is at bar {state.n_bars} but the tables have "
+                         f"{tables.features.n_bars} bars")
+    cols, after = advance_tables(state, new_bars, symbol)
+    values = np.concatenate([tables.features.values, cols.features], axis=1)
+    values.flags.writeable = False
+    ft = tables.features
+    features = FeatureTable(values, ft.offsets, ft.grid_len, ft.names)
+    vol = VolTable(np.concatenate([tables.vol.variance, cols.variance], axis=1),
+                   np.concatenate([tables.vol.rv, cols.rv], axis=1), tables.vol.bars_per_year,
+                   **after.vol.count_dicts())
+    return Tables(features, vol, np.concatenate([tables.hour, cols.hour]),
+                  np.concatenate([tables.weekday, cols.weekday]), tables.bars_per_year), after
+
+
+# ---- snapshot ----------------------------------------------------------------------------------
+
+SNAPSHOT_FORMAT = "emp-tables-state"
+SNAPSHOT_VERSION = 1
+_K = len(FITTED_VARIANTS)
+_FEATURE_FIELDS = ("ts", "open", "high", "low", "close", "volume")
+_VOL_ARRAYS = ("returns", "ewma", "params", "active", "start", "s", "ln_s", "counts")
+
+
+class SnapshotError(EmpError, ValueError):
+    """A tables snapshot that cannot be used: unreadable, of another format or version,
+    altered, or inconsistent."""
+
+
+def _layout_digest() -> str:
+    """What the state's arrays mean: the feature rows, the vol rows and the state width."""
+    text = json.dumps([list(NAMES), N_STATE, list(GARCH_VARIANTS), list(RV_WINDOWS)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _arrays_of(state: TablesState) -> dict[str, np.ndarray]:
+    out = {"f_rows": state.features.rows}
+    out.update({f"f_{f}": state.features.tail[f] for f in _FEATURE_FIELDS})
+    out.update({f"v_{a}": getattr(state.vol, a) for a in _VOL_ARRAYS})
+    out["v_last_close"] = np.array([state.vol.last_close])
+    out["bars_per_year"] = np.array([state.bars_per_year])
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def _digest(header: dict[str, object], arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _header(state: TablesState) -> dict[str, object]:
+    vs = state.vol.settings
+    return {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+            "origin": {"index": state.origin.index, "ts_ns": state.origin.ts},
+            "n_bars": state.n_bars, "features_n_bars": state.features.n_bars,
+            "vol_n_bars": state.vol.n_bars, "vol_pending": state.vol.pending,
+            "vol_settings": {"window": vs.window, "refit_every": vs.refit_every,
+                             "ewma_lambda": vs.ewma_lambda.hex(), "min_bars": vs.min_bars},
+            "layout": _layout_digest()}
+
+
+def save_state(path: Path, state: TablesState) -> None:
+    """Write ``state`` to ``path`` atomically: npz arrays and a JSON header (format, version,
+    origin, bar counts, settings, layout) with a sha256 over both. No pickle."""
+    arrays = _arrays_of(state)
+    header = _header(state)
+    doc = {**header, "digest": _digest(header, arrays)}
+    buf = io.BytesIO()
+    np.savez(buf, header=np.array(json.dumps(doc, sort_keys=True)), **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_state(path: Path) -> TablesState:
+    """The state saved at ``path``; SnapshotError naming the file and the problem when it is
+    missing, unreadable, truncated, of another format or version, or altered."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.array(z[k]) for k in z.files}
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: tables snapshot not found") from None
+    except Exception as exc:  # zip, npy and pickle refusals all mean: not a usable snapshot
+        raise SnapshotError(f"{path}: not a readable tables snapshot "
+                            f"({type(exc).__name__}: {exc})") from None
+    raw = arrays.pop("header", None)
+    try:
+        doc = json.loads(str(raw)) if raw is not None and raw.shape == () else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{path}: no JSON header: not a tables snapshot")
+    if doc.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"{path}: format {doc.get('format')!r}, expected {SNAPSHOT_FORMAT!r}")
+    if doc.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotError(f"{path}: snapshot version {doc.get('version')!r}; this build reads "
+                            f"version {SNAPSHOT_VERSION}")
+    digest = doc.pop("digest", None)
+    if digest != _digest(doc, arrays):
+        raise SnapshotError(f"{path}: digest mismatch: the snapshot was altered or damaged")
+    if doc.get("layout") != _layout_digest():
+        raise SnapshotError(f"{path}: written for another feature/volatility layout (primitive "
+                            "set, state record or RV windows changed)")
+    try:
+        return _state_of(doc, arrays)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"{path}: inconsistent snapshot ({exc})") from None
+
+
+def _state_of(doc: dict, arrays: dict[str, np.ndarray]) -> TablesState:
+    expect = {"f_rows": (np.float64, (N_ROWS, N_STATE)), "v_ewma": (np.float64, (1,)),
+              "v_params": (np.float64, (_K, 4)), "v_active": (np.bool_, (_K,)),
+              "v_start": (np.float64, (_K, 4)), "v_s": (np.float64, (_K,)),
+              "v_ln_s": (np.float64, (_K,)), "v_counts": (np.int64, (5, _K)),
+              "v_last_close": (np.float64, (1,)), "bars_per_year": (np.float64, (1,))}
+    for name, (dtype, shape) in expect.items():
+        a = arrays[name]
+        if a.dtype != dtype or a.shape != shape:
+            raise ValueError(f"array {name} is {a.dtype}{a.shape}, expected "
+                             f"{np.dtype(dtype)}{shape}")
+    n = int(doc["n_bars"])
+    tail = {f: arrays[f"f_{f}"] for f in _FEATURE_FIELDS}
+    k = min(n, max(t.shape[0] for t in tail.values()))
+    if any(t.ndim != 1 or t.shape[0] != k for t in tail.values()) or tail["ts"].dtype != np.int64:
+        raise ValueError("the kept bars differ in length or type")
+    if int(doc["features_n_bars"]) != n or int(doc["vol_n_bars"]) > n:
+        raise ValueError("bar counts disagree")
+    vs = doc["vol_settings"]
+    bpy = float(arrays["bars_per_year"][0])
+    settings = VolSettings(bpy, int(vs["window"]), int(vs["refit_every"]),
+                           float.fromhex(vs["ewma_lambda"]), int(vs["min_bars"]))
+    settings.check()
+    vol = VolState(settings, int(doc["vol_n_bars"]), float(arrays["v_last_close"][0]),
+                   arrays["v_returns"].astype(np.float64), arrays["v_ewma"], arrays["v_params"],
+                   arrays["v_active"], arrays["v_start"], arrays["v_s"], arrays["v_ln_s"],
+                   arrays["v_counts"], bool(doc["vol_pending"]))
+    origin = Origin(int(doc["origin"]["index"]), int(doc["origin"]["ts_ns"]))
+    return TablesState(origin, n, bpy, FeatureState(n, arrays["f_rows"], tail), vol)
+
+
+# ---- the live step ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LiveColumn:
+    """The tables' values at one new bar (views into ``LiveTables``' buffers: copy to keep)."""
+
+    features: np.ndarray  # float64 [N_ROWS]
+    variance: np.ndarray  # float64 [len(GARCH_VARIANTS)]
+    rv: np.ndarray        # float64 [len(RV_WINDOWS)]
+    hour: int
+    weekday: int
+
+
+class LiveTables:
+    """The tables' state held in fixed buffers and advanced one bar at a time in place: the live
+    executor's per-bar update (two numba calls, no allocation of tables). The values equal
+    ``build_tables`` from the state's origin bit for bit, as ``advance_tables`` does; a refit
+    bar leaves ``pending`` set and its fitted variance rows NaN until ``apply_refits``, so the
+    fits (``due_refits`` -> ``market.volatility.run_refit``) can run in the background."""
+
+    def __init__(self, state: TablesState) -> None:
+        fs, vs = state.features, state.vol
+        self.origin, self.bars_per_year = state.origin, state.bars_per_year
+        self._kind, self._par = ROW_KIND, ROW_PAR
+        self._rows = fs.rows.copy()
+        k = fs.tail["ts"].shape[0]
+        self._ts = np.zeros(TAIL + 1, dtype=np.int64)
+        self._ts[:k] = fs.tail["ts"]
+        self._px = np.zeros((5, TAIL + 1))
+        for i, f in enumerate(_FEATURE_FIELDS[1:]):
+            self._px[i, :k] = fs.tail[f]
+        self._k, self.n_bars = k, state.n_bars
+        self._settings = vs.settings
+        self._vol = vs.copy()
+        kr = vs.returns.shape[0]
+        self._r = np.zeros(vs.settings.keep + 1)
+        self._r[:kr] = vs.returns
+        self._kr = kr
+        self._last_close = vs.last_close
+        self._feat = np.empty((N_ROWS, 1))
+        self._var = np.empty((len(GARCH_VARIANTS), 1))
+        self._rv = np.empty((len(RV_WINDOWS), 1))
+        self.pending = vs.pending
+
+    def step(self, ts: int, open_: float, high: float, low: float, close: float,
+             volume: float) -> LiveColumn:
+        """Append one bar (checked like a build's input) and return its column."""
+        if self.pending:
+            raise ValueError("a volatility refit is pending: apply_refits first")
+        if self._k and ts <= self._ts[self._k - 1]:
+            raise ValueError(f"bar ts {ts} is not after the last bar (ts {self._ts[self._k - 1]})")
+        if not (math.isfinite(open_) and math.isfinite(close) and 0.0 < low <= min(open_, close)
+                and max(open_, close) <= high < math.inf and 0.0 <= volume < math.inf):
+            raise ValueError(f"bad bar at ts {ts}: open {open_}, high {high}, low {low}, "
+                             f"close {close}, volume {volume} (need finite positive prices, "
+                             "low <= min(open, close), high >= max(open, close), volume >= 0)")
+        self._k = live_step_rows(self._ts, self._px, self._k, self.n_bars, ts, open_, high, low,
+                                 close, volume, self._kind, self._par, self._rows, self._feat)
+        cfg, v = self._settings, self._vol
+        self._kr, refit = vol_live_step(
+            self._r, self._kr, self.n_bars, self._last_close, close, cfg.window, cfg.refit_every,
+            cfg.ewma_lambda, cfg.min_bars, RV_ARRAY, SCALE, CLAMP_RATIO, EGARCH_ROW, v.ewma, v.params,
+            v.active, v.s, v.ln_s, v.counts[2], self._var, self._rv)
+        self._last_close = close
+        self.n_bars += 1
+        if refit:
+            self._var[: len(FITTED_VARIANTS), 0] = np.nan
+            self.pending = True
+        return LiveColumn(self._feat[:, 0], self._var[:, 0], self._rv[:, 0],
+                          int((ts // _NS_HOUR) % 24), int((ts // _NS_DAY + 3) % 7))
+
+    def due_refits(self) -> list[RefitJob]:
+        """The pending bar's fit jobs (``market.volatility.RefitJob``; empty if none)."""
+        return due_refits(self.state().vol)
+
+    def apply_refits(self, results: list[RefitResult]) -> np.ndarray:
+        """Finish the pending bar with the fits' results; its variance column (float64 [4])."""
+        col, vs = apply_refits(self.state().vol, results)
+        self._vol = vs
+        self.pending = False
+        return col
+
+    def state(self) -> TablesState:
+        """A copy of where the tables stand (for ``save_state``)."""
+        k, kr = self._k, self._kr
+        tail = {"ts": self._ts[:k].copy()}
+        tail.update({f: self._px[i, :k].copy() for i, f in enumerate(_FEATURE_FIELDS[1:])})
+        vol = self._vol.copy(n_bars=self.n_bars, last_close=self._last_close,
+                             returns=self._r[:kr].copy(), pending=self.pending)
+        return TablesState(self.origin, self.n_bars, self.bars_per_year,
+                           FeatureState(self.n_bars, self._rows.copy(), tail), vol)
