@@ -247,7 +247,8 @@ def run_audit(ctx: RunContext, genomes: np.ndarray, cuts: int, seed: int) -> dic
     except LookaheadError as exc:
         return {"passed": False, "cuts": points, "error": str(exc)}
     return {"passed": True, "cuts": res.cuts, "candidates": res.candidates,
-            "bars_compared": res.bars_compared}
+            "bars_compared": res.bars_compared, "snapshots": res.snapshots,
+            "continued_compared": res.continued_compared}
 
 
 def _holdout_reads(ctx: RunContext, policy_sha: str) -> tuple[int, list[dict]]:

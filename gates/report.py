@@ -40,7 +40,8 @@ def shortfall(gate: dict, figures: dict, report: dict) -> str:
         return (f"OOS family-wise p {v:.3f} over the {len(report['candidates'])} front "
                 f"candidates, needs <= {t:g} (its own p alone: {float_of_json(figures['own_p']):.3f})")
     if name == "lookahead":
-        return "the look-ahead audit failed: its decisions change when the future is cut off"
+        return ("the look-ahead audit failed: its decisions change when the future is cut off, "
+                "or when the tables continue from a snapshot instead of the origin")
     text = {"oos_sharpe": ("OOS Sharpe", "{:.2f}"), "pbo": ("PBO of the run", "{:.2f}"),
             "trades_per_year": ("OOS trades a year", "{:.1f}"),
             "oos_max_drawdown": ("OOS max drawdown", "{:.1%}"),
@@ -141,7 +142,9 @@ def markdown(report: dict) -> str:
                    f"other runs, backtests; `$EMP_HOME/holdout_reads.json`): {others}.")
     la = report["lookahead"]
     audit = (f"passed ({len(la['cuts'])} random cut points, {la['bars_compared']} bar "
-             f"comparisons)" if la["passed"] else f"**FAILED**: {la['error']}")
+             f"comparisons; continued from {len(la.get('snapshots', []))} snapshots, "
+             f"{la.get('continued_compared', 0)} bar comparisons)" if la["passed"]
+             else f"**FAILED**: {la['error']}")
     audit += ("; it replays the whole history but only compares decisions, and no figure "
               "above is taken from it")
     out += ["", "## Run-level statistics", "",

@@ -135,6 +135,8 @@ def test_noise_never_passes_the_gates(tmp_path, n, timeframe, seed):
     _, result, report = _evolve_and_judge(tmp_path, "NOISE", timeframe, seed)
     assert result.generation == 30 and report["trials"] > 1000
     assert report["lookahead"]["passed"]
+    # the audit also continued the tables from snapshots and replayed every candidate
+    assert report["lookahead"]["snapshots"] and report["lookahead"]["continued_compared"] > 0
     assert report["candidates"], "the front must be judged, not skipped"
     assert report["eligible"] == [], [c["figures"] for c in report["candidates"]
                                       if c["eligible"]]
