@@ -58,6 +58,8 @@ import math
 import numba as nb
 import numpy as np
 
+from core.errors import EmpError
+
 # ---- metric slots (plain ints: numba treats module globals as compile-time constants) ----
 M_TOTAL_RETURN = 0
 M_ANNUAL_RETURN = 1
@@ -450,3 +452,284 @@ def fill_metrics(
         out, returns, scratch, n_trades, n_wins, gross_win, gross_loss, turnover,
         bars_in_market, bars_per_year,
     )
+
+
+# ---- sparse form: the dense vector is r[j] at offsets at[j] and exactly 0.0 elsewhere ---------
+
+
+class MetricsInputError(EmpError, ValueError):
+    """Sparse returns whose offsets or scratch buffer break ``fill_metrics_sparse``'s contract."""
+
+
+@nb.njit(**_JIT)
+def _log1p(x: float) -> float:
+    """log1p(x) exactly as the dense passes compute it (series below _C, libm beyond)."""
+    if abs(x) >= _C:
+        return math.log1p(x)
+    u = x / (2.0 + x)
+    u2 = u * u
+    q = 1.0 / 11.0 + u2 / 13.0
+    q = 1.0 / 9.0 + u2 * q
+    q = 1.0 / 7.0 + u2 * q
+    q = 1.0 / 5.0 + u2 * q
+    q = 1.0 / 3.0 + u2 * q
+    return 2.0 * u * (1.0 + u2 * q)
+
+
+@nb.njit(**_JIT)
+def _sparse_rank(d: int, n_neg: int, n_flat: int, n_gap: int) -> int:
+    """Rank among the k sparse values of the dense order statistic d, or -1 where it is a zero.
+
+    Dense sorted order: the n_neg negatives, then n_flat zeros (the n - k implicit ones plus the
+    r[j] == 0), then the positives; the sparse values lack only the n_gap = n - k implicit zeros.
+    """
+    if d < n_neg:
+        return d
+    if d < n_neg + n_flat:
+        return -1
+    return d - n_gap
+
+
+@nb.njit(**_JIT)
+def _sparse_tail(
+    r: np.ndarray, k: int, n: int, n_neg: int, n_zero: int, s_neg: float, p: float,
+    win: np.ndarray,
+) -> tuple[float, float]:
+    """(q, mean(x[x <= q])) of the dense x, q = np.quantile(x, p) (linear); n >= 1.
+
+    ``n_neg``, ``n_zero``, ``s_neg``: counts of r[:k] < 0 and == 0, sum of the negatives.
+    Selection runs only over the k sparse values, and only when an order statistic it needs is
+    not in the zero block. ``win`` (len >= k) receives a strided sample, then the values inside
+    its bracket (as ``_tail`` does for the dense vector), or all k on a bracket miss.
+    """
+    n_gap = n - k
+    h = (n - 1) * p
+    kq = int(h)
+    g = h - kq
+    kq1 = min(kq + 1, n - 1)
+    ra = _sparse_rank(kq, n_neg, n_gap + n_zero, n_gap)
+    rb = _sparse_rank(kq1, n_neg, n_gap + n_zero, n_gap)
+    a = 0.0
+    b = 0.0
+    hi_b = np.inf
+    s = 0.0
+    c = 0
+    if ra >= 0 or rb >= 0:
+        rlo = ra if ra >= 0 else rb
+        rhi = rb if rb >= 0 else ra
+        lo_b = -np.inf
+        if k >= 512:  # bracket [rlo, rhi] from a sorted strided sample, as _bracket does
+            ns = min(2048, int(2.0 * math.sqrt(k)))
+            step = k // ns
+            for j in range(ns):
+                win[j] = r[j * step]
+            win[:ns].sort()
+            pr = rlo / (k - 1.0)
+            margin = 3.0 * math.sqrt(ns * pr * (1.0 - pr)) + 2.0
+            lo = math.floor(rlo / (k - 1.0) * (ns - 1) - margin)
+            hi = math.ceil(rhi / (k - 1.0) * (ns - 1) + margin)
+            lo_b = win[lo] if lo >= 0 else -np.inf
+            hi_b = win[hi] if hi < ns else np.inf
+        m = 0
+        n_below = 0
+        for j in range(k):  # branch-free: keep [lo_b, hi_b], count and sum what lies below
+            x = r[j]
+            win[m] = x
+            m += (x >= lo_b) & (x <= hi_b)
+            below = x < lo_b
+            n_below += below
+            s += x if below else 0.0
+        if not (n_below <= rlo and rhi < n_below + m):  # bracket missed: select over all k
+            win[:k] = r[:k]
+            m = k
+            n_below = 0
+            s = 0.0
+            lo_b = -np.inf
+            hi_b = np.inf
+        v, w = _pair(win, m, rlo - n_below)
+        if ra >= 0:
+            a = v
+            b = w if rb > ra else (v if rb >= 0 else 0.0)
+        else:
+            b = v
+        q = _lerp(a, b, g)
+        if lo_b <= q <= hi_b:  # all below the window are <= q, all above it > q
+            for j in range(m):
+                x = win[j]
+                inside = x <= q
+                s += x if inside else 0.0
+                c += inside
+            c += n_below
+        else:
+            s = 0.0
+            for j in range(k):
+                x = r[j]
+                inside = x <= q
+                s += x if inside else 0.0
+                c += inside
+    else:  # q = 0: the tail is every negative and every zero
+        q = 0.0
+        s = s_neg
+        c = n_neg + n_zero
+    if q >= 0.0:
+        c += n_gap
+    return q, s / c
+
+
+@nb.njit(**_JIT)
+def _fill_sparse(
+    out: np.ndarray, r: np.ndarray, at: np.ndarray, k: int, n: int, scratch: np.ndarray,
+    n_trades: int, n_wins: int, gross_win: float, gross_loss: float, turnover: float,
+    bars_in_market: int, bars_per_year: float,
+) -> None:
+    """``_fill`` of the dense vector, in O(k): each r[j] opens a flat stretch up to at[j+1]."""
+    gl = abs(gross_loss)
+    if n_trades > 0:
+        out[M_WIN_RATE] = n_wins / n_trades
+        out[M_TRADE_COUNT] = n_trades
+        if gl > 0.0:
+            out[M_PROFIT_FACTOR] = min(gross_win / gl, PF_CAP)
+        elif gross_win > 0.0:
+            out[M_PROFIT_FACTOR] = PF_CAP
+    if n == 0:
+        return
+    bpy = bars_per_year
+    out[M_TRADES_PER_YEAR] = n_trades * bpy / n
+    out[M_TURNOVER] = turnover * bpy / n
+    out[M_EXPOSURE] = bars_in_market / n
+
+    # ---- pass 1, in bar order: the sums _pass_sums takes (zeros add exact 0.0, so the same
+    # bits), log equity y_j after r[j] (kept in scratch[:k]) and its drawdown gap, as dense.
+    x0 = r[0] if k > 0 and at[0] == 0 else 0.0
+    s = 0.0
+    dn = 0.0
+    s_neg = 0.0
+    n_diff = 0
+    n_ruin = 0
+    n_neg = 0
+    n_zero = 0
+    y = 0.0
+    sy = 0.0
+    ymax = 0.0
+    gap = 0.0
+    for j in range(k):
+        x = r[j]
+        s += x
+        neg = x if x < 0.0 else 0.0
+        dn += neg * neg
+        s_neg += neg
+        n_diff += x != x0
+        n_ruin += x <= -1.0
+        n_neg += x < 0.0
+        n_zero += x == 0.0
+        y += _log1p(x)
+        scratch[j] = y
+        nxt = at[j + 1] if j + 1 < k else n
+        sy += (nxt - at[j]) * y  # y holds on bars at[j] .. nxt - 1
+        ymax = max(ymax, y)
+        gap = min(gap, y - ymax)
+    if not math.isfinite(s):
+        return
+    n_gap = n - k
+    n_diff += n_gap * (x0 != 0.0)
+    mean = s / n
+    sqb = math.sqrt(bpy)
+
+    ruined = n_ruin > 0
+    if ruined:
+        out[M_TOTAL_RETURN] = -1.0
+        out[M_ANNUAL_RETURN] = -1.0
+        out[M_MAX_DRAWDOWN] = 1.0
+        out[M_CALMAR] = -1.0
+    else:
+        out[M_TOTAL_RETURN] = math.expm1(min(y, _LOG_CAP))
+        ann = math.expm1(min(y * (bpy / n), _LOG_CAP))
+        mdd = 1.0 - math.exp(gap)
+        out[M_ANNUAL_RETURN] = ann
+        out[M_MAX_DRAWDOWN] = mdd
+        if mdd > 0.0:
+            out[M_CALMAR] = ann / mdd
+
+    if n >= 2:
+        # ---- pass 2: central moments; each implicit zero adds (0 - mean)^p
+        m2 = 0.0
+        m3 = 0.0
+        m4 = 0.0
+        for j in range(k):
+            d = r[j] - mean
+            d2 = d * d
+            m2 += d2
+            m3 += d2 * d
+            m4 += d2 * d2
+        z = -mean
+        z2 = z * z
+        m2 += n_gap * z2
+        m3 += n_gap * (z2 * z)
+        m4 += n_gap * (z2 * z2)
+        if n_diff > 0:
+            std = math.sqrt(m2 / (n - 1))
+            out[M_VOLATILITY] = std * sqb
+            if std > 0.0:
+                out[M_SHARPE] = mean / std * sqb
+            c2 = m2 / n
+            if c2 > 0.0:
+                out[M_SKEWNESS] = (m3 / n) / (c2 * math.sqrt(c2))
+                out[M_KURTOSIS] = (m4 / n) / (c2 * c2)
+        down = math.sqrt(dn / n)
+        if down > 0.0:
+            out[M_SORTINO] = mean / down * sqb
+        if not ruined:
+            # ---- pass 3: OLS of y on t = 0..n. A stretch of L points t = a..b at one y adds
+            # L (y - ybar)^2 to Syy and (y - ybar) L (a + b - n) / 2 to Sty (tbar = n / 2).
+            ybar = sy / (n + 1.0)
+            a0 = at[0] if k > 0 else n  # t = 0 .. a0 at y = 0
+            syy = (a0 + 1.0) * (ybar * ybar)
+            sty2 = ((a0 + 1.0) * (a0 - n)) * -ybar
+            for j in range(k):
+                nxt = at[j + 1] if j + 1 < k else n
+                ln = nxt - at[j]  # t = at[j] + 1 .. nxt
+                dy = scratch[j] - ybar
+                syy += ln * (dy * dy)
+                sty2 += (ln * (at[j] + 1.0 + nxt - n)) * dy
+            npts = n + 1.0
+            stt = npts * (npts * npts - 1.0) / 12.0
+            sty = 0.5 * sty2
+            if syy > 0.0:
+                out[M_STABILITY] = min(sty * sty / (stt * syy), 1.0)
+
+    # ---- tail risk
+    q, tail_mean = _sparse_tail(r, k, n, n_neg, n_zero, s_neg, TAIL_P, scratch[k:])
+    out[M_VAR95] = -q
+    out[M_ES95] = -tail_mean
+
+
+@nb.njit(**_JIT)
+def fill_metrics_sparse(
+    out: np.ndarray, r: np.ndarray, at: np.ndarray, k: int, n: int, scratch: np.ndarray,
+    n_trades: int, n_wins: int, gross_win: float, gross_loss: float, turnover: float,
+    bars_in_market: int, bars_per_year: float,
+) -> None:
+    """``fill_metrics`` of the length-n vector that is r[j] at offset at[j] (j < k), else 0.0.
+
+    ``at`` is int64, strictly increasing, in [0, n); ``scratch`` is a caller-owned float64
+    buffer of len >= 2 k (the kernel's 2 k + 64 is ample), overwritten. O(k) work and no
+    allocation, except numpy's sort of a <= 2048-value sample when k >= 512. Raises
+    ``MetricsInputError`` when the offsets or the buffer break this contract.
+    """
+    if k < 0 or k > r.shape[0] or k > at.shape[0] or k > n or scratch.shape[0] < 2 * k:
+        raise MetricsInputError("fill_metrics_sparse: k, n, len(r), len(at), len(scratch) do not fit")
+    prev = -1
+    for j in range(k):
+        if at[j] <= prev:
+            raise MetricsInputError("fill_metrics_sparse: at is not strictly increasing from 0")
+        prev = at[j]
+    if prev >= n:
+        raise MetricsInputError("fill_metrics_sparse: an offset in at is >= n")
+    out[:] = 0.0
+    _fill_sparse(
+        out, r, at, k, n, scratch, n_trades, n_wins, gross_win, gross_loss, turnover,
+        bars_in_market, bars_per_year,
+    )
+    for j in range(N_METRICS):
+        if not math.isfinite(out[j]):
+            out[j] = 0.0
