@@ -461,19 +461,41 @@ class MetricsInputError(EmpError, ValueError):
     """Sparse returns whose offsets or scratch buffer break ``fill_metrics_sparse``'s contract."""
 
 
-@nb.njit(**_JIT)
-def _log1p(x: float) -> float:
-    """log1p(x) exactly as the dense passes compute it (series below _C, libm beyond)."""
-    if abs(x) >= _C:
-        return math.log1p(x)
-    u = x / (2.0 + x)
-    u2 = u * u
-    q = 1.0 / 11.0 + u2 / 13.0
-    q = 1.0 / 9.0 + u2 * q
-    q = 1.0 / 7.0 + u2 * q
-    q = 1.0 / 5.0 + u2 * q
-    q = 1.0 / 3.0 + u2 * q
-    return 2.0 * u * (1.0 + u2 * q)
+_POS_TINY = 5e-324  # the smallest positive double: x >= it <=> x > 0
+
+
+@nb.njit(fastmath=_FM, **_JIT)
+def _sparse_logs(r: np.ndarray, at: np.ndarray, k: int, n: int, buf: np.ndarray) -> bool:
+    """buf[j] = log1p(r[j]) bit for bit as the dense passes compute it, buf[k + j] = the length
+    of the stretch r[j] opens (at[j+1] - at[j], n - at[k-1] for the last). Vectorised; returns
+    whether at is strictly increasing within [0, n)."""
+    n_big = 0
+    for j in range(k):
+        x = r[j]
+        n_big += abs(x) >= _C
+        c = x if x > -_C else -_C
+        c = c if c < _C else _C
+        u = c / (2.0 + c)
+        u2 = u * u
+        q = 1.0 / 11.0 + u2 / 13.0
+        q = 1.0 / 9.0 + u2 * q
+        q = 1.0 / 7.0 + u2 * q
+        q = 1.0 / 5.0 + u2 * q
+        q = 1.0 / 3.0 + u2 * q
+        buf[j] = 2.0 * u * (1.0 + u2 * q)
+    if n_big > 0:
+        for j in range(k):
+            if abs(r[j]) >= _C:
+                buf[j] = math.log1p(r[j])
+    if k == 0:
+        return True
+    bad = 0
+    for j in range(k - 1):
+        gap = at[j + 1] - at[j]
+        bad += gap <= 0
+        buf[k + j] = gap
+    buf[2 * k - 1] = n - at[k - 1]
+    return bad == 0 and at[0] >= 0 and at[k - 1] < n
 
 
 @nb.njit(**_JIT)
@@ -497,10 +519,10 @@ def _sparse_tail(
 ) -> tuple[float, float]:
     """(q, mean(x[x <= q])) of the dense x, q = np.quantile(x, p) (linear); n >= 1.
 
-    ``n_neg``, ``n_zero``, ``s_neg``: counts of r[:k] < 0 and == 0, sum of the negatives.
-    Selection runs only over the k sparse values, and only when an order statistic it needs is
-    not in the zero block. ``win`` (len >= k) receives a strided sample, then the values inside
-    its bracket (as ``_tail`` does for the dense vector), or all k on a bracket miss.
+    ``n_neg``, ``n_zero``, ``s_neg``: counts of r[:k] < 0 and == 0, sum of the negatives. Nothing
+    to select when both order statistics lie in the zero block. Otherwise the values inside a
+    window that must hold them (by sign, narrowed for k >= 512 by a strided sample as in
+    ``_bracket``) go to ``win`` (len >= k) for quickselect; on a sample miss, all k do.
     """
     n_gap = n - k
     h = (n - 1) * p
@@ -509,68 +531,63 @@ def _sparse_tail(
     kq1 = min(kq + 1, n - 1)
     ra = _sparse_rank(kq, n_neg, n_gap + n_zero, n_gap)
     rb = _sparse_rank(kq1, n_neg, n_gap + n_zero, n_gap)
+    if ra < 0 and rb < 0:  # q = 0: the tail is every negative and every zero
+        return 0.0, s_neg / (n_neg + n_zero + n_gap)
+    rlo = ra if ra >= 0 else rb
+    rhi = rb if rb >= 0 else ra
+    lo_b = -np.inf
+    hi_b = np.inf
+    if rhi < n_neg:
+        hi_b = -_POS_TINY  # negatives only
+    elif rlo >= n_neg + n_zero:
+        lo_b = _POS_TINY  # positives only
+    if k >= 512:  # narrow it to a bracket of [rlo, rhi] from a strided sample
+        ns = min(2048, int(2.0 * math.sqrt(k)))
+        step = k // ns
+        for j in range(ns):
+            win[j] = r[j * step]
+        margin = 3.0 * math.sqrt(ns * (rlo / (k - 1.0)) * (1.0 - rlo / (k - 1.0))) + 2.0
+        lo = math.floor(rlo / (k - 1.0) * (ns - 1) - margin)
+        hi = math.ceil(rhi / (k - 1.0) * (ns - 1) + margin)
+        base = 0
+        if lo >= 0:
+            lo_b = max(lo_b, _select(win, ns, lo))
+            base = lo + 1  # win[base:ns] now holds the sample above its lo-th value
+        if hi < ns:
+            hi_b = min(hi_b, _select(win[base:], ns - base, hi - base))
+    m = 0
+    n_below = 0
+    s = 0.0
+    for j in range(k):  # branch-free: keep [lo_b, hi_b], count and sum what lies below
+        x = r[j]
+        win[m] = x
+        m += (x >= lo_b) & (x <= hi_b)
+        below = x < lo_b
+        n_below += below
+        s += x if below else 0.0
+    if not (n_below <= rlo and rhi < n_below + m):  # the sample misled: select over all k
+        win[:k] = r[:k]
+        m = k
+        n_below = 0
+        s = 0.0
+        lo_b = -np.inf
+        hi_b = np.inf
+    v, w = _pair(win, m, rlo - n_below)
     a = 0.0
     b = 0.0
-    hi_b = np.inf
-    s = 0.0
+    if ra >= 0:
+        a = v
+        b = w if rb > ra else (v if rb >= 0 else 0.0)
+    else:
+        b = v
+    q = _lerp(a, b, g)
     c = 0
-    if ra >= 0 or rb >= 0:
-        rlo = ra if ra >= 0 else rb
-        rhi = rb if rb >= 0 else ra
-        lo_b = -np.inf
-        if k >= 512:  # bracket [rlo, rhi] from a sorted strided sample, as _bracket does
-            ns = min(2048, int(2.0 * math.sqrt(k)))
-            step = k // ns
-            for j in range(ns):
-                win[j] = r[j * step]
-            win[:ns].sort()
-            pr = rlo / (k - 1.0)
-            margin = 3.0 * math.sqrt(ns * pr * (1.0 - pr)) + 2.0
-            lo = math.floor(rlo / (k - 1.0) * (ns - 1) - margin)
-            hi = math.ceil(rhi / (k - 1.0) * (ns - 1) + margin)
-            lo_b = win[lo] if lo >= 0 else -np.inf
-            hi_b = win[hi] if hi < ns else np.inf
-        m = 0
-        n_below = 0
-        for j in range(k):  # branch-free: keep [lo_b, hi_b], count and sum what lies below
-            x = r[j]
-            win[m] = x
-            m += (x >= lo_b) & (x <= hi_b)
-            below = x < lo_b
-            n_below += below
-            s += x if below else 0.0
-        if not (n_below <= rlo and rhi < n_below + m):  # bracket missed: select over all k
-            win[:k] = r[:k]
-            m = k
-            n_below = 0
-            s = 0.0
-            lo_b = -np.inf
-            hi_b = np.inf
-        v, w = _pair(win, m, rlo - n_below)
-        if ra >= 0:
-            a = v
-            b = w if rb > ra else (v if rb >= 0 else 0.0)
-        else:
-            b = v
-        q = _lerp(a, b, g)
-        if lo_b <= q <= hi_b:  # all below the window are <= q, all above it > q
-            for j in range(m):
-                x = win[j]
-                inside = x <= q
-                s += x if inside else 0.0
-                c += inside
-            c += n_below
-        else:
-            s = 0.0
-            for j in range(k):
-                x = r[j]
-                inside = x <= q
-                s += x if inside else 0.0
-                c += inside
-    else:  # q = 0: the tail is every negative and every zero
-        q = 0.0
-        s = s_neg
-        c = n_neg + n_zero
+    if lo_b <= q <= hi_b:  # all below the window are <= q, all above it > q
+        t, c = _tail_sum(win, m, q)
+        s += t
+        c += n_below
+    else:
+        s, c = _tail_sum(r, k, q)
     if q >= 0.0:
         c += n_gap
     return q, s / c
@@ -582,7 +599,7 @@ def _fill_sparse(
     n_trades: int, n_wins: int, gross_win: float, gross_loss: float, turnover: float,
     bars_in_market: int, bars_per_year: float,
 ) -> None:
-    """``_fill`` of the dense vector, in O(k): each r[j] opens a flat stretch up to at[j+1]."""
+    """``_fill`` of the dense vector in O(k): r[j] opens a flat stretch up to at[j+1]."""
     gl = abs(gross_loss)
     if n_trades > 0:
         out[M_WIN_RATE] = n_wins / n_trades
@@ -598,14 +615,13 @@ def _fill_sparse(
     out[M_TURNOVER] = turnover * bpy / n
     out[M_EXPOSURE] = bars_in_market / n
 
-    # ---- pass 1, in bar order: the sums _pass_sums takes (zeros add exact 0.0, so the same
-    # bits), log equity y_j after r[j] (kept in scratch[:k]) and its drawdown gap, as dense.
+    # ---- pass 1, serial in bar order: _pass_sums's sums (zeros add an exact 0.0: same bits)
+    # and log equity y after each r[j] (into scratch[:k]) with its drawdown gap, as dense.
     x0 = r[0] if k > 0 and at[0] == 0 else 0.0
     s = 0.0
     dn = 0.0
     s_neg = 0.0
     n_diff = 0
-    n_ruin = 0
     n_neg = 0
     n_zero = 0
     y = 0.0
@@ -619,13 +635,11 @@ def _fill_sparse(
         dn += neg * neg
         s_neg += neg
         n_diff += x != x0
-        n_ruin += x <= -1.0
         n_neg += x < 0.0
         n_zero += x == 0.0
-        y += _log1p(x)
+        y += scratch[j]
         scratch[j] = y
-        nxt = at[j + 1] if j + 1 < k else n
-        sy += (nxt - at[j]) * y  # y holds on bars at[j] .. nxt - 1
+        sy += scratch[k + j] * y  # y holds on the stretch's bars
         ymax = max(ymax, y)
         gap = min(gap, y - ymax)
     if not math.isfinite(s):
@@ -635,7 +649,8 @@ def _fill_sparse(
     mean = s / n
     sqb = math.sqrt(bpy)
 
-    ruined = n_ruin > 0
+    # with every r finite, y is finite unless some r <= -1 (log1p -inf or NaN): ruin
+    ruined = not math.isfinite(y)
     if ruined:
         out[M_TOTAL_RETURN] = -1.0
         out[M_ANNUAL_RETURN] = -1.0
@@ -651,16 +666,25 @@ def _fill_sparse(
             out[M_CALMAR] = ann / mdd
 
     if n >= 2:
-        # ---- pass 2: central moments; each implicit zero adds (0 - mean)^p
+        # ---- pass 2: central moments (each implicit zero adds (0 - mean)^p) and the OLS of y
+        # on t = 0..n: a stretch of L points t = a..b at one y adds L (y - ybar)^2 to Syy and
+        # (y - ybar) L (a + b - n) / 2 to Sty (tbar = n / 2; integers, exact in float64).
+        ybar = sy / (n + 1.0)
         m2 = 0.0
         m3 = 0.0
         m4 = 0.0
+        syy = 0.0
+        sty2 = 0.0
         for j in range(k):
             d = r[j] - mean
             d2 = d * d
             m2 += d2
             m3 += d2 * d
             m4 += d2 * d2
+            ln = scratch[k + j]  # t = at[j] + 1 .. at[j] + ln
+            dy = scratch[j] - ybar
+            syy += ln * (dy * dy)
+            sty2 += (ln * (2.0 * at[j] + 1.0 + ln - n)) * dy
         z = -mean
         z2 = z * z
         m2 += n_gap * z2
@@ -679,18 +703,9 @@ def _fill_sparse(
         if down > 0.0:
             out[M_SORTINO] = mean / down * sqb
         if not ruined:
-            # ---- pass 3: OLS of y on t = 0..n. A stretch of L points t = a..b at one y adds
-            # L (y - ybar)^2 to Syy and (y - ybar) L (a + b - n) / 2 to Sty (tbar = n / 2).
-            ybar = sy / (n + 1.0)
-            a0 = at[0] if k > 0 else n  # t = 0 .. a0 at y = 0
-            syy = (a0 + 1.0) * (ybar * ybar)
-            sty2 = ((a0 + 1.0) * (a0 - n)) * -ybar
-            for j in range(k):
-                nxt = at[j + 1] if j + 1 < k else n
-                ln = nxt - at[j]  # t = at[j] + 1 .. nxt
-                dy = scratch[j] - ybar
-                syy += ln * (dy * dy)
-                sty2 += (ln * (at[j] + 1.0 + nxt - n)) * dy
+            a0 = at[0] if k > 0 else n  # the first stretch: t = 0 .. a0 at y = 0
+            syy += (a0 + 1.0) * (ybar * ybar)
+            sty2 += ((a0 + 1.0) * (a0 - n)) * -ybar
             npts = n + 1.0
             stt = npts * (npts * npts - 1.0) / 12.0
             sty = 0.5 * sty2
@@ -712,19 +727,17 @@ def fill_metrics_sparse(
     """``fill_metrics`` of the length-n vector that is r[j] at offset at[j] (j < k), else 0.0.
 
     ``at`` is int64, strictly increasing, in [0, n); ``scratch`` is a caller-owned float64
-    buffer of len >= 2 k (the kernel's 2 k + 64 is ample), overwritten. O(k) work and no
-    allocation, except numpy's sort of a <= 2048-value sample when k >= 512. Raises
-    ``MetricsInputError`` when the offsets or the buffer break this contract.
+    buffer of len >= 2 k (the kernel's 2 k + 64 is ample), overwritten; nothing is allocated.
+    O(k) work. Raises ``MetricsInputError`` when the offsets or the buffer break this contract.
     """
     if k < 0 or k > r.shape[0] or k > at.shape[0] or k > n or scratch.shape[0] < 2 * k:
-        raise MetricsInputError("fill_metrics_sparse: k, n, len(r), len(at), len(scratch) do not fit")
-    prev = -1
-    for j in range(k):
-        if at[j] <= prev:
-            raise MetricsInputError("fill_metrics_sparse: at is not strictly increasing from 0")
-        prev = at[j]
-    if prev >= n:
-        raise MetricsInputError("fill_metrics_sparse: an offset in at is >= n")
+        raise MetricsInputError(
+            "fill_metrics_sparse: k, n, len(r), len(at), len(scratch) do not fit"
+        )
+    if not _sparse_logs(r, at, k, n, scratch):
+        raise MetricsInputError(
+            "fill_metrics_sparse: at is not strictly increasing within [0, n)"
+        )
     out[:] = 0.0
     _fill_sparse(
         out, r, at, k, n, scratch, n_trades, n_wins, gross_win, gross_loss, turnover,
