@@ -465,14 +465,24 @@ _POS_TINY = 5e-324  # the smallest positive double: x >= it <=> x > 0
 
 
 @nb.njit(fastmath=_FM, **_JIT)
-def _sparse_logs(r: np.ndarray, at: np.ndarray, k: int, n: int, buf: np.ndarray) -> bool:
-    """buf[j] = log1p(r[j]) bit for bit as the dense passes compute it, buf[k + j] = the length
-    of the stretch r[j] opens (at[j+1] - at[j], n - at[k-1] for the last). Vectorised; returns
-    whether at is strictly increasing within [0, n)."""
+def _sparse_prep(
+    r: np.ndarray, at: np.ndarray, k: int, n: int, x0: float, buf: np.ndarray
+) -> tuple[bool, int, int, int]:
+    """The vectorised part: buf[j] = log1p(r[j]) bit for bit as the dense passes compute it;
+    buf[k + j] = L_j, the length of the stretch r[j] opens (bars at[j] .. at[j] + L_j - 1, the
+    last ends at n); buf[2k + j] = L_j (a + b - n), a..b = the OLS points at[j] + 1 .. at[j] + L_j
+    (integers, exact in float64 below 2^53). Returns (at[:k] strictly increasing within [0, n),
+    #(r < 0), #(r == 0), #(r != x0))."""
     n_big = 0
+    n_neg = 0
+    n_zero = 0
+    n_diff = 0
     for j in range(k):
         x = r[j]
         n_big += abs(x) >= _C
+        n_neg += x < 0.0
+        n_zero += x == 0.0
+        n_diff += x != x0
         c = x if x > -_C else -_C
         c = c if c < _C else _C
         u = c / (2.0 + c)
@@ -488,14 +498,17 @@ def _sparse_logs(r: np.ndarray, at: np.ndarray, k: int, n: int, buf: np.ndarray)
             if abs(r[j]) >= _C:
                 buf[j] = math.log1p(r[j])
     if k == 0:
-        return True
+        return True, 0, 0, 0
     bad = 0
     for j in range(k - 1):
-        gap = at[j + 1] - at[j]
-        bad += gap <= 0
-        buf[k + j] = gap
-    buf[2 * k - 1] = n - at[k - 1]
-    return bad == 0 and at[0] >= 0 and at[k - 1] < n
+        ln = at[j + 1] - at[j]
+        bad += ln <= 0
+        buf[k + j] = ln
+        buf[2 * k + j] = ln * (2.0 * at[j] + 1.0 + ln - n)
+    ln = n - at[k - 1]
+    buf[2 * k - 1] = ln
+    buf[3 * k - 1] = ln * (2.0 * at[k - 1] + 1.0 + ln - n)
+    return bad == 0 and at[0] >= 0 and at[k - 1] < n, n_neg, n_zero, n_diff
 
 
 @nb.njit(**_JIT)
@@ -596,6 +609,7 @@ def _sparse_tail(
 @nb.njit(**_JIT)
 def _fill_sparse(
     out: np.ndarray, r: np.ndarray, at: np.ndarray, k: int, n: int, scratch: np.ndarray,
+    n_neg: int, n_zero: int, n_diff: int, x0: float,
     n_trades: int, n_wins: int, gross_win: float, gross_loss: float, turnover: float,
     bars_in_market: int, bars_per_year: float,
 ) -> None:
@@ -616,14 +630,10 @@ def _fill_sparse(
     out[M_EXPOSURE] = bars_in_market / n
 
     # ---- pass 1, serial in bar order: _pass_sums's sums (zeros add an exact 0.0: same bits)
-    # and log equity y after each r[j] (into scratch[:k]) with its drawdown gap, as dense.
-    x0 = r[0] if k > 0 and at[0] == 0 else 0.0
+    # and the log equity y_j (into scratch[:k]) with its drawdown gap, as _pass_equity.
     s = 0.0
     dn = 0.0
     s_neg = 0.0
-    n_diff = 0
-    n_neg = 0
-    n_zero = 0
     y = 0.0
     sy = 0.0
     ymax = 0.0
@@ -634,9 +644,6 @@ def _fill_sparse(
         neg = x if x < 0.0 else 0.0
         dn += neg * neg
         s_neg += neg
-        n_diff += x != x0
-        n_neg += x < 0.0
-        n_zero += x == 0.0
         y += scratch[j]
         scratch[j] = y
         sy += scratch[k + j] * y  # y holds on the stretch's bars
@@ -645,7 +652,7 @@ def _fill_sparse(
     if not math.isfinite(s):
         return
     n_gap = n - k
-    n_diff += n_gap * (x0 != 0.0)
+    n_diff += n_gap * (x0 != 0.0)  # the implicit zeros
     mean = s / n
     sqb = math.sqrt(bpy)
 
@@ -681,10 +688,9 @@ def _fill_sparse(
             m2 += d2
             m3 += d2 * d
             m4 += d2 * d2
-            ln = scratch[k + j]  # t = at[j] + 1 .. at[j] + ln
             dy = scratch[j] - ybar
-            syy += ln * (dy * dy)
-            sty2 += (ln * (2.0 * at[j] + 1.0 + ln - n)) * dy
+            syy += scratch[k + j] * (dy * dy)
+            sty2 += scratch[2 * k + j] * dy
         z = -mean
         z2 = z * z
         m2 += n_gap * z2
@@ -726,22 +732,25 @@ def fill_metrics_sparse(
 ) -> None:
     """``fill_metrics`` of the length-n vector that is r[j] at offset at[j] (j < k), else 0.0.
 
-    ``at`` is int64, strictly increasing, in [0, n); ``scratch`` is a caller-owned float64
-    buffer of len >= 2 k (the kernel's 2 k + 64 is ample), overwritten; nothing is allocated.
-    O(k) work. Raises ``MetricsInputError`` when the offsets or the buffer break this contract.
+    ``at`` is int64, strictly increasing, in [0, n). ``scratch`` is a caller-owned float64
+    buffer of **len >= 3 k** (3 k + 64 is the kernel's usual size), overwritten; nothing is
+    allocated. O(k) work: 4 passes over the k values (one vectorised) and a quickselect over a
+    small window. Raises ``MetricsInputError`` when the offsets or the buffer break this contract.
     """
-    if k < 0 or k > r.shape[0] or k > at.shape[0] or k > n or scratch.shape[0] < 2 * k:
+    if k < 0 or k > r.shape[0] or k > at.shape[0] or k > n or scratch.shape[0] < 3 * k:
         raise MetricsInputError(
             "fill_metrics_sparse: k, n, len(r), len(at), len(scratch) do not fit"
         )
-    if not _sparse_logs(r, at, k, n, scratch):
+    x0 = r[0] if k > 0 and at[0] == 0 else 0.0  # the dense vector's first value
+    ok, n_neg, n_zero, n_diff = _sparse_prep(r, at, k, n, x0, scratch)
+    if not ok:
         raise MetricsInputError(
             "fill_metrics_sparse: at is not strictly increasing within [0, n)"
         )
     out[:] = 0.0
     _fill_sparse(
-        out, r, at, k, n, scratch, n_trades, n_wins, gross_win, gross_loss, turnover,
-        bars_in_market, bars_per_year,
+        out, r, at, k, n, scratch, n_neg, n_zero, n_diff, x0, n_trades, n_wins, gross_win,
+        gross_loss, turnover, bars_in_market, bars_per_year,
     )
     for j in range(N_METRICS):
         if not math.isfinite(out[j]):
