@@ -3,7 +3,9 @@
 ``fill_metrics`` runs inside the backtest kernel's ``prange``, once per (genome, segment), so
 it is built for speed: four linear passes (three vectorised), one O(n) scratch buffer, and a
 quantile by selection, never a full sort (~6 ns/bar on one core of a 2.5 GHz Xeon).
-``fill_metrics_buf`` is the same with a caller-owned scratch buffer. The metric slots are the
+``fill_metrics_buf`` is the same with a caller-owned scratch buffer. ``fill_metrics_sparse``
+gives the same metrics from returns in sparse form (the kernel skips flat bars), in O(k) for k
+nonzero bars: see "Sparse form" below. The metric slots are the
 ``M_*`` integers below (re-exported with their names by ``fitness.metrics``); they live here
 so that numba's on-disk cache, keyed on this file, is invalidated when the layout changes.
 
@@ -49,6 +51,22 @@ Numerics: log1p uses an atanh series (~1 ulp) for |r| < 1/16 and libm beyond; dr
 1 - exp(y_t - max y) on log equity y, which rounds like 1 - E_t/peak (a dip below one ulp is
 no drawdown, so calmar stays bounded). Note that stability is R^2 whatever the slope's sign:
 a steady loser is "stable" too; objectives should pair it with a return metric.
+
+Sparse form: ``fill_metrics_sparse(out, r, at, k, n, scratch, ...)`` treats the length-n vector
+that is r[j] at offset at[j] (j < k) and exactly 0.0 elsewhere, with the definitions and
+degenerate cases above. Flat stretches enter in closed form: each implicit zero adds an exact
+0.0 to the sums and (0 - mean)^p to the central moments; log equity is constant over a stretch,
+so its drawdown needs nothing and the OLS gets L (y - ybar)^2 and (y - ybar) L (a + b - n) / 2
+for a stretch of L points a..b; the 5 % quantile is a zero when its ranks fall in the zeros'
+block, else a quickselect over a window of the k values. Against ``fill_metrics`` on the dense
+vector: total_return, annual_return, max_drawdown, calmar, sortino, var95 and the trade metrics
+are bit-identical (the same operations in the same order); volatility, sharpe, skewness,
+kurtosis, stability and es95 add in another order and agree to 1e-12 relative or better
+(skewness and stability, which can cancel to ~0, to 1e-12 of their scale). The difference is
+the dense bar-by-bar sums' drift, which grows with n; the closed forms are the more accurate
+(e.g. kurtosis at n = 2e5: dense 2.5e-12 from the exact value, sparse 2e-15). Every reduction
+runs in one fixed order and nothing uses fast-math, so a given input gives the same bits in
+every process (Ray workers and in-process alike).
 """
 
 from __future__ import annotations
@@ -461,6 +479,7 @@ class MetricsInputError(EmpError, ValueError):
     """Sparse returns whose offsets or scratch buffer break ``fill_metrics_sparse``'s contract."""
 
 
+SPARSE_SCRATCH = 3  # fill_metrics_sparse needs a scratch of SPARSE_SCRATCH * k floats
 _POS_TINY = 5e-324  # the smallest positive double: x >= it <=> x > 0
 
 
@@ -733,11 +752,13 @@ def fill_metrics_sparse(
     """``fill_metrics`` of the length-n vector that is r[j] at offset at[j] (j < k), else 0.0.
 
     ``at`` is int64, strictly increasing, in [0, n). ``scratch`` is a caller-owned float64
-    buffer of **len >= 3 k** (3 k + 64 is the kernel's usual size), overwritten; nothing is
-    allocated. O(k) work: 4 passes over the k values (one vectorised) and a quickselect over a
-    small window. Raises ``MetricsInputError`` when the offsets or the buffer break this contract.
+    buffer, overwritten, of **len >= SPARSE_SCRATCH * k = 3 k** (not 2 k: the third k holds the
+    OLS weights, computed vectorised, which is ~10 % faster); nothing is allocated. O(k) work:
+    four passes over the k values (the first vectorised) and a quickselect over a small window.
+    Raises ``MetricsInputError`` when the offsets or the buffer break this contract.
     """
-    if k < 0 or k > r.shape[0] or k > at.shape[0] or k > n or scratch.shape[0] < 3 * k:
+    if (k < 0 or k > r.shape[0] or k > at.shape[0] or k > n
+            or scratch.shape[0] < SPARSE_SCRATCH * k):
         raise MetricsInputError(
             "fill_metrics_sparse: k, n, len(r), len(at), len(scratch) do not fit"
         )
