@@ -211,6 +211,26 @@ def test_quantile_at_the_edges_of_the_zero_block(n, shift, zeros_given):
     check(rng.random(at.size) * 0.01, at, n)
 
 
+def test_quantile_exactly_zero_between_the_zeros_and_the_gains():
+    """n = 1001: the quantile's rank 50 is whole (no interpolation). Ranks 0..19 are losses,
+    20..50 implicit zeros, 51.. gains: q = 0 and the tail holds the 31 zeros as well."""
+    rng = np.random.default_rng(8)
+    vals = np.concatenate([-rng.random(20) * 0.01, rng.random(950) * 0.01])
+    at = np.sort(rng.choice(1001, vals.size, replace=False)).astype(np.int64)
+    got = check(rng.permutation(vals), at, 1001)
+    assert got[METRIC_INDEX["var95"]] == 0.0
+    assert got[METRIC_INDEX["es95"]] == pytest.approx(-vals[:20].sum() / 51, rel=1e-12)
+
+
+def test_quantile_that_rounds_to_zero_counts_every_zero():
+    """A subnormal largest loss interpolated half way to 0 rounds to q = 0.0: then every zero,
+    the explicit r[j] == 0 too, is in the tail (the window cannot hold those: full recount)."""
+    r = np.concatenate([[-0.01, -5e-324, 0.0, 0.0], np.linspace(0.01, 0.02, 20)])
+    at = np.arange(r.size, dtype=np.int64) + 7
+    got = check(r, at, 31)  # (31 - 1) * 0.05 = 1.5: halfway between ranks 1 and 2
+    assert got[METRIC_INDEX["es95"]] == pytest.approx(0.01 / 11, rel=1e-12)  # 2 losses, 9 zeros
+
+
 @pytest.mark.parametrize("sign", [-1.0, 1.0])
 def test_quantile_all_one_sign(sign):
     n = 3000
