@@ -753,7 +753,8 @@ def fill_metrics_sparse(
 
     ``at`` is int64, strictly increasing, in [0, n). ``scratch`` is a caller-owned float64
     buffer, overwritten, of **len >= SPARSE_SCRATCH * k = 3 k** (not 2 k: the third k holds the
-    OLS weights, computed vectorised, which is ~10 % faster); nothing is allocated. O(k) work:
+    OLS weights, computed vectorised, which is ~10 % faster); nothing is allocated (but for
+    quickselect's worst-case sort guard, as in the dense path). O(k) work:
     four passes over the k values (the first vectorised) and a quickselect over a small window.
     Raises ``MetricsInputError`` when the offsets or the buffer break this contract.
     """
