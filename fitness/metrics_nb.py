@@ -613,7 +613,6 @@ def _sparse_tail(
     else:
         b = v
     q = _lerp(a, b, g)
-    c = 0
     if lo_b <= q <= hi_b:  # all below the window are <= q, all above it > q
         t, c = _tail_sum(win, m, q)
         s += t
