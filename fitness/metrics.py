@@ -1,7 +1,8 @@
 """Performance metrics, the Python layer: names, slots, directions and a dict wrapper for humans.
 
 The formulas and degenerate-case values are documented in ``fitness.metrics_nb``, which holds the
-numba kernel ``fill_metrics`` and the ``M_*`` slot constants (defined there so numba's cache sees
+numba kernels ``fill_metrics`` (dense returns) and ``fill_metrics_sparse`` (nonzero returns at
+their offsets, the same metrics in O(nonzero bars)) and the ``M_*`` slot constants (defined there so numba's cache sees
 a layout change). Kernels may import the constants from either module; they are plain ints.
 """
 
@@ -31,9 +32,12 @@ from fitness.metrics_nb import (
     N_METRICS,
     PF_CAP,
     RETURN_CAP,
+    SPARSE_SCRATCH,
     TAIL_P,
+    MetricsInputError,
     fill_metrics,
     fill_metrics_buf,
+    fill_metrics_sparse,
 )
 
 __all__ = [
@@ -62,9 +66,12 @@ __all__ = [
     "N_METRICS",
     "PF_CAP",
     "RETURN_CAP",
+    "SPARSE_SCRATCH",
     "TAIL_P",
+    "MetricsInputError",
     "fill_metrics",
     "fill_metrics_buf",
+    "fill_metrics_sparse",
     "metrics_dict",
 ]
 
