@@ -450,3 +450,29 @@ def fill_metrics(
         out, returns, scratch, n_trades, n_wins, gross_win, gross_loss, turnover,
         bars_in_market, bars_per_year,
     )
+
+
+# ---- placeholder: replaced by the metrics engineer's fill_metrics_sparse ----
+@nb.njit(**_JIT)
+def fill_metrics_sparse(
+    out: np.ndarray,
+    r: np.ndarray,
+    at: np.ndarray,
+    k: int,
+    n: int,
+    scratch: np.ndarray,
+    n_trades: int,
+    n_wins: int,
+    gross_win: float,
+    gross_loss: float,
+    turnover: float,
+    bars_in_market: int,
+    bars_per_year: float,
+) -> None:
+    """``fill_metrics`` on the dense returns of length n that are ``r[j]`` at offsets
+    ``at[j]`` (j < k) and 0.0 elsewhere (placeholder: scatters into a dense vector)."""
+    dense = np.zeros(n)
+    for j in range(k):
+        dense[at[j]] = r[j]
+    fill_metrics(out, dense, n_trades, n_wins, gross_win, gross_loss, turnover,
+                 bars_in_market, bars_per_year)

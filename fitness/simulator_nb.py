@@ -1,10 +1,12 @@
-"""The backtest kernel: one genome over one segment of one symbol's bars, and the batch over many.
+"""The backtest kernel: one genome over one segment of one symbol's bars, the batch over many, and
+the live step (one bar at a time), all through the same per-bar code (``_step``).
 
 Semantics (the reference simulator in tests/reference_sim.py implements the same, plainly):
 
 - **Decisions at the close of bar t, fills at the open of bar t+1.** Rule sets read feature
-  values at t (and t-1 for crossings); a NaN makes a comparison false. ``fill_mode = 1`` (a
-  comparator mode used only for the vectorbt parity check) fills at the close of bar t instead.
+  values at t (and t-1 for crossings); a NaN makes a comparison false (``fitness.rules_nb``).
+  ``fill_mode = 1`` (a comparator mode used only for the vectorbt parity check) fills at the
+  close of bar t instead.
 - **Signals.** Flat: long entry without short entry → buy; short without long → sell short.
   Long: a short entry reverses (exit, then short), else an exit signal or the time limit closes.
   Short mirrors long. In a regime whose mode is *fade*, long and short entries swap; in a regime
@@ -14,7 +16,9 @@ Semantics (the reference simulator in tests/reference_sim.py implements the same
   returns. Stop distance in price = k_stop · σ̂_t · close_t. Units = risk_pct · equity_t /
   (stop distance · value_per_unit), capped so notional ≤ max_leverage · equity, rounded down to
   whole minimum lots; an entry below one lot is skipped. Unknown σ̂ (NaN/0) → no entry.
-  ``sizing_mode = 1`` (parity mode) puts all equity in, fractional units, no stop.
+  ``sizing_mode = 1`` (parity mode) puts all equity in, fractional units, no stop: |units| =
+  cash / (open · (1 + cost_frac) + cost_abs) for a long and a short alike (a short is not sized
+  on its smaller net proceeds).
 - **Stops and targets.** The stop sits at fill price ∓ stop distance, the take-profit at
   ± tp_mult · stop distance. They are checked against the high and low of every bar after the
   fill, starting with the fill bar itself (the rest of that bar follows the open). A bar that
@@ -24,10 +28,19 @@ Semantics (the reference simulator in tests/reference_sim.py implements the same
 - **Costs** on every fill: price · cost_frac + cost_abs per unit against the trader (half the
   spread, commission and slippage, from the symbol's cost model in bps or pips). Financing:
   |notional| · financing_per_bar charged at each close while a position is open.
-- **Equity** = cash + units · close · value_per_unit, starting at ``capital`` at the segment
-  start, flat. A position still open at the segment's last bar is closed at its close.
-- **Outputs**: per-bar net returns; trade statistics; with ``record`` also the equity, position
-  and exposure per bar and the trade list (entry/exit bar, side, units, prices, pnl, reason).
+- **Equity** = cash + units · close · value_per_unit. A segment continues from the state record
+  it is given (batch evaluation: flat with ``capital``). With ``close_out`` a position still open
+  at the segment's last bar is closed at its close and no decision is made there (batch
+  evaluation); without it (live trading, a segment that is resumed later) the last bar decides
+  like any other and the state is handed on.
+- **Outputs**: net returns in sparse form (``r[j]`` at segment offset ``at[j]``, 0.0 on every
+  other bar: the bars skipped while flat); trade statistics; with ``record`` also the equity and
+  position per bar and the trade list (entry/exit bar, side, units, prices, pnl, reason).
+
+Speed: the batch path reads rule sets as bitmasks (``fitness.rules_nb``, built once per run by
+``fitness.masks.MaskCache``), jumps over flat bars where no entry can fire (trailing-zero count on
+``(long xor short) & gate``: a flat bar with nothing pending has return exactly 0.0), and steps
+bar by bar only in the market or with an order pending. Buffers are per chunk of jobs.
 """
 
 from __future__ import annotations
@@ -36,8 +49,13 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
-from fitness.metrics_nb import fill_metrics
+from fitness.metrics_nb import fill_metrics_sparse
+from fitness.rules_nb import cond_value, in_gate
+from genome.schema import K_SLOTS
+
+_JIT = {"cache": True, "error_model": "numpy"}
 
 # compiled genome layout (see fitness/compile.py)
 SLOT_LHS, SLOT_RHS, SLOT_CMP = 0, 1, 2
@@ -57,21 +75,76 @@ T_ENTRY, T_EXIT, T_SIDE, T_UNITS, T_ENTRY_PX, T_EXIT_PX, T_PNL, T_REASON = range
 N_TRADE_COLS = 8
 R_SIGNAL, R_STOP, R_TP, R_TIME, R_REVERSE, R_END = 0, 1, 2, 3, 4, 5
 
+# ---- the state record: float64[N_STATE], everything a segment hands to the next ---------------
+# A flat float64 vector with named slots (numba keeps it in L1 and reads it without the
+# indirections of a structured record). Integers (bars, counts, flags) are stored exactly.
+ST_CASH = 0         # cash (money); equity = cash + units · close · value_per_unit
+ST_UNITS = 1        # signed units held (> 0 long, < 0 short, 0 flat)
+ST_ENTRY_PX = 2     # fill price of the open position, costs included
+ST_ENTRY_BAR = 3    # absolute bar of that fill (-1 when none yet)
+ST_STOP = 4         # stop level; with a trailing stop, the trailing level (already moved)
+ST_TP = 5           # take-profit level
+ST_DIST = 6         # stop distance in price (0: no stop, as in full-equity sizing)
+ST_HELD = 7         # closes the position has been held through
+ST_FIN_PAID = 8     # financing paid on the open position (booked into its trade's pnl)
+ST_PEND_EXIT = 9    # 1: close the position at the next open (decided at the last close)
+ST_PEND_REASON = 10  # exit reason of that pending close (R_*)
+ST_PEND_UNITS = 11  # signed units to open at the next open (0: none)
+ST_PEND_DIST = 12   # stop distance of that pending entry
+ST_PREV_EQ = 13     # equity at the last close (the denominator of the next bar's return)
+ST_HAS_PREV = 14    # 1: ST_PREV_VALUES hold the bar before the next one (crossings can fire)
+ST_LAST_BAR = 15    # absolute bar of the last close processed (-1: none)
+ST_PREV_VALUES = 16  # [2 · (rs · K_SLOTS + j) + 0/1]: lhs / rhs value of slot j of rule set rs
+N_STATE = ST_PREV_VALUES + 2 * 3 * K_SLOTS  # at the last close (what crossings need at t-1)
 
-# running statistics of one segment, kept in a small array so helpers can update them
-S_TRADES, S_WINS, S_GROSS_WIN, S_GROSS_LOSS, S_TURNOVER, S_RECORDED = range(6)
+# running statistics of one segment (S_RECORDED: rows written to the trade list)
+S_TRADES, S_WINS, S_GROSS_WIN, S_GROSS_LOSS, S_TURNOVER, S_RECORDED, S_IN_MARKET = range(7)
+N_STATS = 7
+
+# live step decision record
+D_UNITS = 0       # signed units the strategy wants after the next open (target position)
+D_EXIT = 1        # 1: close the open position at the next open
+D_REASON = 2      # exit reason (R_*) of that close
+D_STOP = 3        # stop level of the position held now (NaN when flat or no stop)
+D_TP = 4          # take-profit level of the position held now (NaN when none)
+D_ENTRY_DIST = 5  # stop distance of a new entry (stop = fill ∓ dist, target ± tp_mult · dist)
+N_DECISION = 6
 
 
-@nb.njit(cache=True)
-def _close(stats: np.ndarray, trades: np.ndarray, record: bool, units: float, raw_px: float,
-           cash: float, entry_px: float, entry_bar: int, fin_paid: float, t: int, reason: int,
-           cost_frac: float, cost_abs: float, vpu: float) -> float:
-    """Close ``units`` at ``raw_px`` less costs; book the trade; return the new cash."""
+@nb.njit(**_JIT)
+def init_state(st: np.ndarray, capital: float) -> None:
+    """A flat state with ``capital`` in cash, before any bar."""
+    st[:] = 0.0
+    st[ST_CASH] = capital
+    st[ST_PREV_EQ] = capital
+    st[ST_ENTRY_BAR] = -1.0
+    st[ST_LAST_BAR] = -1.0
+
+
+@nb.njit(**_JIT)
+def store_prev(st: np.ndarray, F: np.ndarray, slots: np.ndarray, thr: np.ndarray,
+               n_active: np.ndarray, t: int) -> None:
+    """Record the rule slots' values at bar t (``F[:, t]``) as the t-1 values of the next bar."""
+    for rs in range(3):
+        for j in range(n_active[rs]):
+            rhs = slots[rs, j, SLOT_RHS]
+            st[ST_PREV_VALUES + 2 * (rs * K_SLOTS + j)] = F[slots[rs, j, SLOT_LHS], t]
+            st[ST_PREV_VALUES + 2 * (rs * K_SLOTS + j) + 1] = F[rhs, t] if rhs >= 0 else thr[rs, j]
+    st[ST_HAS_PREV] = 1.0
+
+
+@nb.njit(inline="always", **_JIT)
+def _close(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, record: bool, raw_px: float,
+           t: int, reason: int, cost_frac: float, cost_abs: float, vpu: float) -> None:
+    """Close the position at ``raw_px`` less costs and book the trade."""
+    units = st[ST_UNITS]
     side = 1.0 if units > 0 else -1.0
     px = raw_px - side * (raw_px * cost_frac + cost_abs)
+    cash = st[ST_CASH]
     eq_now = cash + units * raw_px * vpu
     cash += units * px * vpu
-    pnl = side * abs(units) * (px - entry_px) * vpu - fin_paid
+    entry_px = st[ST_ENTRY_PX]
+    pnl = side * abs(units) * (px - entry_px) * vpu - st[ST_FIN_PAID]
     stats[S_TURNOVER] += abs(units) * px * vpu / max(eq_now, 1e-12)
     stats[S_TRADES] += 1
     if pnl > 0:
@@ -79,276 +152,423 @@ def _close(stats: np.ndarray, trades: np.ndarray, record: bool, units: float, ra
         stats[S_GROSS_WIN] += pnl
     else:
         stats[S_GROSS_LOSS] -= pnl
-    n = int(stats[S_RECORDED])
-    if record and n < trades.shape[0]:
-        trades[n, T_ENTRY] = entry_bar
-        trades[n, T_EXIT] = t
-        trades[n, T_SIDE] = side
-        trades[n, T_UNITS] = abs(units)
-        trades[n, T_ENTRY_PX] = entry_px
-        trades[n, T_EXIT_PX] = px
-        trades[n, T_PNL] = pnl
-        trades[n, T_REASON] = reason
-        stats[S_RECORDED] += 1
-    return cash
+    if record:
+        n = int(stats[S_RECORDED])
+        if n < trades.shape[0]:
+            trades[n, T_ENTRY] = st[ST_ENTRY_BAR]
+            trades[n, T_EXIT] = t
+            trades[n, T_SIDE] = side
+            trades[n, T_UNITS] = abs(units)
+            trades[n, T_ENTRY_PX] = entry_px
+            trades[n, T_EXIT_PX] = px
+            trades[n, T_PNL] = pnl
+            trades[n, T_REASON] = reason
+            stats[S_RECORDED] += 1
+    st[ST_CASH] = cash
+    st[ST_UNITS] = 0.0
 
 
-@nb.njit(cache=True)
-def _open(stats: np.ndarray, units: float, raw_px: float, cash: float, full_size: bool,
-          dist: float, tp_mult: float, cost_frac: float, cost_abs: float,
-          vpu: float) -> tuple[float, float, float, float, float]:
+@nb.njit(inline="always", **_JIT)
+def _open(st: np.ndarray, stats: np.ndarray, units: float, raw_px: float, t: int, dist: float,
+          full_size: bool, tp_mult: float, cost_frac: float, cost_abs: float, vpu: float) -> None:
     """Buy (units > 0) or sell short at ``raw_px`` plus costs; all equity when ``full_size``.
 
-    Returns (signed units, fill price, new cash, stop, take-profit); the stop sits ``dist``
-    from the fill, the target ``tp_mult`` × dist the other way. The entry counts as turnover.
+    The stop sits ``dist`` from the fill, the target ``tp_mult`` × dist the other way. The
+    entry counts as turnover. Full-equity units are cash over the cost-inclusive *buy* price
+    for either side, so a long and a short at the same price and equity have the same size.
     """
     side = 1.0 if units > 0 else -1.0
-    px = raw_px + side * (raw_px * cost_frac + cost_abs)
+    cost = raw_px * cost_frac + cost_abs
+    px = raw_px + side * cost
+    cash = st[ST_CASH]
     if full_size:
-        units = side * cash / (px * vpu)
+        units = side * cash / ((raw_px + cost) * vpu)
     stats[S_TURNOVER] += abs(units) * px * vpu / max(cash, 1e-12)
-    return units, px, cash - units * px * vpu, px - side * dist, px + side * tp_mult * dist
+    st[ST_UNITS] = units
+    st[ST_ENTRY_PX] = px
+    st[ST_CASH] = cash - units * px * vpu
+    st[ST_STOP] = px - side * dist
+    st[ST_TP] = px + side * tp_mult * dist
+    st[ST_ENTRY_BAR] = t
+    st[ST_DIST] = dist
+    st[ST_HELD] = 0.0
+    st[ST_FIN_PAID] = 0.0
 
 
-@nb.njit(cache=True, error_model="numpy")
-def run_segment(
-    F: np.ndarray, slots: np.ndarray, thr: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
-    fp: np.ndarray, ip: np.ndarray,
-    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-    hour: np.ndarray, weekday: np.ndarray, var_g: np.ndarray, rv: np.ndarray,
-    cfg: np.ndarray, start: int, end: int,
-    returns: np.ndarray, stats: np.ndarray, record: bool, equity_out: np.ndarray,
-    position_out: np.ndarray, trades: np.ndarray,
-) -> int:
-    """Simulate one compiled genome over bars [start, end).
+@nb.njit(inline="always", **_JIT)
+def _step(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, record: bool, t: int,
+          last: bool, o: float, h: float, lo: float, c: float, b_long: bool, b_short: bool,
+          b_exit: bool, gate: bool, var_t: float, rv_t: float, fp: np.ndarray, ip: np.ndarray,
+          cfg: np.ndarray) -> float:
+    """Bar t: fills at its open, stop / take-profit inside it, the decision at its close (none
+    when ``last``, which closes out instead), financing; returns the bar's net return.
 
-    Fills ``returns[0:end-start]`` and ``stats`` (S_* slots); returns the bars in the market.
+    ``b_long`` / ``b_short`` / ``b_exit``: the long-entry, short-entry and exit rule sets at t;
+    ``gate``: t is inside the session and weekdays; ``var_t`` / ``rv_t``: the genome's GARCH
+    variance and realised variance at t.
     """
     cost_frac = cfg[C_COST_FRAC]
     cost_abs = cfg[C_COST_ABS]
     vpu = cfg[C_VPU]
-    sqrt_bpy = math.sqrt(cfg[C_BPY])
-    close_fill = cfg[C_FILL_MODE] == 1.0
     full_size = cfg[C_SIZING_MODE] == 1.0
     tp_mult = fp[P_TP_MULT]
-    use_tp = ip[I_USE_TP] == 1
-    trail = ip[I_TRAIL] == 1
-    max_bars = ip[I_MAX_BARS]
-    ses_start = ip[I_SES_START]
-    ses_end = ip[I_SES_END]
-    variant = ip[I_VARIANT]
-    rvwin = ip[I_RVWIN]
-    w = fp[P_BLEND]
-
-    stats[:] = 0.0
-    cash = cfg[C_CAPITAL]
-    prev_eq = cash
-    units = 0.0  # signed; > 0 long
-    entry_px = 0.0
-    entry_bar = -1
-    stop = 0.0
-    tp = 0.0
-    dist = 0.0
-    held = 0
-    fin_paid = 0.0
-    pend_exit = False  # orders decided at the previous close, filled at this open
-    pend_reason = R_SIGNAL
-    pend_units = 0.0
-    pend_dist = 0.0
-    in_market = 0
-    need = np.zeros(3, np.bool_)
-    val = np.zeros(3, np.bool_)
-
-    for t in range(start, end):
-        last = t == end - 1
-        # ---- 1. fills at the open of t ------------------------------------------------------
-        if pend_exit and units != 0.0:
-            cash = _close(stats, trades, record, units, open_[t], cash, entry_px, entry_bar,
-                          fin_paid, t, pend_reason, cost_frac, cost_abs, vpu)
+    # ---- 1. fills at the open of t -----------------------------------------------------------
+    if st[ST_PEND_EXIT] != 0.0:
+        if st[ST_UNITS] != 0.0:
+            _close(st, stats, trades, record, o, t, int(st[ST_PEND_REASON]), cost_frac,
+                   cost_abs, vpu)
+        st[ST_PEND_EXIT] = 0.0
+    if st[ST_PEND_UNITS] != 0.0:
+        _open(st, stats, st[ST_PEND_UNITS], o, t, st[ST_PEND_DIST], full_size, tp_mult,
+              cost_frac, cost_abs, vpu)
+        st[ST_PEND_UNITS] = 0.0
+    # ---- 2. stop / take-profit inside bar t (stop first) -------------------------------------
+    units = st[ST_UNITS]
+    if units != 0.0 and st[ST_DIST] > 0.0:
+        use_tp = ip[I_USE_TP] == 1
+        stop = st[ST_STOP]
+        tp = st[ST_TP]
+        reason = -1
+        raw = 0.0
+        if units > 0:
+            if o <= stop:
+                raw, reason = o, R_STOP
+            elif lo <= stop:
+                raw, reason = stop, R_STOP
+            elif use_tp and o >= tp:
+                raw, reason = o, R_TP
+            elif use_tp and h >= tp:
+                raw, reason = tp, R_TP
+        else:
+            if o >= stop:
+                raw, reason = o, R_STOP
+            elif h >= stop:
+                raw, reason = stop, R_STOP
+            elif use_tp and o <= tp:
+                raw, reason = o, R_TP
+            elif use_tp and lo <= tp:
+                raw, reason = tp, R_TP
+        if reason >= 0:
+            _close(st, stats, trades, record, raw, t, reason, cost_frac, cost_abs, vpu)
             units = 0.0
-        pend_exit = False
-        if pend_units != 0.0:
-            units, entry_px, cash, stop, tp = _open(stats, pend_units, open_[t], cash, full_size,
-                                                    pend_dist, tp_mult, cost_frac, cost_abs, vpu)
-            entry_bar, dist, held, fin_paid = t, pend_dist, 0, 0.0
-            pend_units = 0.0
-        # ---- 2. stop / take-profit inside bar t (stop first) ---------------------------------
-        if units != 0.0 and dist > 0.0:
-            reason = -1
-            raw = 0.0
-            if units > 0:
-                if open_[t] <= stop:
-                    raw, reason = open_[t], R_STOP
-                elif low[t] <= stop:
-                    raw, reason = stop, R_STOP
-                elif use_tp and open_[t] >= tp:
-                    raw, reason = open_[t], R_TP
-                elif use_tp and high[t] >= tp:
-                    raw, reason = tp, R_TP
-            else:
-                if open_[t] >= stop:
-                    raw, reason = open_[t], R_STOP
-                elif high[t] >= stop:
-                    raw, reason = stop, R_STOP
-                elif use_tp and open_[t] <= tp:
-                    raw, reason = open_[t], R_TP
-                elif use_tp and low[t] <= tp:
-                    raw, reason = tp, R_TP
-            if reason >= 0:
-                cash = _close(stats, trades, record, units, raw, cash, entry_px, entry_bar,
-                              fin_paid, t, reason, cost_frac, cost_abs, vpu)
-                units = 0.0
-            elif trail:
-                stop = max(stop, high[t] - dist) if units > 0 else min(stop, low[t] + dist)
-        # ---- 3. decision at the close of t --------------------------------------------------
-        if units != 0.0:
-            held += 1
-        want_exit = False
-        reason = R_SIGNAL
-        new_side = 0.0
-        sig = 0.0
-        if not last:
-            s2 = w * var_g[variant, t] + (1.0 - w) * rv[rvwin, t]
+        elif ip[I_TRAIL] == 1:
+            dist = st[ST_DIST]
+            st[ST_STOP] = max(stop, h - dist) if units > 0 else min(stop, lo + dist)
+    # ---- 3. decision at the close of t -------------------------------------------------------
+    if units != 0.0:
+        st[ST_HELD] += 1.0
+    want_exit = False
+    reason = R_SIGNAL
+    new_side = 0.0
+    sig = 0.0
+    if not last:
+        go_long = False
+        go_short = False
+        if (b_long or b_short) and gate:
+            s2 = fp[P_BLEND] * var_t + (1.0 - fp[P_BLEND]) * rv_t
             sig = math.sqrt(s2) if s2 > 0.0 else 0.0
-            sig_ann = sig * sqrt_bpy
+            sig_ann = sig * math.sqrt(cfg[C_BPY])
             regime = 0 if sig_ann < fp[P_CALM] else (2 if sig_ann > fp[P_STORM] else 1)
             mode = ip[I_MODE0 + regime]
-            h = hour[t]
-            if ses_start == ses_end:
-                in_session = True
-            elif ses_start < ses_end:
-                in_session = ses_start <= h < ses_end
+            if mode != 0 and (full_size or sig > 0.0):
+                # fade swaps the sets that open each side
+                v_long = b_long if mode == 1 else b_short
+                v_short = b_short if mode == 1 else b_long
+                go_long = units <= 0.0 and v_long
+                go_short = units >= 0.0 and v_short
+        if units == 0.0:
+            if go_long and not go_short:
+                new_side = 1.0
+            elif go_short and not go_long:
+                new_side = -1.0
+        elif (units > 0.0 and go_short) or (units < 0.0 and go_long):
+            want_exit, reason = True, R_REVERSE
+            new_side = -1.0 if units > 0.0 else 1.0
+        elif b_exit:
+            want_exit = True
+        elif ip[I_MAX_BARS] > 0 and st[ST_HELD] >= ip[I_MAX_BARS]:
+            want_exit, reason = True, R_TIME
+    want_units = 0.0
+    want_dist = 0.0
+    if new_side != 0.0:
+        eq_t = st[ST_CASH] + units * c * vpu
+        if full_size:
+            want_units = new_side * eq_t / (c * vpu)
+        else:
+            want_dist = fp[P_K_STOP] * sig * c
+            u = fp[P_RISK] * eq_t / (want_dist * vpu)
+            u = min(u, cfg[C_MAX_LEV] * eq_t / (c * vpu))
+            u = math.floor(u / cfg[C_MIN_LOT]) * cfg[C_MIN_LOT]
+            want_units = new_side * u if u >= cfg[C_MIN_LOT] else 0.0
+    if cfg[C_FILL_MODE] != 1.0:
+        st[ST_PEND_EXIT] = 1.0 if want_exit else 0.0
+        st[ST_PEND_REASON] = reason
+        st[ST_PEND_UNITS] = want_units
+        st[ST_PEND_DIST] = want_dist
+    else:  # parity mode: fill at this close instead of the next open
+        if want_exit and units != 0.0:
+            _close(st, stats, trades, record, c, t, reason, cost_frac, cost_abs, vpu)
+        if want_units != 0.0:
+            _open(st, stats, want_units, c, t, want_dist, full_size, tp_mult, cost_frac,
+                  cost_abs, vpu)
+    # ---- 4. segment end close-out, financing, mark to market ---------------------------------
+    if last and st[ST_UNITS] != 0.0:
+        _close(st, stats, trades, record, c, t, R_END, cost_frac, cost_abs, vpu)
+    units = st[ST_UNITS]
+    cash = st[ST_CASH]
+    if units != 0.0:
+        fee = abs(units) * c * vpu * cfg[C_FIN_BAR]
+        cash -= fee
+        st[ST_CASH] = cash
+        st[ST_FIN_PAID] += fee
+        stats[S_IN_MARKET] += 1
+    eq = cash + units * c * vpu
+    prev_eq = st[ST_PREV_EQ]
+    st[ST_PREV_EQ] = eq
+    st[ST_LAST_BAR] = t
+    return eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
+
+
+@nb.njit(inline="always", **_JIT)
+def _bit(mask: np.ndarray, i: int) -> bool:
+    return ((mask[i >> 6] >> np.uint64(i & 63)) & np.uint64(1)) != np.uint64(0)
+
+
+@nb.njit(inline="always", **_JIT)
+def _next_set(mask: np.ndarray, i: int, stop: int) -> int:
+    """The first set bit >= i in ``mask`` (bit-relative), or ``stop`` when none is < stop."""
+    if i >= stop:
+        return stop
+    w = i >> 6
+    word = mask[w] & (~np.uint64(0) << np.uint64(i & 63))
+    last_w = (stop - 1) >> 6
+    while word == np.uint64(0):
+        w += 1
+        if w > last_w:
+            return stop
+        word = mask[w]
+    j = (w << 6) + int(trailing_zeros(word))
+    return j if j < stop else stop
+
+
+@nb.njit(inline="always", **_JIT)
+def _rule_words(pool: np.ndarray, crow: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
+                grow: int, w0: int, w1: int, lmask: np.ndarray, smask: np.ndarray,
+                xmask: np.ndarray, cmask: np.ndarray, gmask: np.ndarray) -> None:
+    """Words w0..w1-1 of the genome's long / short / exit rule sets (AND or OR of its condition
+    masks), its gate, and its entry candidates ``(long xor short) & gate`` (a flat bar outside
+    them cannot open a position), into the buffers from index 0."""
+    ones = ~np.uint64(0)
+    for rs in range(3):
+        out = lmask if rs == 0 else (smask if rs == 1 else xmask)
+        n_on = n_active[rs]
+        if n_on == 0:
+            for w in range(w0, w1):
+                out[w - w0] = np.uint64(0)
+            continue
+        r0 = crow[rs, 0]
+        for w in range(w0, w1):
+            out[w - w0] = pool[r0, w]
+        is_and = logic[rs] == 0
+        for j in range(1, n_on):
+            r = crow[rs, j]
+            if is_and:
+                for w in range(w0, w1):
+                    out[w - w0] &= pool[r, w]
             else:
-                in_session = h >= ses_start or h < ses_end
-            can_enter = (mode != 0 and in_session and ((ip[I_WEEKMASK] >> weekday[t]) & 1) == 1
-                         and (full_size or sig > 0.0))
-            # which rule sets this bar needs; fade swaps the sets that open each side
-            rs_long = 0 if mode == 1 else 1
-            rs_short = 1 - rs_long
-            need[0] = need[1] = False
-            if can_enter:
-                need[rs_long] = units <= 0.0
-                need[rs_short] = units >= 0.0
-            need[2] = units != 0.0
-            for rs in range(3):
-                # inline rule evaluation: a call per bar with array arguments costs more than
-                # the comparisons themselves (numba reference-counts array arguments)
-                val[rs] = False
-                n_on = n_active[rs]
-                if not need[rs] or n_on == 0:
-                    continue
-                is_and = logic[rs] == 0
-                res = is_and
-                for j in range(n_on):
-                    lhs = slots[rs, j, SLOT_LHS]
-                    rhs = slots[rs, j, SLOT_RHS]
-                    cmp = slots[rs, j, SLOT_CMP]
-                    x = F[lhs, t]
-                    y = F[rhs, t] if rhs >= 0 else thr[rs, j]
-                    if cmp == 0:
-                        v = x > y
-                    elif cmp == 1:
-                        v = x < y
-                    elif t == 0:
-                        v = False
-                    else:
-                        x0 = F[lhs, t - 1]
-                        y0 = F[rhs, t - 1] if rhs >= 0 else thr[rs, j]
-                        v = (x > y and x0 <= y0) if cmp == 2 else (x < y and x0 >= y0)
-                    if v != is_and:
-                        res = v
-                        break
-                val[rs] = res
-            go_long = need[rs_long] and val[rs_long]
-            go_short = need[rs_short] and val[rs_short]
-            if units == 0.0:
-                if go_long and not go_short:
-                    new_side = 1.0
-                elif go_short and not go_long:
-                    new_side = -1.0
-            elif (units > 0.0 and go_short) or (units < 0.0 and go_long):
-                want_exit, reason = True, R_REVERSE
-                new_side = -1.0 if units > 0.0 else 1.0
-            elif val[2]:
-                want_exit = True
-            elif max_bars > 0 and held >= max_bars:
-                want_exit, reason = True, R_TIME
-        want_units = 0.0
-        want_dist = 0.0
-        if new_side != 0.0:
-            eq_t = cash + units * close[t] * vpu
-            if full_size:
-                want_units = new_side * eq_t / (close[t] * vpu)
-            else:
-                want_dist = fp[P_K_STOP] * sig * close[t]
-                u = fp[P_RISK] * eq_t / (want_dist * vpu)
-                u = min(u, cfg[C_MAX_LEV] * eq_t / (close[t] * vpu))
-                u = math.floor(u / cfg[C_MIN_LOT]) * cfg[C_MIN_LOT]
-                want_units = new_side * u if u >= cfg[C_MIN_LOT] else 0.0
-        if not close_fill:
-            pend_exit, pend_reason, pend_units, pend_dist = want_exit, reason, want_units, want_dist
-        else:  # parity mode: fill at this close instead of the next open
-            if want_exit and units != 0.0:
-                cash = _close(stats, trades, record, units, close[t], cash, entry_px, entry_bar,
-                              fin_paid, t, reason, cost_frac, cost_abs, vpu)
-                units = 0.0
-            if want_units != 0.0:
-                units, entry_px, cash, stop, tp = _open(stats, want_units, close[t], cash,
-                                                        full_size, want_dist, tp_mult,
-                                                        cost_frac, cost_abs, vpu)
-                entry_bar, dist, held, fin_paid = t, want_dist, 0, 0.0
-        # ---- 4. segment end close-out, financing, mark to market -----------------------------
-        if last and units != 0.0:
-            cash = _close(stats, trades, record, units, close[t], cash, entry_px, entry_bar,
-                          fin_paid, t, R_END, cost_frac, cost_abs, vpu)
-            units = 0.0
-        if units != 0.0:
-            fee = abs(units) * close[t] * vpu * cfg[C_FIN_BAR]
-            cash -= fee
-            fin_paid += fee
-            in_market += 1
-        eq = cash + units * close[t] * vpu
-        returns[t - start] = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
-        prev_eq = eq
+                for w in range(w0, w1):
+                    out[w - w0] |= pool[r, w]
+    for w in range(w0, w1):
+        gw = pool[grow, w] if grow >= 0 else ones
+        gmask[w - w0] = gw
+        cmask[w - w0] = (lmask[w - w0] ^ smask[w - w0]) & gw
+
+
+@nb.njit(inline="always", **_JIT)
+def _run(pool: np.ndarray, crow: np.ndarray, grow: int, n_active: np.ndarray,
+         logic: np.ndarray, fp: np.ndarray, ip: np.ndarray, open_: np.ndarray, high: np.ndarray,
+         low: np.ndarray, close: np.ndarray, var_g: np.ndarray, rv: np.ndarray, cfg: np.ndarray,
+         a: int, b: int, close_out: bool, st: np.ndarray, stats: np.ndarray, r_out: np.ndarray,
+         at_out: np.ndarray, record: bool, equity_out: np.ndarray, position_out: np.ndarray,
+         trades: np.ndarray, lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray,
+         cmask: np.ndarray, gmask: np.ndarray) -> int:
+    """Bars [a, b) from state ``st``; sparse returns into r_out/at_out; returns their count."""
+    w0 = a >> 6
+    _rule_words(pool, crow, n_active, logic, grow, w0, ((b - 1) >> 6) + 1, lmask, smask, xmask,
+                cmask, gmask)
+    base = w0 << 6
+    variant = ip[I_VARIANT]
+    rvwin = ip[I_RVWIN]
+    can_open = ip[I_MODE0] != 0 or ip[I_MODE0 + 1] != 0 or ip[I_MODE0 + 2] != 0
+    lim = b - 1 if close_out else b  # no decision on a closed-out segment's last bar
+    k = 0
+    t = a
+    while t < b:
+        if st[ST_UNITS] == 0.0 and st[ST_PEND_UNITS] == 0.0:
+            # flat, nothing to fill: every bar up to the next one where an entry can fire has
+            # return exactly 0.0 and changes nothing but the pending-exit flag (moot when flat)
+            nxt = _next_set(cmask, t - base, lim - base) + base if can_open else lim
+            done = nxt >= lim
+            upto = b if done else nxt
+            if record:
+                for u in range(t, upto):
+                    equity_out[u] = st[ST_PREV_EQ]
+                    position_out[u] = 0.0
+            st[ST_PEND_EXIT] = 0.0
+            if done:
+                st[ST_LAST_BAR] = b - 1
+                break
+            t = nxt
+        i = t - base
+        r = _step(st, stats, trades, record, t, close_out and t == b - 1, open_[t], high[t],
+                  low[t], close[t], _bit(lmask, i), _bit(smask, i), _bit(xmask, i),
+                  _bit(gmask, i), var_g[variant, t], rv[rvwin, t], fp, ip, cfg)
+        r_out[k] = r
+        at_out[k] = t - a
+        k += 1
         if record:
-            equity_out[t] = eq
-            position_out[t] = units
-    return in_market
+            equity_out[t] = st[ST_PREV_EQ]
+            position_out[t] = st[ST_UNITS]
+        t += 1
+    return k
 
 
-@nb.njit(cache=True, parallel=True, error_model="numpy")
-def evaluate_batch(
-    F: np.ndarray, slots: np.ndarray, thr: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
+@nb.njit(**_JIT)
+def run_segment(
+    pool: np.ndarray, crow: np.ndarray, grow: int, n_active: np.ndarray, logic: np.ndarray,
     fp: np.ndarray, ip: np.ndarray,
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-    hour: np.ndarray, weekday: np.ndarray, var_g: np.ndarray, rv: np.ndarray,
-    cfg: np.ndarray, segments: np.ndarray, out: np.ndarray, sketch_col: np.ndarray,
-    sketch: np.ndarray,
-) -> None:
-    """Metrics for every (genome, segment) pair into ``out[n_genomes, n_segments, N_METRICS]``.
+    var_g: np.ndarray, rv: np.ndarray, cfg: np.ndarray, a: int, b: int, close_out: bool,
+    st: np.ndarray, stats: np.ndarray, r_out: np.ndarray, at_out: np.ndarray, record: bool,
+    equity_out: np.ndarray, position_out: np.ndarray, trades: np.ndarray,
+) -> int:
+    """One compiled genome over bars [a, b), continuing from (and updating) the state record
+    ``st``; ``stats`` is reset. Returns the count k of sparse returns in r_out/at_out (length
+    >= b - a). With ``record``: equity/position at [a, b) (absolute bars) and the trade list.
 
+    ``pool``/``crow``/``grow``: condition and gate masks (``fitness.masks``); crossing values
+    for a later live step are not stored here (``store_prev``)."""
+    stats[:] = 0.0
+    n_w = ((b - 1) >> 6) - (a >> 6) + 1
+    bufs = np.empty((5, n_w), np.uint64)
+    return _run(pool, crow, grow, n_active, logic, fp, ip, open_, high, low, close, var_g, rv,
+                cfg, a, b, close_out, st, stats, r_out, at_out, record, equity_out, position_out,
+                trades, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4])
+
+
+@nb.njit(**_JIT)
+def live_step(
+    st: np.ndarray, stats: np.ndarray, trades: np.ndarray, record: bool, t: int,
+    o: float, h: float, lo: float, c: float, f_col: np.ndarray, var_col: np.ndarray,
+    rv_col: np.ndarray, hour: int, weekday: int, slots: np.ndarray, thr: np.ndarray,
+    n_active: np.ndarray, logic: np.ndarray, fp: np.ndarray, ip: np.ndarray, cfg: np.ndarray,
+    decision: np.ndarray,
+) -> float:
+    """Bar t for a live strategy: the batch kernel's ``_step`` on the newest bar (OHLC, its
+    feature column ``F[:, t]``, volatility rows ``variance[:, t]`` / ``rv[:, t]``, UTC hour and
+    weekday), with rules evaluated from ``f_col`` and the t-1 values in the state. Never closes
+    out. Writes the decision (D_*) and returns the bar's net return; ``stats`` accumulate."""
+    has_prev = st[ST_HAS_PREV] != 0.0
+    val = np.zeros(3, np.bool_)
+    for rs in range(3):
+        n_on = n_active[rs]
+        if n_on == 0:
+            continue
+        is_and = logic[rs] == 0
+        res = is_and
+        for j in range(n_on):
+            rhs = slots[rs, j, SLOT_RHS]
+            x = f_col[slots[rs, j, SLOT_LHS]]
+            y = f_col[rhs] if rhs >= 0 else thr[rs, j]
+            p = ST_PREV_VALUES + 2 * (rs * K_SLOTS + j)
+            v = cond_value(x, y, st[p], st[p + 1], slots[rs, j, SLOT_CMP], has_prev)
+            if v != is_and:
+                res = v
+                break
+        val[rs] = res
+    gate = in_gate(hour, weekday, ip[I_SES_START], ip[I_SES_END], ip[I_WEEKMASK])
+    r = _step(st, stats, trades, record, t, False, o, h, lo, c, val[0], val[1], val[2], gate,
+              var_col[ip[I_VARIANT]], rv_col[ip[I_RVWIN]], fp, ip, cfg)
+    for rs in range(3):
+        for j in range(n_active[rs]):
+            rhs = slots[rs, j, SLOT_RHS]
+            p = ST_PREV_VALUES + 2 * (rs * K_SLOTS + j)
+            st[p] = f_col[slots[rs, j, SLOT_LHS]]
+            st[p + 1] = f_col[rhs] if rhs >= 0 else thr[rs, j]
+    st[ST_HAS_PREV] = 1.0
+    decision[D_EXIT] = st[ST_PEND_EXIT]
+    decision[D_REASON] = st[ST_PEND_REASON]
+    decision[D_ENTRY_DIST] = st[ST_PEND_DIST]
+    held = st[ST_UNITS]
+    if st[ST_PEND_UNITS] != 0.0:
+        decision[D_UNITS] = st[ST_PEND_UNITS]
+    else:
+        decision[D_UNITS] = 0.0 if st[ST_PEND_EXIT] != 0.0 else held
+    has_stop = held != 0.0 and st[ST_DIST] > 0.0
+    decision[D_STOP] = st[ST_STOP] if has_stop else np.nan
+    decision[D_TP] = st[ST_TP] if has_stop and ip[I_USE_TP] == 1 else np.nan
+    return r
+
+
+@nb.njit(inline="always", **_JIT)
+def _add_sketch(sketch: np.ndarray, g: int, sketch_col: np.ndarray, a: int, r: np.ndarray,
+                at: np.ndarray, k: int) -> None:
+    for j in range(k):
+        col = sketch_col[a + at[j]]
+        if col >= 0:
+            sketch[g, col] += r[j]
+
+
+@nb.njit(parallel=True, **_JIT)
+def evaluate_batch(
+    pool: np.ndarray, crow: np.ndarray, grow: np.ndarray, n_active: np.ndarray,
+    logic: np.ndarray, fp: np.ndarray, ip: np.ndarray,
+    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+    var_g: np.ndarray, rv: np.ndarray, cfg: np.ndarray, segments: np.ndarray, out: np.ndarray,
+    sketch_col: np.ndarray, sketch: np.ndarray, n_chunks: int,
+) -> None:
+    """Metrics for every (genome, segment) pair into ``out[n_genomes, n_segments, N_METRICS]``,
+    each segment from a flat state with ``capital``, closed out at its end.
+
+    Jobs are split into ``n_chunks`` contiguous chunks (a few per thread, for balance), each
+    with its own buffers: no allocation per job.
     Return sketch: bar t's net return is added to ``sketch[g, sketch_col[t]]`` (skipped where
     ``sketch_col[t] < 0``, or when ``sketch`` has no columns). Each column belongs to one bar
     (``fitness.simulator.sketch_columns``), so parallel jobs never share a cell.
     """
-    n_g = slots.shape[0]
+    n_g = crow.shape[0]
     n_s = segments.shape[0]
-    dummy = np.empty(1)
-    no_trades = np.empty((0, N_TRADE_COLS))
-    for job in nb.prange(n_g * n_s):
-        g = job // n_s
-        s = job % n_s
-        a = segments[s, 0]
-        b = segments[s, 1]
-        rets = np.empty(b - a)
-        stats = np.empty(6)
-        im = run_segment(F, slots[g], thr[g], n_active[g], logic[g], fp[g], ip[g], open_, high,
-                         low, close, hour, weekday, var_g, rv, cfg, a, b, rets, stats, False,
-                         dummy, dummy, no_trades)
-        fill_metrics(out[g, s], rets, int(stats[S_TRADES]), int(stats[S_WINS]),
-                     stats[S_GROSS_WIN], stats[S_GROSS_LOSS], stats[S_TURNOVER], im, cfg[C_BPY])
-        if sketch.shape[1] > 0:
-            for t in range(a, b):
-                col = sketch_col[t]
-                if col >= 0:
-                    sketch[g, col] += rets[t - a]
+    n_jobs = n_g * n_s
+    max_len = 0
+    max_w = 0
+    for s in range(n_s):
+        max_len = max(max_len, segments[s, 1] - segments[s, 0])
+        max_w = max(max_w, ((segments[s, 1] - 1) >> 6) - (segments[s, 0] >> 6) + 1)
+    n_chunks = max(1, min(n_jobs, n_chunks))
+    bpy = cfg[C_BPY]
+    for chunk in nb.prange(n_chunks):
+        lo_job = chunk * n_jobs // n_chunks
+        hi_job = (chunk + 1) * n_jobs // n_chunks
+        r = np.empty(max_len)
+        at = np.empty(max_len, np.int64)
+        scratch = np.empty(2 * max_len + 64)
+        bufs = np.empty((5, max_w), np.uint64)
+        st = np.empty(N_STATE)
+        stats = np.empty(N_STATS)
+        dummy = np.empty(1)
+        no_trades = np.empty((0, N_TRADE_COLS))
+        for job in range(lo_job, hi_job):
+            g = job // n_s
+            s = job % n_s
+            a = segments[s, 0]
+            b = segments[s, 1]
+            init_state(st, cfg[C_CAPITAL])
+            stats[:] = 0.0
+            k = _run(pool, crow[g], grow[g], n_active[g], logic[g], fp[g], ip[g], open_, high,
+                     low, close, var_g, rv, cfg, a, b, True, st, stats, r, at, False, dummy,
+                     dummy, no_trades, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4])
+            fill_metrics_sparse(out[g, s], r, at, k, b - a, scratch, int(stats[S_TRADES]),
+                                int(stats[S_WINS]), stats[S_GROSS_WIN], stats[S_GROSS_LOSS],
+                                stats[S_TURNOVER], int(stats[S_IN_MARKET]), bpy)
+            if sketch.shape[1] > 0:
+                _add_sketch(sketch, g, sketch_col, a, r, at, k)
