@@ -14,6 +14,7 @@ from benchmarks.timing import best_of
 from fitness import simulator_nb as k
 from fitness.compile import Compiled, compile_genomes
 from fitness.config import SimConfig
+from fitness.masks import MaskCache
 from fitness.metrics import METRIC_NAMES, N_METRICS
 from fitness.simulator import build_tables, market_config
 from genome.ops import random_genome
@@ -96,13 +97,18 @@ def full_genomes(n: int, seed: int = 1) -> np.ndarray:
     return np.stack(out)
 
 
-def _run(F, comp: Compiled, bars: Bars, tables, cfg: np.ndarray) -> np.ndarray:
+def _run(F, comp: Compiled, bars: Bars, tables, cfg: np.ndarray,
+         cache: MaskCache | None = None) -> np.ndarray:
+    """Metrics of every genome over the whole series; rule masks built in the timed call
+    unless a warm ``cache`` (a run's cache across generations) already holds them."""
     seg = np.array([[0, bars.n_bars]], np.int64)
     out = np.empty((comp.slots.shape[0], 1, N_METRICS))
-    k.evaluate_batch(F, comp.slots, comp.thr, comp.n_active, comp.logic, comp.fp, comp.ip,
+    rm = (cache or MaskCache()).masks(comp, F, tables.hour, tables.weekday)
+    k.evaluate_batch(rm.pool, rm.crow, rm.grow, comp.n_active, comp.logic, comp.fp, comp.ip,
                      *(np.ascontiguousarray(getattr(bars, c)[0]) for c in ("open", "high", "low", "close")),
-                     tables.hour, tables.weekday, tables.vol.variance, tables.vol.rv, cfg, seg, out,
-                     np.full(bars.n_bars, -1, np.int64), np.zeros((out.shape[0], 0)))
+                     tables.vol.variance, tables.vol.rv, cfg, seg, out,
+                     np.full(bars.n_bars, -1, np.int64), np.zeros((out.shape[0], 0)),
+                     4 * numba.get_num_threads())
     return out
 
 

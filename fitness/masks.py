@@ -79,10 +79,11 @@ class MaskCache:
         gated = (ses[:, 0] != ses[:, 1]) | (ses[:, 2] != _ALL_DAYS)
         # gate keys: lhs = -1 sets them apart from conditions (lhs >= 0)
         gate = np.column_stack([np.full(int(gated.sum()), -1, np.int64), ses[gated]])
-        keys, inv = np.unique(np.concatenate([cond, gate]).reshape(-1, 4), axis=0,
-                              return_inverse=True)
+        all_keys = np.ascontiguousarray(np.concatenate([cond, gate]).reshape(-1, 4))
+        _, first, inv = np.unique(all_keys.view(np.dtype((np.void, 32))).ravel(),
+                                  return_index=True, return_inverse=True)
         inv = inv.reshape(-1)
-        want = [tuple(int(v) for v in row) for row in keys]
+        want = list(map(tuple, all_keys[first].tolist()))
         cap = max(1, self.max_bytes // (8 * n_words))
         if len(want) > cap:  # one batch needs more than the budget: build it outside the cache
             pool = np.empty((len(want), n_words), np.uint64)
@@ -116,7 +117,7 @@ class MaskCache:
             self._pool = grown
             self._free.extend(range(new - 1, have - 1, -1))
         while len(self._free) < len(missing):
-            key, row = next((kv for kv in self._rows.items() if kv[0] not in needed))
+            key, row = next(kv for kv in self._rows.items() if kv[0] not in needed)
             del self._rows[key]
             self._free.append(row)
         new_rows = np.array([self._free.pop() for _ in missing], np.int64)

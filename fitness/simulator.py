@@ -20,8 +20,8 @@ import pandas as pd
 from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
 from fitness.config import SimConfig
-from fitness.metrics import METRIC_NAMES, N_METRICS
 from fitness.masks import MaskCache
+from fitness.metrics import METRIC_NAMES, N_METRICS
 from fitness.metrics_nb import fill_metrics_sparse
 from genome.features import FeatureTable, build_features
 from market.config import SymbolMeta, VolatilityConfig

@@ -133,304 +133,363 @@ def store_prev(st: np.ndarray, F: np.ndarray, slots: np.ndarray, thr: np.ndarray
     st[ST_HAS_PREV] = 1.0
 
 
-@nb.njit(inline="always", **_JIT)
-def _close(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, record: bool, raw_px: float,
-           t: int, reason: int, cost_frac: float, cost_abs: float, vpu: float) -> None:
-    """Close the position at ``raw_px`` less costs and book the trade."""
-    units = st[ST_UNITS]
+@nb.njit(**_JIT)
+def _close_calc(units: float, raw_px: float, cash: float, entry_px: float, fin_paid: float,
+                cost_frac: float, cost_abs: float,
+                vpu: float) -> tuple[float, float, float, float, float]:
+    """Close ``units`` at ``raw_px`` less costs: (new cash, fill price, pnl, turnover, side)."""
     side = 1.0 if units > 0 else -1.0
     px = raw_px - side * (raw_px * cost_frac + cost_abs)
-    cash = st[ST_CASH]
     eq_now = cash + units * raw_px * vpu
     cash += units * px * vpu
-    entry_px = st[ST_ENTRY_PX]
-    pnl = side * abs(units) * (px - entry_px) * vpu - st[ST_FIN_PAID]
-    stats[S_TURNOVER] += abs(units) * px * vpu / max(eq_now, 1e-12)
-    stats[S_TRADES] += 1
-    if pnl > 0:
-        stats[S_WINS] += 1
-        stats[S_GROSS_WIN] += pnl
-    else:
-        stats[S_GROSS_LOSS] -= pnl
-    if record:
-        n = int(stats[S_RECORDED])
-        if n < trades.shape[0]:
-            trades[n, T_ENTRY] = st[ST_ENTRY_BAR]
-            trades[n, T_EXIT] = t
-            trades[n, T_SIDE] = side
-            trades[n, T_UNITS] = abs(units)
-            trades[n, T_ENTRY_PX] = entry_px
-            trades[n, T_EXIT_PX] = px
-            trades[n, T_PNL] = pnl
-            trades[n, T_REASON] = reason
-            stats[S_RECORDED] += 1
-    st[ST_CASH] = cash
-    st[ST_UNITS] = 0.0
+    pnl = side * abs(units) * (px - entry_px) * vpu - fin_paid
+    return cash, px, pnl, abs(units) * px * vpu / max(eq_now, 1e-12), side
 
 
-@nb.njit(inline="always", **_JIT)
-def _open(st: np.ndarray, stats: np.ndarray, units: float, raw_px: float, t: int, dist: float,
-          full_size: bool, tp_mult: float, cost_frac: float, cost_abs: float, vpu: float) -> None:
+@nb.njit(**_JIT)
+def _open_calc(units: float, raw_px: float, cash: float, dist: float, full_size: bool,
+               tp_mult: float, cost_frac: float, cost_abs: float,
+               vpu: float) -> tuple[float, float, float, float, float, float]:
     """Buy (units > 0) or sell short at ``raw_px`` plus costs; all equity when ``full_size``.
 
-    The stop sits ``dist`` from the fill, the target ``tp_mult`` × dist the other way. The
-    entry counts as turnover. Full-equity units are cash over the cost-inclusive *buy* price
-    for either side, so a long and a short at the same price and equity have the same size.
+    Returns (signed units, fill price, new cash, stop, take-profit, turnover). The stop sits
+    ``dist`` from the fill, the target ``tp_mult`` × dist the other way. Full-equity units are
+    cash over the cost-inclusive *buy* price for either side, so a long and a short at the same
+    price and equity have the same size.
     """
     side = 1.0 if units > 0 else -1.0
     cost = raw_px * cost_frac + cost_abs
     px = raw_px + side * cost
-    cash = st[ST_CASH]
     if full_size:
         units = side * cash / ((raw_px + cost) * vpu)
-    stats[S_TURNOVER] += abs(units) * px * vpu / max(cash, 1e-12)
-    st[ST_UNITS] = units
-    st[ST_ENTRY_PX] = px
-    st[ST_CASH] = cash - units * px * vpu
-    st[ST_STOP] = px - side * dist
-    st[ST_TP] = px + side * tp_mult * dist
-    st[ST_ENTRY_BAR] = t
-    st[ST_DIST] = dist
-    st[ST_HELD] = 0.0
-    st[ST_FIN_PAID] = 0.0
+    turn = abs(units) * px * vpu / max(cash, 1e-12)
+    return units, px, cash - units * px * vpu, px - side * dist, px + side * tp_mult * dist, turn
 
 
-@nb.njit(inline="always", **_JIT)
-def _step(st: np.ndarray, stats: np.ndarray, trades: np.ndarray, record: bool, t: int,
-          last: bool, o: float, h: float, lo: float, c: float, b_long: bool, b_short: bool,
-          b_exit: bool, gate: bool, var_t: float, rv_t: float, fp: np.ndarray, ip: np.ndarray,
-          cfg: np.ndarray) -> float:
-    """Bar t: fills at its open, stop / take-profit inside it, the decision at its close (none
-    when ``last``, which closes out instead), financing; returns the bar's net return.
+@nb.njit(**_JIT)
+def _tally(n_tr: float, n_win: float, g_win: float, g_loss: float,
+           pnl: float) -> tuple[float, float, float, float]:
+    """Trade statistics after one more closed trade with ``pnl``."""
+    if pnl > 0:
+        return n_tr + 1.0, n_win + 1.0, g_win + pnl, g_loss
+    return n_tr + 1.0, n_win, g_win, g_loss - pnl
 
-    ``b_long`` / ``b_short`` / ``b_exit``: the long-entry, short-entry and exit rule sets at t;
-    ``gate``: t is inside the session and weekdays; ``var_t`` / ``rv_t``: the genome's GARCH
-    variance and realised variance at t.
+
+@nb.njit(**_JIT)
+def _record(trades: np.ndarray, n: float, entry_bar: float, t: int, side: float, units: float,
+            entry_px: float, px: float, pnl: float, reason: int) -> float:
+    """Write one trade row (when there is room); returns the new row count."""
+    i = int(n)
+    if i >= trades.shape[0]:
+        return n
+    trades[i, T_ENTRY] = entry_bar
+    trades[i, T_EXIT] = t
+    trades[i, T_SIDE] = side
+    trades[i, T_UNITS] = abs(units)
+    trades[i, T_ENTRY_PX] = entry_px
+    trades[i, T_EXIT_PX] = px
+    trades[i, T_PNL] = pnl
+    trades[i, T_REASON] = reason
+    return n + 1.0
+
+
+@nb.njit(**_JIT)
+def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndarray,
+         gmask: np.ndarray, fp: np.ndarray, ip: np.ndarray, open_: np.ndarray,
+         high: np.ndarray, low: np.ndarray, close: np.ndarray, var_g: np.ndarray,
+         rv: np.ndarray, cfg: np.ndarray, off: int, a: int, b: int, close_out: bool,
+         st: np.ndarray, stats: np.ndarray, r_out: np.ndarray, at_out: np.ndarray,
+         record: bool, equity_out: np.ndarray, position_out: np.ndarray,
+         trades: np.ndarray) -> int:
+    """Bars [a, b) from state ``st`` (updated), adding to ``stats``: THE per-bar code of the batch
+    kernel, ``simulate`` and the live step. Returns k, the sparse returns written to
+    r_out/at_out (bar t at offset t - a).
+
+    Bar t of the rule masks (long, short, exit, entry candidates, gate) is bit t - base, base =
+    64 · (a // 64); price and volatility arrays and the equity/position records are indexed
+    at t - ``off``. Everything the loop touches per bar is a local scalar: an array passed to
+    a function inside the loop would cost numba reference counting on every bar.
     """
     cost_frac = cfg[C_COST_FRAC]
     cost_abs = cfg[C_COST_ABS]
     vpu = cfg[C_VPU]
+    fin_bar = cfg[C_FIN_BAR]
+    min_lot = cfg[C_MIN_LOT]
+    max_lev = cfg[C_MAX_LEV]
+    sqrt_bpy = math.sqrt(cfg[C_BPY])
+    close_fill = cfg[C_FILL_MODE] == 1.0
     full_size = cfg[C_SIZING_MODE] == 1.0
+    k_stop = fp[P_K_STOP]
     tp_mult = fp[P_TP_MULT]
-    # ---- 1. fills at the open of t -----------------------------------------------------------
-    if st[ST_PEND_EXIT] != 0.0:
-        if st[ST_UNITS] != 0.0:
-            _close(st, stats, trades, record, o, t, int(st[ST_PEND_REASON]), cost_frac,
-                   cost_abs, vpu)
-        st[ST_PEND_EXIT] = 0.0
-    if st[ST_PEND_UNITS] != 0.0:
-        _open(st, stats, st[ST_PEND_UNITS], o, t, st[ST_PEND_DIST], full_size, tp_mult,
-              cost_frac, cost_abs, vpu)
-        st[ST_PEND_UNITS] = 0.0
-    # ---- 2. stop / take-profit inside bar t (stop first) -------------------------------------
-    units = st[ST_UNITS]
-    if units != 0.0 and st[ST_DIST] > 0.0:
-        use_tp = ip[I_USE_TP] == 1
-        stop = st[ST_STOP]
-        tp = st[ST_TP]
-        reason = -1
-        raw = 0.0
-        if units > 0:
-            if o <= stop:
-                raw, reason = o, R_STOP
-            elif lo <= stop:
-                raw, reason = stop, R_STOP
-            elif use_tp and o >= tp:
-                raw, reason = o, R_TP
-            elif use_tp and h >= tp:
-                raw, reason = tp, R_TP
-        else:
-            if o >= stop:
-                raw, reason = o, R_STOP
-            elif h >= stop:
-                raw, reason = stop, R_STOP
-            elif use_tp and o <= tp:
-                raw, reason = o, R_TP
-            elif use_tp and lo <= tp:
-                raw, reason = tp, R_TP
-        if reason >= 0:
-            _close(st, stats, trades, record, raw, t, reason, cost_frac, cost_abs, vpu)
-            units = 0.0
-        elif ip[I_TRAIL] == 1:
-            dist = st[ST_DIST]
-            st[ST_STOP] = max(stop, h - dist) if units > 0 else min(stop, lo + dist)
-    # ---- 3. decision at the close of t -------------------------------------------------------
-    if units != 0.0:
-        st[ST_HELD] += 1.0
-    want_exit = False
-    reason = R_SIGNAL
-    new_side = 0.0
-    sig = 0.0
-    if not last:
-        go_long = False
-        go_short = False
-        if (b_long or b_short) and gate:
-            s2 = fp[P_BLEND] * var_t + (1.0 - fp[P_BLEND]) * rv_t
-            sig = math.sqrt(s2) if s2 > 0.0 else 0.0
-            sig_ann = sig * math.sqrt(cfg[C_BPY])
-            regime = 0 if sig_ann < fp[P_CALM] else (2 if sig_ann > fp[P_STORM] else 1)
-            mode = ip[I_MODE0 + regime]
-            if mode != 0 and (full_size or sig > 0.0):
-                # fade swaps the sets that open each side
-                v_long = b_long if mode == 1 else b_short
-                v_short = b_short if mode == 1 else b_long
-                go_long = units <= 0.0 and v_long
-                go_short = units >= 0.0 and v_short
-        if units == 0.0:
-            if go_long and not go_short:
-                new_side = 1.0
-            elif go_short and not go_long:
-                new_side = -1.0
-        elif (units > 0.0 and go_short) or (units < 0.0 and go_long):
-            want_exit, reason = True, R_REVERSE
-            new_side = -1.0 if units > 0.0 else 1.0
-        elif b_exit:
-            want_exit = True
-        elif ip[I_MAX_BARS] > 0 and st[ST_HELD] >= ip[I_MAX_BARS]:
-            want_exit, reason = True, R_TIME
-    want_units = 0.0
-    want_dist = 0.0
-    if new_side != 0.0:
-        eq_t = st[ST_CASH] + units * c * vpu
-        if full_size:
-            want_units = new_side * eq_t / (c * vpu)
-        else:
-            want_dist = fp[P_K_STOP] * sig * c
-            u = fp[P_RISK] * eq_t / (want_dist * vpu)
-            u = min(u, cfg[C_MAX_LEV] * eq_t / (c * vpu))
-            u = math.floor(u / cfg[C_MIN_LOT]) * cfg[C_MIN_LOT]
-            want_units = new_side * u if u >= cfg[C_MIN_LOT] else 0.0
-    if cfg[C_FILL_MODE] != 1.0:
-        st[ST_PEND_EXIT] = 1.0 if want_exit else 0.0
-        st[ST_PEND_REASON] = reason
-        st[ST_PEND_UNITS] = want_units
-        st[ST_PEND_DIST] = want_dist
-    else:  # parity mode: fill at this close instead of the next open
-        if want_exit and units != 0.0:
-            _close(st, stats, trades, record, c, t, reason, cost_frac, cost_abs, vpu)
-        if want_units != 0.0:
-            _open(st, stats, want_units, c, t, want_dist, full_size, tp_mult, cost_frac,
-                  cost_abs, vpu)
-    # ---- 4. segment end close-out, financing, mark to market ---------------------------------
-    if last and st[ST_UNITS] != 0.0:
-        _close(st, stats, trades, record, c, t, R_END, cost_frac, cost_abs, vpu)
-    units = st[ST_UNITS]
+    risk = fp[P_RISK]
+    w_blend = fp[P_BLEND]
+    calm = fp[P_CALM]
+    storm = fp[P_STORM]
+    use_tp = ip[I_USE_TP] == 1
+    trail = ip[I_TRAIL] == 1
+    max_bars = ip[I_MAX_BARS]
+    variant = ip[I_VARIANT]
+    rvwin = ip[I_RVWIN]
+    mode0 = ip[I_MODE0]
+    mode1 = ip[I_MODE0 + 1]
+    mode2 = ip[I_MODE0 + 2]
+    can_open = mode0 != 0 or mode1 != 0 or mode2 != 0
+
     cash = st[ST_CASH]
-    if units != 0.0:
-        fee = abs(units) * c * vpu * cfg[C_FIN_BAR]
-        cash -= fee
-        st[ST_CASH] = cash
-        st[ST_FIN_PAID] += fee
-        stats[S_IN_MARKET] += 1
-    eq = cash + units * c * vpu
+    units = st[ST_UNITS]
+    entry_px = st[ST_ENTRY_PX]
+    entry_bar = st[ST_ENTRY_BAR]
+    stop = st[ST_STOP]
+    tp = st[ST_TP]
+    dist = st[ST_DIST]
+    held = st[ST_HELD]
+    fin_paid = st[ST_FIN_PAID]
+    pend_exit = st[ST_PEND_EXIT] != 0.0
+    pend_reason = int(st[ST_PEND_REASON])
+    pend_units = st[ST_PEND_UNITS]
+    pend_dist = st[ST_PEND_DIST]
     prev_eq = st[ST_PREV_EQ]
-    st[ST_PREV_EQ] = eq
-    st[ST_LAST_BAR] = t
-    return eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
+    last_bar = int(st[ST_LAST_BAR])
+    n_tr = stats[S_TRADES]
+    n_win = stats[S_WINS]
+    g_win = stats[S_GROSS_WIN]
+    g_loss = stats[S_GROSS_LOSS]
+    turnover = stats[S_TURNOVER]
+    n_rec = stats[S_RECORDED]
+    in_mkt = stats[S_IN_MARKET]
+
+    one = np.uint64(1)
+    base = (a >> 6) << 6
+    lim = b - 1 if close_out else b  # no decision on a closed-out segment's last bar
+    k = 0
+    t = a
+    while t < b:
+        if units == 0.0 and pend_units == 0.0:
+            # flat, nothing to fill: every bar before the next one where an entry can fire
+            # (a candidate bit) has return exactly 0.0 and changes nothing
+            pend_exit = False
+            nxt = lim
+            if can_open and t < lim:
+                q = t - base
+                w = q >> 6
+                word = cmask[w] & (~np.uint64(0) << np.uint64(q & 63))
+                last_w = (lim - 1 - base) >> 6
+                while word == np.uint64(0) and w < last_w:
+                    w += 1
+                    word = cmask[w]
+                if word != np.uint64(0):
+                    nxt = min(lim, base + (w << 6) + int(trailing_zeros(word)))
+            if record:
+                for u in range(t, b if nxt >= lim else nxt):
+                    equity_out[u - off] = prev_eq
+                    position_out[u - off] = 0.0
+            if nxt >= lim:
+                last_bar = b - 1
+                break
+            t = nxt
+        i = t - off
+        o = open_[i]
+        h = high[i]
+        lo = low[i]
+        c = close[i]
+        q = t - base
+        wq = q >> 6
+        sh = np.uint64(q & 63)
+        b_long = (lmask[wq] >> sh) & one != np.uint64(0)
+        b_short = (smask[wq] >> sh) & one != np.uint64(0)
+        last = close_out and t == b - 1
+        # ---- 1. fills at the open of t -------------------------------------------------------
+        if pend_exit:
+            if units != 0.0:
+                cash, px, pnl, turn, side = _close_calc(units, o, cash, entry_px, fin_paid,
+                                                        cost_frac, cost_abs, vpu)
+                turnover += turn
+                n_tr, n_win, g_win, g_loss = _tally(n_tr, n_win, g_win, g_loss, pnl)
+                if record:
+                    n_rec = _record(trades, n_rec, entry_bar, t, side, units, entry_px, px, pnl,
+                                    pend_reason)
+                units = 0.0
+            pend_exit = False
+        if pend_units != 0.0:
+            units, entry_px, cash, stop, tp, turn = _open_calc(
+                pend_units, o, cash, pend_dist, full_size, tp_mult, cost_frac, cost_abs, vpu)
+            turnover += turn
+            entry_bar, dist, held, fin_paid = float(t), pend_dist, 0.0, 0.0
+            pend_units = 0.0
+        # ---- 2. stop / take-profit inside bar t (stop first) ---------------------------------
+        if units != 0.0 and dist > 0.0:
+            reason = -1
+            raw = 0.0
+            if units > 0:
+                if o <= stop:
+                    raw, reason = o, R_STOP
+                elif lo <= stop:
+                    raw, reason = stop, R_STOP
+                elif use_tp and o >= tp:
+                    raw, reason = o, R_TP
+                elif use_tp and h >= tp:
+                    raw, reason = tp, R_TP
+            else:
+                if o >= stop:
+                    raw, reason = o, R_STOP
+                elif h >= stop:
+                    raw, reason = stop, R_STOP
+                elif use_tp and o <= tp:
+                    raw, reason = o, R_TP
+                elif use_tp and lo <= tp:
+                    raw, reason = tp, R_TP
+            if reason >= 0:
+                cash, px, pnl, turn, side = _close_calc(units, raw, cash, entry_px, fin_paid,
+                                                        cost_frac, cost_abs, vpu)
+                turnover += turn
+                n_tr, n_win, g_win, g_loss = _tally(n_tr, n_win, g_win, g_loss, pnl)
+                if record:
+                    n_rec = _record(trades, n_rec, entry_bar, t, side, units, entry_px, px, pnl,
+                                    reason)
+                units = 0.0
+            elif trail:
+                stop = max(stop, h - dist) if units > 0 else min(stop, lo + dist)
+        # ---- 3. decision at the close of t ---------------------------------------------------
+        if units != 0.0:
+            held += 1.0
+        want_exit = False
+        reason = R_SIGNAL
+        new_side = 0.0
+        sig = 0.0
+        if not last:
+            go_long = False
+            go_short = False
+            if (b_long or b_short) and (gmask[wq] >> sh) & one != np.uint64(0):
+                s2 = w_blend * var_g[variant, i] + (1.0 - w_blend) * rv[rvwin, i]
+                sig = math.sqrt(s2) if s2 > 0.0 else 0.0
+                sig_ann = sig * sqrt_bpy
+                mode = mode0 if sig_ann < calm else (mode2 if sig_ann > storm else mode1)
+                if mode != 0 and (full_size or sig > 0.0):
+                    # fade swaps the sets that open each side
+                    v_long = b_long if mode == 1 else b_short
+                    v_short = b_short if mode == 1 else b_long
+                    go_long = units <= 0.0 and v_long
+                    go_short = units >= 0.0 and v_short
+            if units == 0.0:
+                if go_long and not go_short:
+                    new_side = 1.0
+                elif go_short and not go_long:
+                    new_side = -1.0
+            elif (units > 0.0 and go_short) or (units < 0.0 and go_long):
+                want_exit, reason = True, R_REVERSE
+                new_side = -1.0 if units > 0.0 else 1.0
+            elif (xmask[wq] >> sh) & one != np.uint64(0):
+                want_exit = True
+            elif max_bars > 0 and held >= max_bars:
+                want_exit, reason = True, R_TIME
+        want_units = 0.0
+        want_dist = 0.0
+        if new_side != 0.0:
+            eq_t = cash + units * c * vpu
+            if full_size:
+                want_units = new_side * eq_t / (c * vpu)
+            else:
+                want_dist = k_stop * sig * c
+                u = risk * eq_t / (want_dist * vpu)
+                u = min(u, max_lev * eq_t / (c * vpu))
+                u = math.floor(u / min_lot) * min_lot
+                want_units = new_side * u if u >= min_lot else 0.0
+        if not close_fill:
+            pend_exit, pend_reason, pend_units, pend_dist = want_exit, reason, want_units, want_dist
+        else:  # parity mode: fill at this close instead of the next open
+            if want_exit and units != 0.0:
+                cash, px, pnl, turn, side = _close_calc(units, c, cash, entry_px, fin_paid,
+                                                        cost_frac, cost_abs, vpu)
+                turnover += turn
+                n_tr, n_win, g_win, g_loss = _tally(n_tr, n_win, g_win, g_loss, pnl)
+                if record:
+                    n_rec = _record(trades, n_rec, entry_bar, t, side, units, entry_px, px, pnl,
+                                    reason)
+                units = 0.0
+            if want_units != 0.0:
+                units, entry_px, cash, stop, tp, turn = _open_calc(
+                    want_units, c, cash, want_dist, full_size, tp_mult, cost_frac, cost_abs, vpu)
+                turnover += turn
+                entry_bar, dist, held, fin_paid = float(t), want_dist, 0.0, 0.0
+        # ---- 4. segment end close-out, financing, mark to market -----------------------------
+        if last and units != 0.0:
+            cash, px, pnl, turn, side = _close_calc(units, c, cash, entry_px, fin_paid,
+                                                    cost_frac, cost_abs, vpu)
+            turnover += turn
+            n_tr, n_win, g_win, g_loss = _tally(n_tr, n_win, g_win, g_loss, pnl)
+            if record:
+                n_rec = _record(trades, n_rec, entry_bar, t, side, units, entry_px, px, pnl,
+                                R_END)
+            units = 0.0
+        if units != 0.0:
+            fee = abs(units) * c * vpu * fin_bar
+            cash -= fee
+            fin_paid += fee
+            in_mkt += 1.0
+        eq = cash + units * c * vpu
+        r_out[k] = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
+        at_out[k] = t - a
+        k += 1
+        prev_eq = eq
+        last_bar = t
+        if record:
+            equity_out[i] = eq
+            position_out[i] = units
+        t += 1
+
+    st[ST_CASH] = cash
+    st[ST_UNITS] = units
+    st[ST_ENTRY_PX] = entry_px
+    st[ST_ENTRY_BAR] = entry_bar
+    st[ST_STOP] = stop
+    st[ST_TP] = tp
+    st[ST_DIST] = dist
+    st[ST_HELD] = held
+    st[ST_FIN_PAID] = fin_paid
+    st[ST_PEND_EXIT] = 1.0 if pend_exit else 0.0
+    st[ST_PEND_REASON] = pend_reason
+    st[ST_PEND_UNITS] = pend_units
+    st[ST_PEND_DIST] = pend_dist
+    st[ST_PREV_EQ] = prev_eq
+    st[ST_LAST_BAR] = last_bar
+    stats[S_TRADES] = n_tr
+    stats[S_WINS] = n_win
+    stats[S_GROSS_WIN] = g_win
+    stats[S_GROSS_LOSS] = g_loss
+    stats[S_TURNOVER] = turnover
+    stats[S_RECORDED] = n_rec
+    stats[S_IN_MARKET] = in_mkt
+    return k
 
 
-@nb.njit(inline="always", **_JIT)
-def _bit(mask: np.ndarray, i: int) -> bool:
-    return ((mask[i >> 6] >> np.uint64(i & 63)) & np.uint64(1)) != np.uint64(0)
-
-
-@nb.njit(inline="always", **_JIT)
-def _next_set(mask: np.ndarray, i: int, stop: int) -> int:
-    """The first set bit >= i in ``mask`` (bit-relative), or ``stop`` when none is < stop."""
-    if i >= stop:
-        return stop
-    w = i >> 6
-    word = mask[w] & (~np.uint64(0) << np.uint64(i & 63))
-    last_w = (stop - 1) >> 6
-    while word == np.uint64(0):
-        w += 1
-        if w > last_w:
-            return stop
-        word = mask[w]
-    j = (w << 6) + int(trailing_zeros(word))
-    return j if j < stop else stop
-
-
-@nb.njit(inline="always", **_JIT)
-def _rule_words(pool: np.ndarray, crow: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
-                grow: int, w0: int, w1: int, lmask: np.ndarray, smask: np.ndarray,
-                xmask: np.ndarray, cmask: np.ndarray, gmask: np.ndarray) -> None:
-    """Words w0..w1-1 of the genome's long / short / exit rule sets (AND or OR of its condition
-    masks), its gate, and its entry candidates ``(long xor short) & gate`` (a flat bar outside
-    them cannot open a position), into the buffers from index 0."""
+@nb.njit(**_JIT)
+def rule_words(pool: np.ndarray, crow: np.ndarray, n_active: np.ndarray, logic: np.ndarray,
+               grow: int, w0: int, w1: int, masks: np.ndarray) -> None:
+    """Words w0..w1-1 of one genome's long / short / exit rule sets (AND or OR of its condition
+    masks), its entry candidates ``(long xor short) & gate`` (a flat bar outside them cannot
+    open a position) and its gate, into ``masks[0..4]`` from index 0."""
     ones = ~np.uint64(0)
     for rs in range(3):
-        out = lmask if rs == 0 else (smask if rs == 1 else xmask)
         n_on = n_active[rs]
         if n_on == 0:
-            for w in range(w0, w1):
-                out[w - w0] = np.uint64(0)
+            masks[rs, : w1 - w0] = 0
             continue
         r0 = crow[rs, 0]
         for w in range(w0, w1):
-            out[w - w0] = pool[r0, w]
+            masks[rs, w - w0] = pool[r0, w]
         is_and = logic[rs] == 0
         for j in range(1, n_on):
             r = crow[rs, j]
             if is_and:
                 for w in range(w0, w1):
-                    out[w - w0] &= pool[r, w]
+                    masks[rs, w - w0] &= pool[r, w]
             else:
                 for w in range(w0, w1):
-                    out[w - w0] |= pool[r, w]
+                    masks[rs, w - w0] |= pool[r, w]
     for w in range(w0, w1):
         gw = pool[grow, w] if grow >= 0 else ones
-        gmask[w - w0] = gw
-        cmask[w - w0] = (lmask[w - w0] ^ smask[w - w0]) & gw
-
-
-@nb.njit(inline="always", **_JIT)
-def _run(pool: np.ndarray, crow: np.ndarray, grow: int, n_active: np.ndarray,
-         logic: np.ndarray, fp: np.ndarray, ip: np.ndarray, open_: np.ndarray, high: np.ndarray,
-         low: np.ndarray, close: np.ndarray, var_g: np.ndarray, rv: np.ndarray, cfg: np.ndarray,
-         a: int, b: int, close_out: bool, st: np.ndarray, stats: np.ndarray, r_out: np.ndarray,
-         at_out: np.ndarray, record: bool, equity_out: np.ndarray, position_out: np.ndarray,
-         trades: np.ndarray, lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray,
-         cmask: np.ndarray, gmask: np.ndarray) -> int:
-    """Bars [a, b) from state ``st``; sparse returns into r_out/at_out; returns their count."""
-    w0 = a >> 6
-    _rule_words(pool, crow, n_active, logic, grow, w0, ((b - 1) >> 6) + 1, lmask, smask, xmask,
-                cmask, gmask)
-    base = w0 << 6
-    variant = ip[I_VARIANT]
-    rvwin = ip[I_RVWIN]
-    can_open = ip[I_MODE0] != 0 or ip[I_MODE0 + 1] != 0 or ip[I_MODE0 + 2] != 0
-    lim = b - 1 if close_out else b  # no decision on a closed-out segment's last bar
-    k = 0
-    t = a
-    while t < b:
-        if st[ST_UNITS] == 0.0 and st[ST_PEND_UNITS] == 0.0:
-            # flat, nothing to fill: every bar up to the next one where an entry can fire has
-            # return exactly 0.0 and changes nothing but the pending-exit flag (moot when flat)
-            nxt = _next_set(cmask, t - base, lim - base) + base if can_open else lim
-            done = nxt >= lim
-            upto = b if done else nxt
-            if record:
-                for u in range(t, upto):
-                    equity_out[u] = st[ST_PREV_EQ]
-                    position_out[u] = 0.0
-            st[ST_PEND_EXIT] = 0.0
-            if done:
-                st[ST_LAST_BAR] = b - 1
-                break
-            t = nxt
-        i = t - base
-        r = _step(st, stats, trades, record, t, close_out and t == b - 1, open_[t], high[t],
-                  low[t], close[t], _bit(lmask, i), _bit(smask, i), _bit(xmask, i),
-                  _bit(gmask, i), var_g[variant, t], rv[rvwin, t], fp, ip, cfg)
-        r_out[k] = r
-        at_out[k] = t - a
-        k += 1
-        if record:
-            equity_out[t] = st[ST_PREV_EQ]
-            position_out[t] = st[ST_UNITS]
-        t += 1
-    return k
+        masks[4, w - w0] = gw
+        masks[3, w - w0] = (masks[0, w - w0] ^ masks[1, w - w0]) & gw
 
 
 @nb.njit(**_JIT)
@@ -449,11 +508,13 @@ def run_segment(
     ``pool``/``crow``/``grow``: condition and gate masks (``fitness.masks``); crossing values
     for a later live step are not stored here (``store_prev``)."""
     stats[:] = 0.0
-    n_w = ((b - 1) >> 6) - (a >> 6) + 1
-    bufs = np.empty((5, n_w), np.uint64)
-    return _run(pool, crow, grow, n_active, logic, fp, ip, open_, high, low, close, var_g, rv,
-                cfg, a, b, close_out, st, stats, r_out, at_out, record, equity_out, position_out,
-                trades, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4])
+    w0 = a >> 6
+    w1 = ((b - 1) >> 6) + 1
+    masks = np.empty((5, w1 - w0), np.uint64)
+    rule_words(pool, crow, n_active, logic, grow, w0, w1, masks)
+    return _run(masks[0], masks[1], masks[2], masks[3], masks[4], fp, ip, open_, high, low,
+                close, var_g, rv, cfg, 0, a, b, close_out, st, stats, r_out, at_out, record,
+                equity_out, position_out, trades)
 
 
 @nb.njit(**_JIT)
@@ -464,12 +525,15 @@ def live_step(
     n_active: np.ndarray, logic: np.ndarray, fp: np.ndarray, ip: np.ndarray, cfg: np.ndarray,
     decision: np.ndarray,
 ) -> float:
-    """Bar t for a live strategy: the batch kernel's ``_step`` on the newest bar (OHLC, its
-    feature column ``F[:, t]``, volatility rows ``variance[:, t]`` / ``rv[:, t]``, UTC hour and
-    weekday), with rules evaluated from ``f_col`` and the t-1 values in the state. Never closes
-    out. Writes the decision (D_*) and returns the bar's net return; ``stats`` accumulate."""
+    """Bar t for a live strategy: the batch kernel's own loop (``_run``) over the one-bar
+    segment [t, t+1), never closing out, from the newest bar (OHLC, its feature column
+    ``F[:, t]``, volatility rows ``variance[:, t]`` / ``rv[:, t]``, UTC hour and weekday).
+    The rule sets are evaluated from ``f_col`` and the t-1 values in the state, with the same
+    condition and gate functions the masks are built from. Writes the decision (D_*) and
+    returns the bar's net return; ``stats`` accumulate (trade rows too, with ``record``)."""
     has_prev = st[ST_HAS_PREV] != 0.0
-    val = np.zeros(3, np.bool_)
+    masks = np.zeros((5, 1), np.uint64)
+    sh = np.uint64(t & 63)
     for rs in range(3):
         n_on = n_active[rs]
         if n_on == 0:
@@ -485,10 +549,22 @@ def live_step(
             if v != is_and:
                 res = v
                 break
-        val[rs] = res
-    gate = in_gate(hour, weekday, ip[I_SES_START], ip[I_SES_END], ip[I_WEEKMASK])
-    r = _step(st, stats, trades, record, t, False, o, h, lo, c, val[0], val[1], val[2], gate,
-              var_col[ip[I_VARIANT]], rv_col[ip[I_RVWIN]], fp, ip, cfg)
+        masks[rs, 0] = np.uint64(res) << sh
+    if in_gate(hour, weekday, ip[I_SES_START], ip[I_SES_END], ip[I_WEEKMASK]):
+        masks[4, 0] = np.uint64(1) << sh
+    masks[3, 0] = (masks[0, 0] ^ masks[1, 0]) & masks[4, 0]
+    bar = np.empty((4, 1))
+    bar[0, 0], bar[1, 0], bar[2, 0], bar[3, 0] = o, h, lo, c
+    vol = np.empty((var_col.shape[0] + rv_col.shape[0], 1))
+    vol[: var_col.shape[0], 0] = var_col
+    vol[var_col.shape[0]:, 0] = rv_col
+    r = np.zeros(1)
+    at = np.zeros(1, np.int64)
+    eq = np.empty(1)
+    pos = np.empty(1)
+    _run(masks[0], masks[1], masks[2], masks[3], masks[4], fp, ip, bar[0], bar[1], bar[2],
+         bar[3], vol[: var_col.shape[0]], vol[var_col.shape[0]:], cfg, t, t, t + 1, False, st,
+         stats, r, at, record, eq, pos, trades)
     for rs in range(3):
         for j in range(n_active[rs]):
             rhs = slots[rs, j, SLOT_RHS]
@@ -507,16 +583,7 @@ def live_step(
     has_stop = held != 0.0 and st[ST_DIST] > 0.0
     decision[D_STOP] = st[ST_STOP] if has_stop else np.nan
     decision[D_TP] = st[ST_TP] if has_stop and ip[I_USE_TP] == 1 else np.nan
-    return r
-
-
-@nb.njit(inline="always", **_JIT)
-def _add_sketch(sketch: np.ndarray, g: int, sketch_col: np.ndarray, a: int, r: np.ndarray,
-                at: np.ndarray, k: int) -> None:
-    for j in range(k):
-        col = sketch_col[a + at[j]]
-        if col >= 0:
-            sketch[g, col] += r[j]
+    return r[0]
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -547,28 +614,32 @@ def evaluate_batch(
     n_chunks = max(1, min(n_jobs, n_chunks))
     bpy = cfg[C_BPY]
     for chunk in nb.prange(n_chunks):
-        lo_job = chunk * n_jobs // n_chunks
-        hi_job = (chunk + 1) * n_jobs // n_chunks
         r = np.empty(max_len)
         at = np.empty(max_len, np.int64)
         scratch = np.empty(2 * max_len + 64)
-        bufs = np.empty((5, max_w), np.uint64)
+        masks = np.empty((5, max_w), np.uint64)
         st = np.empty(N_STATE)
         stats = np.empty(N_STATS)
         dummy = np.empty(1)
         no_trades = np.empty((0, N_TRADE_COLS))
-        for job in range(lo_job, hi_job):
+        for job in range(chunk * n_jobs // n_chunks, (chunk + 1) * n_jobs // n_chunks):
             g = job // n_s
             s = job % n_s
             a = segments[s, 0]
             b = segments[s, 1]
             init_state(st, cfg[C_CAPITAL])
             stats[:] = 0.0
-            k = _run(pool, crow[g], grow[g], n_active[g], logic[g], fp[g], ip[g], open_, high,
-                     low, close, var_g, rv, cfg, a, b, True, st, stats, r, at, False, dummy,
-                     dummy, no_trades, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4])
+            w0 = a >> 6
+            rule_words(pool, crow[g], n_active[g], logic[g], grow[g], w0, ((b - 1) >> 6) + 1,
+                       masks)
+            k = _run(masks[0], masks[1], masks[2], masks[3], masks[4], fp[g], ip[g], open_,
+                     high, low, close, var_g, rv, cfg, 0, a, b, True, st, stats, r, at, False,
+                     dummy, dummy, no_trades)
             fill_metrics_sparse(out[g, s], r, at, k, b - a, scratch, int(stats[S_TRADES]),
                                 int(stats[S_WINS]), stats[S_GROSS_WIN], stats[S_GROSS_LOSS],
                                 stats[S_TURNOVER], int(stats[S_IN_MARKET]), bpy)
             if sketch.shape[1] > 0:
-                _add_sketch(sketch, g, sketch_col, a, r, at, k)
+                for j in range(k):
+                    col = sketch_col[a + at[j]]
+                    if col >= 0:
+                        sketch[g, col] += r[j]
