@@ -103,7 +103,7 @@ def _run(F, comp: Compiled, bars: Bars, tables, cfg: np.ndarray,
     unless a warm ``cache`` (a run's cache across generations) already holds them."""
     seg = np.array([[0, bars.n_bars]], np.int64)
     out = np.empty((comp.slots.shape[0], 1, N_METRICS))
-    rm = (cache or MaskCache()).masks(comp, F, tables.hour, tables.weekday)
+    rm = (cache if cache is not None else MaskCache()).masks(comp, F, tables.hour, tables.weekday)
     k.evaluate_batch(rm.pool, rm.crow, rm.grow, comp.n_active, comp.logic, comp.fp, comp.ip,
                      *(np.ascontiguousarray(getattr(bars, c)[0]) for c in ("open", "high", "low", "close")),
                      tables.vol.variance, tables.vol.rv, cfg, seg, out,
