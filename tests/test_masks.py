@@ -113,7 +113,7 @@ def test_cache_stays_within_its_budget_and_evicts_deterministically(synth):
 
 
 def test_a_new_table_starts_an_empty_cache(synth):
-    bars, tables = synth
+    _, tables = synth
     cache = MaskCache()
     comp = compile_genomes(population(2, 4), tables.features)
     cache.masks(comp, tables.features.values, tables.hour, tables.weekday)
@@ -125,7 +125,7 @@ def test_a_new_table_starts_an_empty_cache(synth):
 
 
 def test_bad_budget_and_mismatched_calendar_are_refused(synth):
-    bars, tables = synth
+    _, tables = synth
     with pytest.raises(ValueError, match="max_bytes"):
         MaskCache(0)
     comp = compile_genomes(population(3, 2), tables.features)
