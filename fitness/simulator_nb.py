@@ -1,5 +1,6 @@
 """The backtest kernel: one genome over one segment of one symbol's bars, the batch over many, and
-the live step (one bar at a time), all through the same per-bar code (``_step``).
+the live step (one bar at a time), all through the same loop (``_run``; the live step runs it
+over a one-bar segment), so backtest and live trading cannot drift apart.
 
 Semantics (the reference simulator in tests/reference_sim.py implements the same, plainly):
 
@@ -37,10 +38,14 @@ Semantics (the reference simulator in tests/reference_sim.py implements the same
   other bar: the bars skipped while flat); trade statistics; with ``record`` also the equity and
   position per bar and the trade list (entry/exit bar, side, units, prices, pnl, reason).
 
-Speed: the batch path reads rule sets as bitmasks (``fitness.rules_nb``, built once per run by
-``fitness.masks.MaskCache``), jumps over flat bars where no entry can fire (trailing-zero count on
-``(long xor short) & gate``: a flat bar with nothing pending has return exactly 0.0), and steps
-bar by bar only in the market or with an order pending. Buffers are per chunk of jobs.
+Speed: rule sets are read as bitmasks (condition masks from ``fitness.rules_nb``, built once per
+run by ``fitness.masks.MaskCache`` and combined per genome with word operations); the loop jumps
+over flat bars where no entry can fire (trailing-zero count on ``(long xor short) & gate``: a
+flat bar with nothing pending has return exactly 0.0) and steps bar by bar only in the market
+or with an order pending; σ̂ and the regime are computed only on bars where an entry rule
+fires inside the session. The gate (session, weekdays) is folded into the candidate mask; the
+regime is not (it needs each genome's σ̂ blend, so it is cheaper at the few candidate bars).
+Buffers are per chunk of jobs; the loop keeps its state in local scalars.
 """
 
 from __future__ import annotations

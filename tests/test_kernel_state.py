@@ -213,3 +213,26 @@ def test_full_equity_sizing_is_symmetric_for_long_and_short(fill):
     assert long_t.entry_bar == short_t.entry_bar
     assert short_t.units == long_t.units
     assert long_t.units == pytest.approx(sim.capital / (100.0 * (1 + 15e-4)), rel=1e-12)
+
+
+def test_live_strategy_continues_a_backtest_exactly(synth):
+    """Backtest the history without closing out, hand its state to a LiveStrategy, step the
+    newer bars: the same positions, equity and decisions as one backtest over everything."""
+    from fitness.live import LiveStrategy
+
+    bars, tables = synth
+    F, var, rv = tables.features.values, tables.vol.variance, tables.vol.rv
+    for seed in range(6):
+        g = varied_genome(seed)
+        whole = simulate(g, tables, bars, META, 100, 650, close_out=False)
+        state = new_state(SimConfig().capital)
+        simulate(g, tables, bars, META, 100, 500, state=state, close_out=False)
+        live = LiveStrategy(g, tables.features, META, tables.bars_per_year, state=state)
+        for t in range(500, 650):
+            d = live.step(t, bars.open[0, t], bars.high[0, t], bars.low[0, t], bars.close[0, t],
+                          F[:, t], var[:, t], rv[:, t], int(tables.hour[t]),
+                          int(tables.weekday[t]))
+            assert d.equity == whole.equity[t - 100]
+            assert live.state[k.ST_UNITS] == whole.position[t - 100]
+        with pytest.raises(ValueError, match="does not follow"):
+            live.step(700, 1.0, 1.0, 1.0, 1.0, F[:, 0], var[:, 0], rv[:, 0], 0, 0)
