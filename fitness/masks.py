@@ -14,8 +14,9 @@ evaluation actor (workers/pool.py) holds its own across generations.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
+from itertools import filterfalse
 
 import numpy as np
 
@@ -106,8 +107,8 @@ class MaskCache:
 
     def _place(self, want: list[tuple[int, int, int, int]], cap: int, n_words: int) -> np.ndarray:
         """Rows for ``want`` (all fit in ``cap``): reuse cached ones, evict LRU, build the rest."""
-        needed = set(want)
-        missing = [key for key in want if key not in self._rows]
+        rows = self._rows
+        missing = list(filterfalse(rows.__contains__, want))  # C-level loops: ~1k keys a call
         have = self._pool.shape[0]
         short = len(missing) - len(self._free)
         if short > 0 and have < cap:  # grow geometrically up to the budget
@@ -116,17 +117,17 @@ class MaskCache:
             grown[:have] = self._pool
             self._pool = grown
             self._free.extend(range(new - 1, have - 1, -1))
-        while len(self._free) < len(missing):
-            key, row = next(kv for kv in self._rows.items() if kv[0] not in needed)
-            del self._rows[key]
-            self._free.append(row)
+        if len(self._free) < len(missing):
+            needed = set(want)
+            while len(self._free) < len(missing):
+                key, row = next(kv for kv in rows.items() if kv[0] not in needed)
+                del rows[key]
+                self._free.append(row)
         new_rows = np.array([self._free.pop() for _ in missing], np.int64)
-        for key, row in zip(missing, new_rows.tolist(), strict=True):
-            self._rows[key] = row
+        rows.update(zip(missing, new_rows.tolist(), strict=True))
         self._build(missing, new_rows, self._pool)
-        for key in want:
-            self._rows.move_to_end(key)
-        return np.array([self._rows[key] for key in want], np.int64)
+        deque(map(rows.move_to_end, want), maxlen=0)
+        return np.fromiter(map(rows.__getitem__, want), np.int64, len(want))
 
     def _build(self, keys: list[tuple[int, int, int, int]], rows: np.ndarray,
                pool: np.ndarray) -> None:
