@@ -141,7 +141,8 @@ def evaluate_trials(genomes: np.ndarray, tables: Tables, bars: Bars, segments: n
     cols = (sketch_columns(seg, bars.n_bars, n_samples) if n_samples > 0
             else np.full(bars.n_bars, -1, dtype=np.int64))
     sketch = np.zeros((comp.slots.shape[0], int(cols.max()) + 1))
-    rm = (cache if cache is not None else MaskCache()).masks(comp, tables.features.values, tables.hour, tables.weekday)
+    cache = cache if cache is not None else MaskCache()
+    rm = cache.masks(comp, tables.features.values, tables.hour, tables.weekday)
     k.evaluate_batch(rm.pool, rm.crow, rm.grow, comp.n_active, comp.logic, comp.fp, comp.ip,
                      o, h, lo, c, tables.vol.variance, tables.vol.rv,
                      market_config(meta, tables.bars_per_year, sim), seg, out, cols, sketch,
