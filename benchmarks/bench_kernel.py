@@ -18,7 +18,7 @@ from fitness.compile import Compiled, compile_genomes
 from fitness.config import SimConfig
 from fitness.masks import MaskCache
 from fitness.metrics import METRIC_NAMES, N_METRICS
-from fitness.metrics_nb import fill_metrics_sparse
+from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from fitness.simulator import build_tables, market_config, new_state, simulate
 from genome.ops import random_genome
 from genome.primitives_nb import sma_nb
@@ -149,7 +149,7 @@ def ours_full(bars, tables, meta, n_genomes, repeat) -> tuple[float, float]:
 @numba.njit(cache=True)
 def _metrics_only(r: np.ndarray, at: np.ndarray, n: int, times: int, bpy: float) -> None:
     out = np.empty(N_METRICS)
-    scratch = np.empty(2 * r.shape[0] + 64)
+    scratch = np.empty(SPARSE_SCRATCH * r.shape[0] + 64)
     for _ in range(times):
         fill_metrics_sparse(out, r, at, r.shape[0], n, scratch, 10, 5, 1.0, 1.0, 1.0,
                             r.shape[0], bpy)

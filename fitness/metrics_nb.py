@@ -453,6 +453,9 @@ def fill_metrics(
 
 
 # ---- placeholder: replaced by the metrics engineer's fill_metrics_sparse ----
+SPARSE_SCRATCH = 3  # fill_metrics_sparse needs a scratch of SPARSE_SCRATCH * k floats
+
+
 @nb.njit(**_JIT)
 def fill_metrics_sparse(
     out: np.ndarray,

@@ -22,7 +22,7 @@ from fitness.compile import compile_genomes
 from fitness.config import SimConfig
 from fitness.masks import MaskCache
 from fitness.metrics import METRIC_NAMES, N_METRICS
-from fitness.metrics_nb import fill_metrics_sparse
+from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from genome.features import FeatureTable, build_features
 from market.config import SymbolMeta, VolatilityConfig
 from market.loader import Bars
@@ -202,7 +202,7 @@ def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
                           True, equity, position, trades)
     k.store_prev(state, F, comp.slots[0], comp.thr[0], comp.n_active[0], end - 1)
     m = np.empty(N_METRICS)
-    fill_metrics_sparse(m, r, at, n_ret, n, np.empty(2 * n + 64), int(stats[k.S_TRADES]),
+    fill_metrics_sparse(m, r, at, n_ret, n, np.empty(SPARSE_SCRATCH * n + 64), int(stats[k.S_TRADES]),
                         int(stats[k.S_WINS]), stats[k.S_GROSS_WIN], stats[k.S_GROSS_LOSS],
                         stats[k.S_TURNOVER], int(stats[k.S_IN_MARKET]), tables.bars_per_year)
     rets = np.zeros(n)

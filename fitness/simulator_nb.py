@@ -56,7 +56,7 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from fitness.metrics_nb import fill_metrics_sparse
+from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from fitness.rules_nb import cond_value, in_gate
 from genome.schema import K_SLOTS
 
@@ -621,7 +621,7 @@ def evaluate_batch(
     for chunk in nb.prange(n_chunks):
         r = np.empty(max_len)
         at = np.empty(max_len, np.int64)
-        scratch = np.empty(2 * max_len + 64)
+        scratch = np.empty(SPARSE_SCRATCH * max_len + 64)
         masks = np.empty((5, max_w), np.uint64)
         st = np.empty(N_STATE)
         stats = np.empty(N_STATS)
