@@ -24,7 +24,7 @@ from fitness import simulator_nb as k
 from fitness.compile import Compiled
 from fitness.rules_nb import build_cond_masks, gate_mask
 
-DEFAULT_MAX_BYTES = 256 << 20
+DEFAULT_MAX_BYTES = 128 << 20  # ~1,000 masks at 1M bars; 200,000 at 5k
 _ALL_DAYS = 127
 
 
