@@ -22,9 +22,18 @@ N_BARS = 700
 
 
 @pytest.fixture(scope="module")
-def synth():
-    bars = random_bars(N_BARS, 23)
-    return bars, tables_for(bars)
+def histories():
+    """Three random histories at different price levels (every one trades with 1,000-unit lots)."""
+    out = []
+    for seed, price in ((23, 1.1), (7, 25.0), (41, 0.9)):
+        bars = random_bars(N_BARS, seed, start_price=price)
+        out.append((bars, tables_for(bars)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth(histories):
+    return histories[0]
 
 
 def varied_genome(seed: int) -> np.ndarray:
@@ -85,11 +94,11 @@ SIMS = st.builds(lambda fill, full, lev: SimConfig(fill=fill, sizing="full" if f
                  st.sampled_from(["next_open", "close"]), st.booleans(), st.floats(0.3, 4.0))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), a=st.integers(0, N_BARS - 3), span=st.integers(2, 500),
-       sim=SIMS)
-def test_live_steps_equal_the_batch_kernel_bit_for_bit(synth, seed, a, span, sim):
-    bars, tables = synth
+       sim=SIMS, which=st.integers(0, 2))
+def test_live_steps_equal_the_batch_kernel_bit_for_bit(histories, seed, a, span, sim, which):
+    bars, tables = histories[which]
     b = min(N_BARS, a + span)
     g = varied_genome(seed)
     batch = simulate(g, tables, bars, META, a, b, sim, close_out=False)
@@ -108,9 +117,9 @@ def test_live_steps_equal_the_batch_kernel_bit_for_bit(synth, seed, a, span, sim
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), a=st.integers(0, N_BARS - 4), span=st.integers(3, 500),
-       cut=st.floats(0.0, 1.0), sim=SIMS)
-def test_a_segment_split_and_resumed_equals_one_run(synth, seed, a, span, cut, sim):
-    bars, tables = synth
+       cut=st.floats(0.0, 1.0), sim=SIMS, which=st.integers(0, 2))
+def test_a_segment_split_and_resumed_equals_one_run(histories, seed, a, span, cut, sim, which):
+    bars, tables = histories[which]
     b = min(N_BARS, a + span)
     m = a + 1 + int(cut * (b - a - 2))
     g = varied_genome(seed)
