@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitness import simulator_nb as k
+from fitness.errors import KernelInputError
 from genome import schema as s
 from genome.features import FeatureTable
 from genome.primitives import PRIMITIVES
@@ -29,7 +30,7 @@ class Compiled:
 def compile_genomes(genomes: np.ndarray, table: FeatureTable) -> Compiled:
     g = np.atleast_2d(np.asarray(genomes, dtype=np.float64))
     if g.shape[1] != s.N_GENES:
-        raise ValueError(f"genomes have {g.shape[1]} genes; the schema has {s.N_GENES}")
+        raise KernelInputError(f"genomes have {g.shape[1]} genes; the schema has {s.N_GENES}")
     n = g.shape[0]
     # every slot's genes at once: [n, 3, K, SLOT_WIDTH]; the active slots of a rule set are
     # packed to its front in slot order

@@ -18,6 +18,7 @@ import numpy as np
 from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
 from fitness.config import SimConfig
+from fitness.errors import KernelInputError
 from fitness.simulator import REASONS, market_config, new_state
 from genome.features import FeatureTable
 from market.config import SymbolMeta
@@ -51,7 +52,7 @@ class LiveStrategy:
         if state is None:
             state = new_state(self.sim.capital)
         elif state.shape != (k.N_STATE,) or state.dtype != np.float64:
-            raise ValueError(f"state must be float64[{k.N_STATE}], got {state.dtype}{state.shape}")
+            raise KernelInputError(f"state must be float64[{k.N_STATE}], got {state.dtype}{state.shape}")
         self.state = np.array(state, dtype=np.float64)
         self.stats = np.zeros(k.N_STATS)
         self._trades = np.empty((0, k.N_TRADE_COLS))
@@ -64,9 +65,9 @@ class LiveStrategy:
         volatility table's rows at t."""
         last = int(self.state[k.ST_LAST_BAR])
         if last >= 0 and t != last + 1:
-            raise ValueError(f"live step: bar {t} does not follow the last bar stepped ({last})")
+            raise KernelInputError(f"live step: bar {t} does not follow the last bar stepped ({last})")
         if f_col.shape != (self.n_features,):
-            raise ValueError(f"live step: feature column has shape {f_col.shape}, expected "
+            raise KernelInputError(f"live step: feature column has shape {f_col.shape}, expected "
                              f"({self.n_features},)")
         c0 = self.comp
         r = k.live_step(self.state, self.stats, self._trades, False, t, o, h, lo, c,

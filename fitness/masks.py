@@ -22,6 +22,7 @@ import numpy as np
 
 from fitness import simulator_nb as k
 from fitness.compile import Compiled
+from fitness.errors import KernelInputError
 from fitness.rules_nb import build_cond_masks, gate_mask
 
 DEFAULT_MAX_BYTES = 128 << 20  # ~1,000 masks at 1M bars; 200,000 at 5k
@@ -43,7 +44,7 @@ class MaskCache:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_bytes <= 0:
-            raise ValueError(f"MaskCache max_bytes must be > 0, got {max_bytes}")
+            raise KernelInputError(f"MaskCache max_bytes must be > 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pool = np.empty((0, 0), np.uint64)
@@ -63,7 +64,7 @@ class MaskCache:
         """The masks of every condition and gate of ``comp`` over ``F`` (built where missing)."""
         n_bars = F.shape[1]
         if hour.shape[0] != n_bars or weekday.shape[0] != n_bars:
-            raise ValueError(f"hour/weekday have {hour.shape[0]}/{weekday.shape[0]} bars; the "
+            raise KernelInputError(f"hour/weekday have {hour.shape[0]}/{weekday.shape[0]} bars; the "
                              f"feature table has {n_bars}")
         t = self._table
         if t is None or t[0] is not F or t[1] is not hour or t[2] is not weekday:

@@ -20,6 +20,7 @@ import pandas as pd
 from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
 from fitness.config import SimConfig
+from fitness.errors import KernelInputError
 from fitness.masks import MaskCache
 from fitness.metrics import METRIC_NAMES, N_METRICS
 from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
@@ -94,7 +95,7 @@ def _segments(segments: np.ndarray | list[tuple[int, int]], n_bars: int,
     bad = (seg[:, 0] < 0) | (seg[:, 1] > n_bars) | (seg[:, 1] - seg[:, 0] < min_len)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"segment {i} = {tuple(seg[i])} is not a range of >= {min_len} bars in "
+        raise KernelInputError(f"segment {i} = {tuple(seg[i])} is not a range of >= {min_len} bars in "
                          f"[0, {n_bars})")
     return seg
 
@@ -187,7 +188,7 @@ def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
     if state is None:
         state = new_state(sim.capital)
     elif state.shape != (k.N_STATE,) or state.dtype != np.float64:
-        raise ValueError(f"state must be float64[{k.N_STATE}], got {state.dtype}{state.shape}")
+        raise KernelInputError(f"state must be float64[{k.N_STATE}], got {state.dtype}{state.shape}")
     F = tables.features.values
     rm = (cache if cache is not None else MaskCache()).masks(comp, F, tables.hour, tables.weekday)
     n = end - start

@@ -13,6 +13,7 @@ from test_simulator import META, ZERO, _always_long_genome, _flat_bars, _tables_
 from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
 from fitness.config import SimConfig
+from fitness.errors import KernelInputError
 from fitness.masks import MaskCache
 from fitness.simulator import REASONS, market_config, new_state, simulate
 from genome.ops import random_genome, repair
@@ -193,7 +194,7 @@ def test_state_layout_is_documented_and_dense():
 
 def test_state_of_the_wrong_shape_is_refused(synth):
     bars, tables = synth
-    with pytest.raises(ValueError, match="state must be float64"):
+    with pytest.raises(KernelInputError, match="state must be float64"):
         simulate(varied_genome(1), tables, bars, META, 0, 100, state=np.zeros(3))
 
 
