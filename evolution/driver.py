@@ -59,14 +59,17 @@ class LocalEvaluator:
     """In-process evaluation with ``fitness.simulator.evaluate`` (no Ray): tests, small runs."""
 
     def __init__(self, data: ResearchData, cfg: EmpConfig) -> None:
+        from fitness.masks import MaskCache
+
         self.data, self.sim = data, cfg.fitness
+        self.masks = MaskCache()  # the run's rule masks, reused across generations
 
     def evaluate_trials(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from fitness.simulator import evaluate_trials
 
         d = self.data
         return evaluate_trials(genomes, d.tables, d.bars, d.segments, d.meta, self.sim,
-                               n_samples=SKETCH_BARS)
+                               n_samples=SKETCH_BARS, cache=self.masks)
 
     def close(self) -> None:
         return None

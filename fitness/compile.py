@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitness import simulator_nb as k
+from fitness.errors import KernelInputError
 from genome import schema as s
 from genome.features import FeatureTable
 from genome.primitives import PRIMITIVES
@@ -29,32 +30,29 @@ class Compiled:
 def compile_genomes(genomes: np.ndarray, table: FeatureTable) -> Compiled:
     g = np.atleast_2d(np.asarray(genomes, dtype=np.float64))
     if g.shape[1] != s.N_GENES:
-        raise ValueError(f"genomes have {g.shape[1]} genes; the schema has {s.N_GENES}")
+        raise KernelInputError(f"genomes have {g.shape[1]} genes; the schema has {s.N_GENES}")
     n = g.shape[0]
+    # every slot's genes at once: [n, 3, K, SLOT_WIDTH]; the active slots of a rule set are
+    # packed to its front in slot order
+    first = np.array([[s.slot_offset(rs, j) for j in range(s.K_SLOTS)] for rs in range(3)])
+    genes = g[:, first[..., None] + np.arange(s.SLOT_WIDTH)]
+    on, prim, param, cmp, rhs, t, param2 = (genes[..., f] for f in range(s.SLOT_WIDTH))
+    on = on.astype(np.int64) == 1
+    p = prim.astype(np.int64)[on]
+    n_grid = table.grid_len[p]
+    k1 = param.astype(np.int64)[on] % n_grid
+    k2 = param2.astype(np.int64)[on] % n_grid
+    use_rhs = (rhs.astype(np.int64)[on] == 1) & (k2 != k1)
+    gi, rs_i, _ = np.nonzero(on)
+    dest = (np.cumsum(on, axis=2) - 1)[on]
     slots = np.zeros((n, 3, s.K_SLOTS, 3), np.int64)
     thr = np.zeros((n, 3, s.K_SLOTS))
-    n_active = np.zeros((n, 3), np.int64)
-    logic = np.zeros((n, 3), np.int64)
-    for i in range(n):
-        for rs in range(3):
-            base = rs * s.RULE_SET_WIDTH
-            logic[i, rs] = int(g[i, base])
-            m = 0
-            for slot in range(s.K_SLOTS):
-                on, prim, param, cmp, rhs, t, param2 = g[i, s.slot_offset(rs, slot):
-                                                          s.slot_offset(rs, slot) + s.SLOT_WIDTH]
-                if int(on) != 1:
-                    continue
-                p = int(prim)
-                n_grid = int(table.grid_len[p])
-                k1, k2 = int(param) % n_grid, int(param2) % n_grid
-                slots[i, rs, m, k.SLOT_LHS] = table.offsets[p] + k1
-                use_rhs = int(rhs) == 1 and k2 != k1
-                slots[i, rs, m, k.SLOT_RHS] = table.offsets[p] + k2 if use_rhs else -1
-                slots[i, rs, m, k.SLOT_CMP] = int(cmp)
-                thr[i, rs, m] = THR_LO[p] + t * (THR_HI[p] - THR_LO[p])
-                m += 1
-            n_active[i, rs] = m
+    slots[gi, rs_i, dest, k.SLOT_LHS] = table.offsets[p] + k1
+    slots[gi, rs_i, dest, k.SLOT_RHS] = np.where(use_rhs, table.offsets[p] + k2, -1)
+    slots[gi, rs_i, dest, k.SLOT_CMP] = cmp.astype(np.int64)[on]
+    thr[gi, rs_i, dest] = THR_LO[p] + t[on] * (THR_HI[p] - THR_LO[p])
+    n_active = on.sum(axis=2).astype(np.int64)
+    logic = g[:, [s.RULE_SET_WIDTH * rs for rs in range(3)]].astype(np.int64)
     fp = np.zeros((n, k.N_FPARAMS))
     fp[:, k.P_K_STOP] = g[:, s.K_STOP]
     fp[:, k.P_TP_MULT] = g[:, s.TP_MULT]

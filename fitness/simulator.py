@@ -2,21 +2,26 @@
 
 ``evaluate`` is a pure function of its inputs and runs without Ray; workers call it on batches.
 ``simulate`` runs one genome with full records (equity, positions, trade list) for reports and
-for the live executor's parity test.
+for the live executor's parity test; it can start from a state record and hand one back.
+Both run the same kernel path (``fitness.simulator_nb``) with rule masks from a ``MaskCache``;
+pass one cache for a whole run so conditions are packed once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
 from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
 from fitness.config import SimConfig
+from fitness.errors import KernelInputError
+from fitness.masks import MaskCache
 from fitness.metrics import METRIC_NAMES, N_METRICS
-from fitness.metrics_nb import fill_metrics
+from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from fitness.tables import Tables, build_tables  # noqa: F401 (re-exported)
 from market.config import SymbolMeta
 from market.loader import Bars
@@ -49,12 +54,13 @@ def _prices(bars: Bars, symbol: int) -> tuple[np.ndarray, ...]:
                  for f in ("open", "high", "low", "close"))
 
 
-def _segments(segments: np.ndarray | list[tuple[int, int]], n_bars: int) -> np.ndarray:
+def _segments(segments: np.ndarray | list[tuple[int, int]], n_bars: int,
+              min_len: int = 2) -> np.ndarray:
     seg = np.ascontiguousarray(np.asarray(segments, dtype=np.int64).reshape(-1, 2))
-    bad = (seg[:, 0] < 0) | (seg[:, 1] > n_bars) | (seg[:, 1] - seg[:, 0] < 2)
+    bad = (seg[:, 0] < 0) | (seg[:, 1] > n_bars) | (seg[:, 1] - seg[:, 0] < min_len)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"segment {i} = {tuple(seg[i])} is not a range of >= 2 bars in "
+        raise KernelInputError(f"segment {i} = {tuple(seg[i])} is not a range of >= {min_len} bars in "
                          f"[0, {n_bars})")
     return seg
 
@@ -85,10 +91,14 @@ def sketch_columns(segments: np.ndarray, n_bars: int, n_samples: int) -> np.ndar
 
 def evaluate_trials(genomes: np.ndarray, tables: Tables, bars: Bars, segments: np.ndarray,
                     meta: SymbolMeta, sim: SimConfig | None = None, symbol: int = 0,
-                    n_samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                    n_samples: int = 0, cache: MaskCache | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """``evaluate``'s metrics and each genome's return sketch ``float32 [n_genomes, B]``: its
     net returns on ``n_samples`` sampled bars (``sketch_columns``; B = 0 when ``n_samples``
-    is 0): what the gates need to count the effectively independent trials."""
+    is 0): what the gates need to count the effectively independent trials.
+
+    ``cache``: the run's rule-mask cache (a fresh one per call when None); results do not
+    depend on it."""
     sim = sim or SimConfig()
     comp = compile_genomes(genomes, tables.features)
     seg = _segments(segments, bars.n_bars)
@@ -97,10 +107,12 @@ def evaluate_trials(genomes: np.ndarray, tables: Tables, bars: Bars, segments: n
     cols = (sketch_columns(seg, bars.n_bars, n_samples) if n_samples > 0
             else np.full(bars.n_bars, -1, dtype=np.int64))
     sketch = np.zeros((comp.slots.shape[0], int(cols.max()) + 1))
-    k.evaluate_batch(tables.features.values, comp.slots, comp.thr, comp.n_active, comp.logic,
-                     comp.fp, comp.ip, o, h, lo, c, tables.hour, tables.weekday,
-                     tables.vol.variance, tables.vol.rv,
-                     market_config(meta, tables.bars_per_year, sim), seg, out, cols, sketch)
+    cache = cache if cache is not None else MaskCache()
+    rm = cache.masks(comp, tables.features.values, tables.hour, tables.weekday)
+    k.evaluate_batch(rm.pool, rm.crow, rm.grow, comp.n_active, comp.logic, comp.fp, comp.ip,
+                     o, h, lo, c, tables.vol.variance, tables.vol.rv,
+                     market_config(meta, tables.bars_per_year, sim), seg, out, cols, sketch,
+                     4 * numba.get_num_threads())
     return out, sketch.astype(np.float32)
 
 
@@ -114,30 +126,53 @@ class Backtest:
     metrics: dict[str, float]
 
 
+def new_state(capital: float) -> np.ndarray:
+    """A flat state record (``simulator_nb.ST_*``) with ``capital`` in cash, before any bar."""
+    st = np.empty(k.N_STATE)
+    k.init_state(st, float(capital))
+    return st
+
+
 def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
              start: int = 0, end: int | None = None, sim: SimConfig | None = None,
-             symbol: int = 0) -> Backtest:
-    """One genome over [start, end) with every record kept."""
+             symbol: int = 0, *, state: np.ndarray | None = None, close_out: bool = True,
+             cache: MaskCache | None = None) -> Backtest:
+    """One genome over [start, end) with every record kept.
+
+    ``state``: a state record to continue from (updated in place, so it can be handed to the
+    next segment or a live step); default: flat with ``sim.capital``. ``close_out=False``
+    leaves a position open at the end and decides on the last bar too (live semantics).
+    """
     sim = sim or SimConfig()
     end = bars.n_bars if end is None else end
-    seg = _segments([(start, end)], bars.n_bars)
+    # a resumed segment may be a single bar; a fresh one needs a bar to decide and one to fill
+    seg = _segments([(start, end)], bars.n_bars, 1 if state is not None else 2)
     comp = compile_genomes(genome, tables.features)
     o, h, lo, c = _prices(bars, symbol)
     cfg = market_config(meta, tables.bars_per_year, sim)
+    if state is None:
+        state = new_state(sim.capital)
+    elif state.shape != (k.N_STATE,) or state.dtype != np.float64:
+        raise KernelInputError(f"state must be float64[{k.N_STATE}], got {state.dtype}{state.shape}")
+    F = tables.features.values
+    rm = (cache if cache is not None else MaskCache()).masks(comp, F, tables.hour, tables.weekday)
     n = end - start
-    rets = np.empty(n)
-    stats = np.empty(6)
+    r, at = np.empty(n), np.empty(n, np.int64)
+    stats = np.empty(k.N_STATS)
     equity = np.full(bars.n_bars, np.nan)
     position = np.zeros(bars.n_bars)
     trades = np.empty((n + 1, k.N_TRADE_COLS))
-    in_market = k.run_segment(
-        tables.features.values, comp.slots[0], comp.thr[0], comp.n_active[0], comp.logic[0],
-        comp.fp[0], comp.ip[0], o, h, lo, c, tables.hour, tables.weekday, tables.vol.variance,
-        tables.vol.rv, cfg, int(seg[0, 0]), int(seg[0, 1]), rets, stats, True, equity, position,
-        trades)
+    n_ret = k.run_segment(rm.pool, rm.crow[0], int(rm.grow[0]), comp.n_active[0], comp.logic[0],
+                          comp.fp[0], comp.ip[0], o, h, lo, c, tables.vol.variance, tables.vol.rv,
+                          cfg, int(seg[0, 0]), int(seg[0, 1]), close_out, state, stats, r, at,
+                          True, equity, position, trades)
+    k.store_prev(state, F, comp.slots[0], comp.thr[0], comp.n_active[0], end - 1)
     m = np.empty(N_METRICS)
-    fill_metrics(m, rets, int(stats[k.S_TRADES]), int(stats[k.S_WINS]), stats[k.S_GROSS_WIN],
-                 stats[k.S_GROSS_LOSS], stats[k.S_TURNOVER], in_market, tables.bars_per_year)
+    fill_metrics_sparse(m, r, at, n_ret, n, np.empty(SPARSE_SCRATCH * n + 64), int(stats[k.S_TRADES]),
+                        int(stats[k.S_WINS]), stats[k.S_GROSS_WIN], stats[k.S_GROSS_LOSS],
+                        stats[k.S_TURNOVER], int(stats[k.S_IN_MARKET]), tables.bars_per_year)
+    rets = np.zeros(n)
+    rets[at[:n_ret]] = r[:n_ret]
     eq, pos = equity[start:end], position[start:end]
     exposure = np.abs(pos * c[start:end] * meta.value_per_unit) / np.where(eq > 0, eq, np.inf)
     return Backtest(rets, eq, pos, exposure,

@@ -112,8 +112,8 @@ def reference_run(g, tables, bars, meta, sim, start: int, end: int, symbol: int 
     def open_pos(side: int, units: float, dist: float, raw: float, t: int) -> None:
         nonlocal cash, pos
         px = raw + side * cost(raw)
-        if full:
-            units = cash / (px * vpu)
+        if full:  # all equity at the cost-inclusive buy price, for a short as for a long
+            units = cash / ((raw + cost(raw)) * vpu)
         res.turnover += units * px * vpu / max(cash, 1e-12)
         cash -= side * units * px * vpu
         pos = Position(side, units, px, t, px - side * dist, px + side * _gene(g, "risk.tp_mult") * dist, dist)

@@ -25,6 +25,7 @@ import numpy as np
 import ray
 
 from fitness.config import SimConfig
+from fitness.masks import MaskCache
 from fitness.metrics import N_METRICS
 from fitness.simulator import Tables, _segments, evaluate_trials, sketch_columns
 from genome.ops import random_genome
@@ -103,9 +104,12 @@ class Evaluator:
         self._ref = job_ref[0]    # wrapped in a list so Ray hands over the ref, not a copy
         self.job: EvalJob = ray.get(self._ref)
         self._digest = self.job.digest()
+        # the rule-mask cache lives as long as the actor: conditions repeat across generations
+        self.masks = MaskCache()
         j = self.job
         evaluate_trials(random_genome(np.random.default_rng(0))[None], j.tables, j.bars,
-                        j.segments[:1], j.meta, j.sim, j.symbol, j.sketch_bars)
+                        j.segments[:1], j.meta, j.sim, j.symbol, j.sketch_bars,
+                        cache=self.masks)
 
     def run(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Metrics and return sketches for a batch, and the seconds spent (the driver sizes
@@ -113,12 +117,13 @@ class Evaluator:
         t = time.perf_counter()
         j = self.job
         out, sketch = evaluate_trials(genomes, j.tables, j.bars, j.segments, j.meta, j.sim,
-                                      j.symbol, j.sketch_bars)
+                                      j.symbol, j.sketch_bars, cache=self.masks)
         return out, sketch, time.perf_counter() - t
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "digest": self._digest, "ref": self._ref.hex(),
                 "rss_mb": _rss_mb(), "private_mb": _private_mb(),
+                "masks_cached": len(self.masks), "masks_built": self.masks.built,
                 # read-only arrays are views into the object store, not private copies
                 "zero_copy": not self.job.tables.features.values.flags.writeable}
 
