@@ -23,6 +23,7 @@ from fitness.masks import MaskCache
 from fitness.metrics import METRIC_NAMES, N_METRICS
 from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from fitness.tables import Tables, build_tables  # noqa: F401 (re-exported)
+from genome.schema import K_SLOTS
 from market.config import SymbolMeta
 from market.loader import Bars
 
@@ -124,6 +125,32 @@ class Backtest:
     exposure: np.ndarray  # |position notional| / equity at each close
     trades: pd.DataFrame  # entry/exit time and price, side, units, pnl, reason
     metrics: dict[str, float]
+
+
+def _state_dtype() -> np.dtype:
+    """The state record's named, structured layout over the kernel's float64[N_STATE] vector.
+
+    The kernel reads the flat vector (named slots ``simulator_nb.ST_*``: faster in numba than a
+    record's field access); ``state_record`` views that same memory through this dtype, so a
+    state can be inspected, compared and saved by field name (``np.save`` keeps the names)."""
+    slots = sorted((v, n) for n, v in vars(k).items() if n.startswith("ST_") and isinstance(v, int))
+    names = [n[3:].lower() for _, n in slots]
+    formats: list[object] = ["<f8"] * len(names)
+    formats[-1] = ("<f8", (3, K_SLOTS, 2))  # [rule set, slot, lhs/rhs] at the last close
+    return np.dtype({"names": names, "formats": formats, "offsets": [8 * v for v, _ in slots],
+                     "itemsize": 8 * k.N_STATE})
+
+
+STATE_DTYPE = _state_dtype()
+
+
+def state_record(state: np.ndarray) -> np.ndarray:
+    """A structured 0-d view (``STATE_DTYPE``) of a state vector: ``rec["cash"]`` etc.
+    Writes through the view change the state."""
+    if state.shape != (k.N_STATE,) or state.dtype != np.float64 or not state.flags.c_contiguous:
+        raise KernelInputError(f"state must be a contiguous float64[{k.N_STATE}], got "
+                               f"{state.dtype}{state.shape}")
+    return state.view(STATE_DTYPE).reshape(())
 
 
 def new_state(capital: float) -> np.ndarray:

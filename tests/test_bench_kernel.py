@@ -43,3 +43,14 @@ def test_close_fill_mode_matches_a_plain_sma_cross():
         total, trades = plain_sma_cross(bars.close[0], f, s)
         assert out[i, 0, M_TRADES] == trades, (f, s)
         np.testing.assert_allclose(out[i, 0, M_TOTAL], total, rtol=1e-9, err_msg=str((f, s)))
+
+
+def test_live_path_benchmark_steps_the_backtest():
+    """The live figure times the executor's real path, and that path trades the backtest."""
+    from benchmarks.bench_kernel import SP500_META, live_path_us
+
+    bars = sp500_bars()
+    tables = build_tables(bars, SP500_META)
+    out = live_path_us(bars, tables, SP500_META, 60)
+    assert out["decisions"] == out["positions_equal_backtest"] == 60
+    assert 0 < out["tables_median_us"] <= out["median_us"] <= out["p99_us"]
