@@ -1,8 +1,9 @@
 """Kernel benchmark: ns per bar per genome (SMA-cross and full genomes) against vectorbt's
 ``Portfolio.from_signals`` on the same SMA-cross grid, plus a total-return/trade-count parity
-check in close-fill mode, the metrics' share of the time, and µs per live-step decision. One
-core for both sides (numba threads = 1). Rule masks are built inside every timed call (a fresh
-mask cache) unless a figure says "warm cache"."""
+check in close-fill mode, the metrics' share of the time, and µs per live decision on the
+executor's path (tables update + live step). One core for both sides (numba threads = 1). Rule
+masks are built inside every timed call (a fresh mask cache) unless a figure says "warm
+cache"."""
 
 from __future__ import annotations
 

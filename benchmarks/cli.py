@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
         description="Time the numba kernel on one core for an SMA-cross grid (windows 2..100 on "
                     "the bundled S&P 500, a smaller grid on a generated series) and for full "
                     "genomes, against vectorbt's Portfolio.from_signals on the same grid, and "
-                    "check total return and trade count agree in close-fill mode. Needs the "
+                    "check total return and trade count agree in close-fill mode; also time the "
+                    "live path (µs per decision: the newest bar's tables update and the live "
+                    "step, refits excluded) and check it trades the backtest. Needs the "
                     "'bench' extra (pip install -e '.[bench]').")
     kern.add_argument("--repeat", type=int, default=3, help="timed repeats (best is reported)")
     kern.add_argument("--bars", type=int, default=1_000_000, help="bars in the generated series")
