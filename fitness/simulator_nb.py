@@ -293,12 +293,14 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
                 break
             t = nxt
         i = t - off
-        o = open_[i]
-        h = high[i]
-        lo = low[i]
-        c = close[i]
+        # unsigned indices: numba checks a signed index for wraparound on every access
+        iu = np.uint64(i)
+        o = open_[iu]
+        h = high[iu]
+        lo = low[iu]
+        c = close[iu]
         q = t - base
-        wq = q >> 6
+        wq = np.uint64(q >> 6)
         sh = np.uint64(q & 63)
         b_long = (lmask[wq] >> sh) & one != np.uint64(0)
         b_short = (smask[wq] >> sh) & one != np.uint64(0)
@@ -365,7 +367,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
             go_long = False
             go_short = False
             if (b_long or b_short) and (gmask[wq] >> sh) & one != np.uint64(0):
-                s2 = w_blend * var_g[variant, i] + (1.0 - w_blend) * rv[rvwin, i]
+                s2 = w_blend * var_g[variant, iu] + (1.0 - w_blend) * rv[rvwin, iu]
                 sig = math.sqrt(s2) if s2 > 0.0 else 0.0
                 sig_ann = sig * sqrt_bpy
                 mode = mode0 if sig_ann < calm else (mode2 if sig_ann > storm else mode1)
@@ -432,8 +434,9 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
             fin_paid += fee
             in_mkt += 1.0
         eq = cash + units * c * vpu
-        r_out[k] = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
-        at_out[k] = t - a
+        ku = np.uint64(k)
+        r_out[ku] = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
+        at_out[ku] = t - a
         k += 1
         prev_eq = eq
         last_bar = t
