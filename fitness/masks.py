@@ -48,7 +48,7 @@ class MaskCache:
         self.max_bytes = int(max_bytes)
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pool = np.empty((0, 0), np.uint64)
-        self._rows: OrderedDict[tuple[int, int, int, int], int] = OrderedDict()
+        self._rows: OrderedDict[bytes, int] = OrderedDict()
         self._free: list[int] = []
         self.built = 0  # masks built over the cache's life (tests and benchmarks read it)
 
@@ -82,11 +82,11 @@ class MaskCache:
         # gate keys: lhs = -1 sets them apart from conditions (lhs >= 0)
         gate = np.column_stack([np.full(int(gated.sum()), -1, np.int64), ses[gated]])
         all_keys = np.ascontiguousarray(np.concatenate([cond, gate]).reshape(-1, 4))
-        _, first, inv = np.unique(all_keys.view(np.dtype((np.void, 32))).ravel(),
-                                  return_index=True, return_inverse=True)
+        uniq, first, inv = np.unique(all_keys.view(np.dtype((np.void, 32))).ravel(),
+                                     return_index=True, return_inverse=True)
         inv = inv.reshape(-1)
         want_keys = all_keys[first]
-        want = list(map(tuple, want_keys.tolist()))
+        want = uniq.tolist()  # each key's 32 bytes: the dict key (cheaper to make than a tuple)
         cap = max(1, self.max_bytes // (8 * n_words))
         if len(want) > cap:  # one batch needs more than the budget: build it outside the cache
             pool = np.empty((len(want), n_words), np.uint64)
@@ -107,7 +107,7 @@ class MaskCache:
         self._rows.clear()
         self._free = []
 
-    def _place(self, want: list[tuple[int, int, int, int]], want_keys: np.ndarray, cap: int,
+    def _place(self, want: list[bytes], want_keys: np.ndarray, cap: int,
                n_words: int) -> np.ndarray:
         """Rows for ``want`` (all fit in ``cap``; ``want_keys`` the same keys as an int64
         [m, 4] array): reuse cached ones, evict LRU, build the rest."""
