@@ -115,6 +115,9 @@ class MaskCache:
         # C-level loops and array ops: ~10k keys a call (an SMA grid) cost milliseconds in
         # per-key Python
         cached = np.fromiter(map(rows.__contains__, want), np.bool_, len(want))
+        if cached.all():  # a warm cache: nothing to place or build
+            deque(map(rows.move_to_end, want), maxlen=0)
+            return np.fromiter(map(rows.__getitem__, want), np.int64, len(want))
         missing = list(compress(want, (~cached).tolist())) if cached.any() else want
         have = self._pool.shape[0]
         short = len(missing) - len(self._free)
