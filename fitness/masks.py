@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from itertools import filterfalse
+from itertools import compress
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class MaskCache:
         self.max_bytes = int(max_bytes)
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pool = np.empty((0, 0), np.uint64)
-        self._rows: OrderedDict[tuple[int, int, int, int], int] = OrderedDict()
+        self._rows: OrderedDict[bytes, int] = OrderedDict()
         self._free: list[int] = []
         self.built = 0  # masks built over the cache's life (tests and benchmarks read it)
 
@@ -82,17 +82,18 @@ class MaskCache:
         # gate keys: lhs = -1 sets them apart from conditions (lhs >= 0)
         gate = np.column_stack([np.full(int(gated.sum()), -1, np.int64), ses[gated]])
         all_keys = np.ascontiguousarray(np.concatenate([cond, gate]).reshape(-1, 4))
-        _, first, inv = np.unique(all_keys.view(np.dtype((np.void, 32))).ravel(),
-                                  return_index=True, return_inverse=True)
+        uniq, first, inv = np.unique(all_keys.view(np.dtype((np.void, 32))).ravel(),
+                                     return_index=True, return_inverse=True)
         inv = inv.reshape(-1)
-        want = list(map(tuple, all_keys[first].tolist()))
+        want_keys = all_keys[first]
+        want = uniq.tolist()  # each key's 32 bytes: the dict key (cheaper to make than a tuple)
         cap = max(1, self.max_bytes // (8 * n_words))
         if len(want) > cap:  # one batch needs more than the budget: build it outside the cache
             pool = np.empty((len(want), n_words), np.uint64)
             rows = np.arange(len(want), dtype=np.int64)
-            self._build(want, rows, pool)
+            self._build(want_keys, rows, pool)
         else:
-            rows = self._place(want, cap, n_words)
+            rows = self._place(want, want_keys, cap, n_words)
             pool = self._pool
         crow = np.full(comp.slots.shape[:3], -1, np.int64)
         crow[active] = rows[inv[: lhs.shape[0]]]
@@ -106,10 +107,18 @@ class MaskCache:
         self._rows.clear()
         self._free = []
 
-    def _place(self, want: list[tuple[int, int, int, int]], cap: int, n_words: int) -> np.ndarray:
-        """Rows for ``want`` (all fit in ``cap``): reuse cached ones, evict LRU, build the rest."""
+    def _place(self, want: list[bytes], want_keys: np.ndarray, cap: int,
+               n_words: int) -> np.ndarray:
+        """Rows for ``want`` (all fit in ``cap``; ``want_keys`` the same keys as an int64
+        [m, 4] array): reuse cached ones, evict LRU, build the rest."""
         rows = self._rows
-        missing = list(filterfalse(rows.__contains__, want))  # C-level loops: ~1k keys a call
+        # C-level loops and array ops: ~10k keys a call (an SMA grid) cost milliseconds in
+        # per-key Python
+        cached = np.fromiter(map(rows.__contains__, want), np.bool_, len(want))
+        if cached.all():  # a warm cache: nothing to place or build
+            deque(map(rows.move_to_end, want), maxlen=0)
+            return np.fromiter(map(rows.__getitem__, want), np.int64, len(want))
+        missing = list(compress(want, (~cached).tolist())) if cached.any() else want
         have = self._pool.shape[0]
         short = len(missing) - len(self._free)
         if short > 0 and have < cap:  # grow geometrically up to the budget
@@ -124,23 +133,26 @@ class MaskCache:
                 key, row = next(kv for kv in rows.items() if kv[0] not in needed)
                 del rows[key]
                 self._free.append(row)
-        new_rows = np.array([self._free.pop() for _ in missing], np.int64)
+        cut = len(self._free) - len(missing)  # rows are taken from the end of the free list
+        new_rows = np.array(self._free[cut:][::-1], np.int64)
+        del self._free[cut:]
         rows.update(zip(missing, new_rows.tolist(), strict=True))
-        self._build(missing, new_rows, self._pool)
+        self._build(want_keys[~cached], new_rows, self._pool)
         deque(map(rows.move_to_end, want), maxlen=0)
         return np.fromiter(map(rows.__getitem__, want), np.int64, len(want))
 
-    def _build(self, keys: list[tuple[int, int, int, int]], rows: np.ndarray,
-               pool: np.ndarray) -> None:
+    def _build(self, keys: np.ndarray, rows: np.ndarray, pool: np.ndarray) -> None:
+        """Masks of ``keys`` (int64 [m, 4]: conditions, then gates with lhs -1) into
+        ``pool[rows]``."""
         assert self._table is not None
         F, hour, weekday = self._table
-        ci = [i for i, key in enumerate(keys) if key[0] >= 0]
-        if ci:
-            a = np.array([keys[i] for i in ci], np.int64)
+        is_cond = keys[:, 0] >= 0
+        a = keys[is_cond]
+        if a.shape[0]:
             build_cond_masks(F, np.ascontiguousarray(a[:, 0]), np.ascontiguousarray(a[:, 1]),
                              np.ascontiguousarray(a[:, 3]).view(np.float64),
-                             np.ascontiguousarray(a[:, 2]), rows[ci], pool)
-        for i, key in enumerate(keys):
-            if key[0] < 0:
-                gate_mask(hour, weekday, key[1], key[2], key[3], pool[rows[i]])
-        self.built += len(keys)
+                             np.ascontiguousarray(a[:, 2]), rows[is_cond], pool)
+        for i in np.flatnonzero(~is_cond).tolist():
+            _, ses_start, ses_end, weekmask = keys[i].tolist()
+            gate_mask(hour, weekday, ses_start, ses_end, weekmask, pool[rows[i]])
+        self.built += keys.shape[0]

@@ -247,7 +247,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
     stop = st[ST_STOP]
     tp = st[ST_TP]
     dist = st[ST_DIST]
-    held = st[ST_HELD]
+    held = int(st[ST_HELD])  # integer counters: no float add chain per bar
     fin_paid = st[ST_FIN_PAID]
     pend_exit = st[ST_PEND_EXIT] != 0.0
     pend_reason = int(st[ST_PEND_REASON])
@@ -261,7 +261,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
     g_loss = stats[S_GROSS_LOSS]
     turnover = stats[S_TURNOVER]
     n_rec = stats[S_RECORDED]
-    in_mkt = stats[S_IN_MARKET]
+    in_mkt = int(stats[S_IN_MARKET])
 
     one = np.uint64(1)
     base = (a >> 6) << 6
@@ -293,12 +293,14 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
                 break
             t = nxt
         i = t - off
-        o = open_[i]
-        h = high[i]
-        lo = low[i]
-        c = close[i]
+        # unsigned indices: numba checks a signed index for wraparound on every access
+        iu = np.uint64(i)
+        o = open_[iu]
+        h = high[iu]
+        lo = low[iu]
+        c = close[iu]
         q = t - base
-        wq = q >> 6
+        wq = np.uint64(q >> 6)
         sh = np.uint64(q & 63)
         b_long = (lmask[wq] >> sh) & one != np.uint64(0)
         b_short = (smask[wq] >> sh) & one != np.uint64(0)
@@ -319,7 +321,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
             units, entry_px, cash, stop, tp, turn = _open_calc(
                 pend_units, o, cash, pend_dist, full_size, tp_mult, cost_frac, cost_abs, vpu)
             turnover += turn
-            entry_bar, dist, held, fin_paid = float(t), pend_dist, 0.0, 0.0
+            entry_bar, dist, held, fin_paid = float(t), pend_dist, 0, 0.0
             pend_units = 0.0
         # ---- 2. stop / take-profit inside bar t (stop first) ---------------------------------
         if units != 0.0 and dist > 0.0:
@@ -356,7 +358,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
                 stop = max(stop, h - dist) if units > 0 else min(stop, lo + dist)
         # ---- 3. decision at the close of t ---------------------------------------------------
         if units != 0.0:
-            held += 1.0
+            held += 1
         want_exit = False
         reason = R_SIGNAL
         new_side = 0.0
@@ -365,7 +367,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
             go_long = False
             go_short = False
             if (b_long or b_short) and (gmask[wq] >> sh) & one != np.uint64(0):
-                s2 = w_blend * var_g[variant, i] + (1.0 - w_blend) * rv[rvwin, i]
+                s2 = w_blend * var_g[variant, iu] + (1.0 - w_blend) * rv[rvwin, iu]
                 sig = math.sqrt(s2) if s2 > 0.0 else 0.0
                 sig_ann = sig * sqrt_bpy
                 mode = mode0 if sig_ann < calm else (mode2 if sig_ann > storm else mode1)
@@ -415,7 +417,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
                 units, entry_px, cash, stop, tp, turn = _open_calc(
                     want_units, c, cash, want_dist, full_size, tp_mult, cost_frac, cost_abs, vpu)
                 turnover += turn
-                entry_bar, dist, held, fin_paid = float(t), want_dist, 0.0, 0.0
+                entry_bar, dist, held, fin_paid = float(t), want_dist, 0, 0.0
         # ---- 4. segment end close-out, financing, mark to market -----------------------------
         if last and units != 0.0:
             cash, px, pnl, turn, side = _close_calc(units, c, cash, entry_px, fin_paid,
@@ -430,10 +432,11 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
             fee = abs(units) * c * vpu * fin_bar
             cash -= fee
             fin_paid += fee
-            in_mkt += 1.0
+            in_mkt += 1
         eq = cash + units * c * vpu
-        r_out[k] = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
-        at_out[k] = t - a
+        ku = np.uint64(k)
+        r_out[ku] = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
+        at_out[ku] = t - a
         k += 1
         prev_eq = eq
         last_bar = t
@@ -449,7 +452,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
     st[ST_STOP] = stop
     st[ST_TP] = tp
     st[ST_DIST] = dist
-    st[ST_HELD] = held
+    st[ST_HELD] = float(held)
     st[ST_FIN_PAID] = fin_paid
     st[ST_PEND_EXIT] = 1.0 if pend_exit else 0.0
     st[ST_PEND_REASON] = pend_reason
@@ -463,7 +466,7 @@ def _run(lmask: np.ndarray, smask: np.ndarray, xmask: np.ndarray, cmask: np.ndar
     stats[S_GROSS_LOSS] = g_loss
     stats[S_TURNOVER] = turnover
     stats[S_RECORDED] = n_rec
-    stats[S_IN_MARKET] = in_mkt
+    stats[S_IN_MARKET] = float(in_mkt)
     return k
 
 
