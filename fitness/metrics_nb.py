@@ -114,6 +114,27 @@ _JIT = {"cache": True, "error_model": "numpy"}
 
 
 @nb.njit(**_JIT)
+def _fill_trade_stats(out: np.ndarray, n: int, n_trades: int, n_wins: int, gross_win: float,
+                      gross_loss: float, turnover: float, bars_in_market: int,
+                      bars_per_year: float) -> bool:
+    """The trade metrics (dense and sparse alike); True when n == 0 (nothing else to fill)."""
+    gl = abs(gross_loss)
+    if n_trades > 0:
+        out[M_WIN_RATE] = n_wins / n_trades
+        out[M_TRADE_COUNT] = n_trades
+        if gl > 0.0:
+            out[M_PROFIT_FACTOR] = min(gross_win / gl, PF_CAP)
+        elif gross_win > 0.0:
+            out[M_PROFIT_FACTOR] = PF_CAP
+    if n == 0:
+        return True
+    out[M_TRADES_PER_YEAR] = n_trades * bars_per_year / n
+    out[M_TURNOVER] = turnover * bars_per_year / n
+    out[M_EXPOSURE] = bars_in_market / n
+    return False
+
+
+@nb.njit(**_JIT)
 def _bracket(r: np.ndarray, p: float) -> tuple[float, float]:
     """Values that bracket the p-quantile of r with high probability, from a strided sample.
 
@@ -357,20 +378,10 @@ def _fill(
     """All metrics into a zeroed ``out``; may leave a non-finite value (cleaned by the caller)."""
     n = r.shape[0]
     # ---- trade statistics: defined without bars
-    gl = abs(gross_loss)
-    if n_trades > 0:
-        out[M_WIN_RATE] = n_wins / n_trades
-        out[M_TRADE_COUNT] = n_trades
-        if gl > 0.0:
-            out[M_PROFIT_FACTOR] = min(gross_win / gl, PF_CAP)
-        elif gross_win > 0.0:
-            out[M_PROFIT_FACTOR] = PF_CAP
-    if n == 0:
+    if _fill_trade_stats(out, n, n_trades, n_wins, gross_win, gross_loss, turnover,
+                         bars_in_market, bars_per_year):
         return
     bpy = bars_per_year
-    out[M_TRADES_PER_YEAR] = n_trades * bpy / n
-    out[M_TURNOVER] = turnover * bpy / n
-    out[M_EXPOSURE] = bars_in_market / n
 
     lo_b, hi_b = _bracket(r, TAIL_P)
     s, dn, n_diff, n_big, n_ruin, n_below, s_below = _pass_sums(r, scratch, lo_b)
@@ -632,20 +643,10 @@ def _fill_sparse(
     bars_in_market: int, bars_per_year: float,
 ) -> None:
     """``_fill`` of the dense vector in O(k): r[j] opens a flat stretch up to at[j+1]."""
-    gl = abs(gross_loss)
-    if n_trades > 0:
-        out[M_WIN_RATE] = n_wins / n_trades
-        out[M_TRADE_COUNT] = n_trades
-        if gl > 0.0:
-            out[M_PROFIT_FACTOR] = min(gross_win / gl, PF_CAP)
-        elif gross_win > 0.0:
-            out[M_PROFIT_FACTOR] = PF_CAP
-    if n == 0:
+    if _fill_trade_stats(out, n, n_trades, n_wins, gross_win, gross_loss, turnover,
+                         bars_in_market, bars_per_year):
         return
     bpy = bars_per_year
-    out[M_TRADES_PER_YEAR] = n_trades * bpy / n
-    out[M_TURNOVER] = turnover * bpy / n
-    out[M_EXPOSURE] = bars_in_market / n
 
     # ---- pass 1, serial in bar order: _pass_sums's sums (zeros add an exact 0.0: same bits)
     # and the log equity y_j (into scratch[:k]) with its drawdown gap, as _pass_equity.
