@@ -277,15 +277,20 @@ def _header(state: TablesState) -> dict[str, object]:
             "layout": _layout_digest()}
 
 
-def save_state(path: Path, state: TablesState) -> None:
-    """Write ``state`` to ``path`` atomically: npz arrays and a JSON header (format, version,
-    origin, bar counts, settings, layout) with a sha256 over both. No pickle."""
+def state_bytes(state: TablesState) -> bytes:
+    """``state`` as snapshot bytes: npz arrays and a JSON header (format, version, origin, bar
+    counts, settings, layout) with a sha256 over both. No pickle."""
     arrays = _arrays_of(state)
     header = _header(state)
     doc = {**header, "digest": _digest(header, arrays)}
     buf = io.BytesIO()
     np.savez(buf, header=np.array(json.dumps(doc, sort_keys=True)), **arrays)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save_state(path: Path, state: TablesState) -> None:
+    """Write ``state``'s snapshot (``state_bytes``) to ``path`` atomically."""
+    atomic_write_bytes(Path(path), state_bytes(state))
 
 
 def load_state(path: Path) -> TablesState:
@@ -293,12 +298,22 @@ def load_state(path: Path) -> TablesState:
     missing, unreadable, truncated, of another format or version, or altered."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.array(z[k]) for k in z.files}
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SnapshotError(f"{path}: tables snapshot not found") from None
+    except OSError as exc:
+        raise SnapshotError(f"{path}: unreadable: {exc}") from None
+    return state_from_bytes(data, str(path))
+
+
+def state_from_bytes(data: bytes, where: str) -> TablesState:
+    """The state in snapshot bytes; SnapshotError naming ``where`` (a file, a bundle field)
+    when they are unreadable, truncated, of another format or version, or altered."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: np.array(z[k]) for k in z.files}
     except Exception as exc:  # zip, npy and pickle refusals all mean: not a usable snapshot
-        raise SnapshotError(f"{path}: not a readable tables snapshot "
+        raise SnapshotError(f"{where}: not a readable tables snapshot "
                             f"({type(exc).__name__}: {exc})") from None
     raw = arrays.pop("header", None)
     try:
@@ -306,22 +321,22 @@ def load_state(path: Path) -> TablesState:
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
-        raise SnapshotError(f"{path}: no JSON header: not a tables snapshot")
+        raise SnapshotError(f"{where}: no JSON header: not a tables snapshot")
     if doc.get("format") != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"{path}: format {doc.get('format')!r}, expected {SNAPSHOT_FORMAT!r}")
+        raise SnapshotError(f"{where}: format {doc.get('format')!r}, expected {SNAPSHOT_FORMAT!r}")
     if doc.get("version") != SNAPSHOT_VERSION:
-        raise SnapshotError(f"{path}: snapshot version {doc.get('version')!r}; this build reads "
+        raise SnapshotError(f"{where}: snapshot version {doc.get('version')!r}; this build reads "
                             f"version {SNAPSHOT_VERSION}")
     digest = doc.pop("digest", None)
     if digest != _digest(doc, arrays):
-        raise SnapshotError(f"{path}: digest mismatch: the snapshot was altered or damaged")
+        raise SnapshotError(f"{where}: digest mismatch: the snapshot was altered or damaged")
     if doc.get("layout") != _layout_digest():
-        raise SnapshotError(f"{path}: written for another feature/volatility layout (primitive "
+        raise SnapshotError(f"{where}: written for another feature/volatility layout (primitive "
                             "set, state record or RV windows changed)")
     try:
         return _state_of(doc, arrays)
     except (KeyError, TypeError, ValueError) as exc:
-        raise SnapshotError(f"{path}: inconsistent snapshot ({exc})") from None
+        raise SnapshotError(f"{where}: inconsistent snapshot ({exc})") from None
 
 
 def _state_of(doc: dict, arrays: dict[str, np.ndarray]) -> TablesState:

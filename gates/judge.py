@@ -324,6 +324,8 @@ def judge_run(home: Path, run_id: str, policy: GatePolicy | None = None, *,
         "timeframe": ctx.cfg.evolution.timeframe,
         "generation": generation, "generations": ctx.cfg.evolution.generations,
         "periods": _periods(ctx), "policy": policy_json, "policy_sha256": policy_sha,
+        # the whole history judged (hold-out included): a champion's bundle carries it
+        "history_sha256": ctx.bars.fingerprint(), "history_bars": int(ctx.bars.n_bars),
         "trials": raw[0], "trial_sharpe_variance": raw[1],
         "trial_count": {
             "raw": trials.raw, "flat": trials.flat, "unsampled": trials.unsampled,
@@ -353,16 +355,23 @@ def _periods(ctx: RunContext) -> dict[str, dict[str, object]]:
         "purge": {"bars": lay.purge}}
 
 
+REPORT_SHA = "report.sha256"
+
+
 def _write(run_dir: Path, report: dict) -> None:
     from gates.report import markdown
 
     out = run_dir / "gates"
-    write_json(out / "report.json", report, indent=1)
+    data = json.dumps(report, indent=1).encode()
+    sha = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(out / "report.json", data)
+    # the report's identity (`sha256sum -c` reads it): `emp promote` refuses a report edited since
+    atomic_write_bytes(out / REPORT_SHA, f"{sha}  report.json\n".encode())
     atomic_write_bytes(out / "report.md", markdown(report).encode())
     eligible = [{"key": c["key"], "rank": c["rank"], "rules": c["rules"], "genome": c["genome"],
                  "figures": c["figures"]} for c in report["candidates"] if c["eligible"]]
-    write_json(out / "eligible.json", {"run_id": report["run_id"], "eligible": eligible},
-               indent=1)
+    write_json(out / "eligible.json", {"run_id": report["run_id"], "report_sha256": sha,
+                                       "eligible": eligible}, indent=1)
 
 
 def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:
@@ -395,5 +404,6 @@ def _log_mlflow(home: Path, report: dict, run_dir: Path) -> None:
     tags = {"gates.verdict": f"{len(report['eligible'])} eligible of "
                              f"{len(report['candidates'])}",
             "gates.eligible": ",".join(report["eligible"]) or "none",
-            "gates.policy_sha256": report["policy_sha256"]}
+            "gates.policy_sha256": report["policy_sha256"],
+            "gates.report_sha256": (run_dir / "gates" / REPORT_SHA).read_text().split()[0]}
     client.log_batch(run_id, tags=[RunTag(k, v[:MAX_PARAM_VAL_LENGTH]) for k, v in tags.items()])
