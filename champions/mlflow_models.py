@@ -9,6 +9,8 @@ mlflow is imported inside the functions: the rest of ``champions`` loads without
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from champions.bundle import Bundle
@@ -80,8 +82,6 @@ def version_of(home: Path, symbol: str, timeframe: str, sha256: str) -> str | No
 def drop_alias(home: Path, symbol: str, timeframe: str, stage: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    try:
+    with contextlib.suppress(MlflowException):  # no such alias or model: nothing to drop
         _client(home).delete_registered_model_alias(model_name(symbol, timeframe),
                                                     ALIASES[stage])
-    except MlflowException:  # no such alias or model: nothing to drop
-        pass

@@ -114,6 +114,7 @@ class EmpParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
+    from champions import cli as champions_cli
     from configs import cli as config_cli
     from evolution import cli as evolution_cli
     from fitness import cli as fitness_cli
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     evolution_cli.register(sub, add_config)
     evolution_cli.register_tune(sub, add_config)
     gates_cli.register(sub, add_config)
+    champions_cli.register(sub, add_config)
     for _, p in walk_parsers(parser):  # -c/--config on every command, one convention
         if _is_leaf(p) and "--config" not in p._option_string_actions:
             add_config(p)
