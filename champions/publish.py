@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from champions.pointer import (
+    MAX_POINTER_BYTES,
     STAGES,
     SYMBOL_RULE,
     PointerError,
@@ -135,7 +136,7 @@ def _plan(root: Path, symbols: list[str]) -> tuple[list[_File], list[_File]]:
             path = root / symbol / name
             if not os.path.lexists(path):
                 continue
-            raw = read_regular(path, PointerError, "champion pointer")
+            raw = read_regular(path, PointerError, "champion pointer", MAX_POINTER_BYTES)
             pointer = parse_pointer(raw, path)
             _, data = resolve(pointer)
             try:
