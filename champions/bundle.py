@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import ValidationError
 
 from champions.keys import key_id
+from champions.pointer import sha256_hex
 from core.errors import EmpError
 from fitness.config import SimConfig
 from fitness.simulator_nb import KERNEL_VERSION, N_STATE
@@ -71,10 +71,6 @@ def canonical(obj: Any) -> bytes:
     """The one byte form of a JSON value: sorted keys, no whitespace, UTF-8, no NaN."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def floats_hex(a: np.ndarray) -> list[str]:

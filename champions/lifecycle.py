@@ -36,8 +36,7 @@ def load_bundle(home: Path, champ: Champion) -> Bundle:
 
 def _point(home: Path, stage: str, champ: Champion, bundle: Bundle) -> None:
     write_pointer(champions_root(home), stage=stage, symbol=champ.symbol,
-                  timeframe=champ.timeframe, bundle_path=champions_root(home) / champ.bundle_path,
-                  sha256=champ.bundle_sha256, signature=bundle.signature, key_id=bundle.key_id,
+                  timeframe=champ.timeframe, sha256=champ.bundle_sha256, signature=bundle.signature, key_id=bundle.key_id,
                   champion_id=champ.id, run_id=champ.run_id, key=champ.key)
 
 

@@ -10,7 +10,6 @@ mlflow is imported inside the functions: the rest of ``champions`` loads without
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from champions.bundle import Bundle

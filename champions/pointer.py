@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes, fsync_dir
 from core.errors import EmpError
 
 POINTER_FORMAT = "emp-champion-pointer"
@@ -273,7 +273,14 @@ def resolve(pointer: Pointer) -> tuple[Path, bytes]:
     return path, data
 
 
+def remove_pointer(pointer: Pointer) -> None:
+    """Remove a stage's pointer (a retired champion): the executor then holds no champion for
+    the stage. The bundle stays, so the audit trail can still show what was traded."""
+    pointer.path.unlink(missing_ok=True)
+    fsync_dir(pointer.path.parent)
+
+
 __all__ = ["BUNDLES_DIR", "POINTER_FORMAT", "POINTER_VERSION", "STAGES", "Pointer",
            "PointerError", "bundle_name", "champion_dir", "check_stage", "check_symbol",
            "encode_pointer", "parse_pointer", "pointer_path", "read_pointer", "read_regular",
-           "resolve", "sha256_hex", "store_bundle", "write_pointer"]
+           "remove_pointer", "resolve", "sha256_hex", "store_bundle", "write_pointer"]

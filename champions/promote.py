@@ -35,11 +35,10 @@ from champions.bundle import (
     encode,
     floats_hex,
     read_bundle,
-    sha256_hex,
     versions,
 )
 from champions.keys import default_private_key, key_id, load_private_key
-from champions.pointer import Pointer, store_bundle, write_pointer
+from champions.pointer import Pointer, sha256_hex, store_bundle, write_pointer
 from champions.registry import Champion, Registry, default_url, who
 from core.digest import tables_digests
 from core.errors import EmpError
@@ -242,7 +241,7 @@ def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
                        bundle_sha256=sha, bundle_path=rel)
         champ = reg.get(champ.id)
     pointer = write_pointer(root, stage=to, symbol=report["symbol"],
-                            timeframe=report["timeframe"], bundle_path=path, sha256=sha,
+                            timeframe=report["timeframe"], sha256=sha,
                             signature=bundle.signature, key_id=bundle.key_id,
                             champion_id=champ.id, run_id=run_id, key=key)
     warnings = []
