@@ -694,7 +694,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--n", type=int, default=None, help="bars per series (default per kind)")
     ap.add_argument("--out", type=Path, default=CALIBRATION_PATH)
+    ap.add_argument("--ingest", metavar="SYMBOL", default=None,
+                    help="store one planted series (--kind, at --sharpe, seed --seed) as SYMBOL in $EMP_HOME's history, to try evolution, the gates "
+                         "and promotion on an edge that is known to exist")
+    ap.add_argument("--kind", default="autocorr", choices=KINDS_EDGE,
+                    help="--ingest: the planted effect (default autocorr)")
+    ap.add_argument("--sharpe", type=float, default=2.0, choices=STRENGTHS,
+                    help="--ingest: the planted rule's annualised Sharpe after costs")
+    ap.add_argument("--seed", type=int, default=2001, help="--ingest: the series' seed")
     args = ap.parse_args(argv)
+    if args.ingest:
+        from configs.loader import load_config
+
+        series = generate(args.kind, args.sharpe, args.seed)
+        root = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+                           ).store_root()
+        ingest(series, root, args.ingest)
+        print(f"stored {args.ingest}/{series.timeframe}: {args.kind} edge at Sharpe "
+              f"{args.sharpe}, "
+              f"{len(series.frame)} bars, in {root}")
+        return 0
     if not args.calibrate:
         print(json.dumps(load_calibration(args.out), indent=1))
         return 0

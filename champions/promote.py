@@ -97,13 +97,16 @@ def read_report(run_dir: Path) -> tuple[dict[str, Any], str]:
 
 
 def eligible_candidate(report: dict[str, Any], key: str) -> dict[str, Any]:
-    """The report's entry for ``key``, refused unless every gate passed."""
-    by_key = {c["key"]: c for c in report["candidates"]}
-    if key not in by_key:
+    """The report's entry for ``key`` (or a unique prefix of 6 digits or more), refused unless
+    every gate passed."""
+    found = [c for c in report["candidates"] if c["key"] == key
+             or len(key) >= 6 and c["key"].startswith(key)]  # the verdict table shows 10 digits
+    if len(found) != 1:
         shown = ", ".join(report.get("eligible", [])) or "none"
-        raise PromoteError(f"candidate {key!r} is not in run {report['run_id']}'s gate report "
+        what = "matches several candidates" if found else "is not"
+        raise PromoteError(f"candidate {key!r} {what} in run {report['run_id']}'s gate report "
                            f"(eligible there: {shown})")
-    cand = by_key[key]
+    cand = found[0]
     failed = [g["name"] for g in cand["gates"] if not g["passed"]]
     if not cand["eligible"] or failed:
         raise PromoteError(f"candidate {key} (#{cand['rank']}) of run {report['run_id']} is not "
@@ -211,6 +214,7 @@ def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
     run_dir = home / "runs" / run_id
     report, report_sha = read_report(run_dir)
     cand = eligible_candidate(report, key)
+    key = cand["key"]
     reads = check_peeking(run_dir, accept_peeking)
     private = load_private_key(signing_key or default_private_key(home))
     by = who()
