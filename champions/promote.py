@@ -100,7 +100,7 @@ def eligible_candidate(report: dict[str, Any], key: str) -> dict[str, Any]:
     """The report's entry for ``key`` (or a unique prefix of 6 digits or more), refused unless
     every gate passed."""
     found = [c for c in report["candidates"] if c["key"] == key
-             or len(key) >= 6 and c["key"].startswith(key)]  # the verdict table shows 10 digits
+             or (len(key) >= 6 and c["key"].startswith(key))]  # the verdict table shows 10 digits
     if len(found) != 1:
         shown = ", ".join(report.get("eligible", [])) or "none"
         what = "matches several candidates" if found else "is not"
