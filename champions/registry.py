@@ -192,9 +192,9 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = _normalise(url.strip())
         self.masked_url = mask_uri(self.url) or ""
-        self._engine = self._open()
+        self._engine = open_engine(self.url)
         try:
-            upgrade(self._engine, self.masked_url)
+            upgrade(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
@@ -203,41 +203,6 @@ class Registry:
     def _fail(self, what: str, exc: BaseException | None = None) -> RegistryError:
         detail = f": {_reason(exc)}" if exc is not None else ""
         return RegistryError(f"registry {self.masked_url}: {what}{detail}")
-
-    def _open(self) -> Engine:
-        try:
-            parsed = make_url(self.url)
-        except ArgumentError as exc:
-            raise self._fail("not a database URL (expected sqlite:///PATH or "
-                             "postgresql+psycopg://USER:PASSWORD@HOST/DB)", exc) from None
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise self._fail("unsupported database: the registry runs on SQLite or PostgreSQL")
-        kwargs: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            memory = database in ("", ":memory:") or database.startswith("file::memory:")
-            if memory:
-                kwargs["poolclass"] = StaticPool  # one connection, or each sees an empty db
-            else:
-                try:
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise self._fail("cannot create its directory", exc) from None
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S,
-                                      "check_same_thread": False}
-        elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        kwargs.setdefault("pool_pre_ping", parsed.get_backend_name() != "sqlite")
-        try:
-            engine = create_engine(parsed, **kwargs)
-        except (NoSuchModuleError, ImportError) as exc:
-            raise self._fail("no driver for this database (PostgreSQL needs "
-                             "`pip install 'psycopg[binary]'`)", exc) from None
-        except (ArgumentError, TypeError) as exc:
-            raise self._fail("bad database URL", exc) from None
-        if engine.dialect.name == "sqlite":
-            _sqlite_transactions(engine)
-        return engine
 
     def close(self) -> None:
         self._engine.dispose()
@@ -474,6 +439,50 @@ class Registry:
             raise self._fail(f"bundle_sha256 must be 64 lowercase hex digits, got {sha!r}")
 
 
+def open_engine(url: str) -> Engine:
+    """An engine for a registry URL (SQLite or PostgreSQL), SQLite set up for real
+    transactions; a bad URL or missing driver is a RegistryError. No schema work here."""
+    url = _normalise(url.strip())
+
+    def fail(what: str, exc: BaseException | None = None) -> RegistryError:
+        detail = f": {_reason(exc)}" if exc is not None else ""
+        return RegistryError(f"registry {mask_uri(url)}: {what}{detail}")
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise fail("not a database URL (expected sqlite:///PATH or "
+                   "postgresql+psycopg://USER:PASSWORD@HOST/DB)", exc) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise fail("unsupported database: the registry runs on SQLite or PostgreSQL")
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if memory:
+            kwargs["poolclass"] = StaticPool  # one connection, or each sees an empty db
+        else:
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise fail("cannot create its directory", exc) from None
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S,
+                                  "check_same_thread": False}
+    elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    kwargs.setdefault("pool_pre_ping", parsed.get_backend_name() != "sqlite")
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise fail("no driver for this database (PostgreSQL needs "
+                   "`pip install 'psycopg[binary]'`)", exc) from None
+    except (ArgumentError, TypeError) as exc:
+        raise fail("bad database URL", exc) from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions(engine)
+    return engine
+
+
 def _champion(row: RowMapping) -> Champion:
     return Champion(**{f: row[f] for f in Champion.__dataclass_fields__})
 
@@ -531,9 +540,10 @@ def heads() -> tuple[str, ...]:
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def upgrade(engine: Engine, masked_url: str, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` in one write transaction, refusing a database at a
     revision this code does not know (written by a newer EMP)."""
+    masked_url = mask_uri(engine.url.render_as_string(hide_password=False)) or ""
     with _quiet_alembic():
         _upgrade(engine, masked_url, revision)
 
