@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 INSTALL_HINT = ("PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and "
-                "PATH): install them with `make pg-deps` or `apt-get install -y postgresql`, "
+                "PATH): install them with `make sysdeps` (as root) or `apt-get install -y postgresql`, "
                 "or set EMP_SKIP_POSTGRES=1 to skip the PostgreSQL tests")
 USER = "postgres"
 
