@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 
-.PHONY: run test install lint clean
+.PHONY: run test install lint clean sysdeps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# System packages the tests need: the PostgreSQL server binaries (the registry tests start a
+# throwaway server) and rsync (publication to the live host). Installed only when missing, so
+# a machine that has them pays one `ls`; as root (CI) through apt, otherwise it says how.
+PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
+SYSPKGS     := postgresql rsync
+sysdeps:
+	@if ls $(PG_CTL_GLOB) >/dev/null 2>&1 && command -v rsync >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends $(SYSPKGS); \
+	elif [ "$$EMP_SKIP_POSTGRES" = 1 ]; then \
+		echo "make: PostgreSQL server or rsync missing; EMP_SKIP_POSTGRES=1 skips those tests" >&2; \
+	else \
+		echo "make: PostgreSQL server or rsync missing: run 'sudo apt-get install -y --no-install-recommends $(SYSPKGS)' (or set EMP_SKIP_POSTGRES=1)" >&2; \
+		exit 1; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/emp data bootstrap
 	$(BIN)/emp data check --symbol SP500
@@ -23,7 +40,7 @@ run: $(STAMP)
 	$(BIN)/emp gates latest
 
 # pytest exits 5 when it collects nothing; say so and fail.
-test: $(STAMP)
+test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
