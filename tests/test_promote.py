@@ -22,6 +22,7 @@ from champions.pointer import read_pointer, resolve
 from champions.promote import PromoteError, promote
 from champions.registry import Registry, default_url
 from configs.loader import parse_config
+from core.errors import EmpError
 from core.tracking import default_tracking_uri
 from emp_cli.main import main
 from evolution import driver
@@ -71,7 +72,7 @@ def test_refusals_name_the_problem_and_write_nothing(judged, tmp_path):
 
     def refuse(match: str, **kw) -> None:
         args = {"key": key, "to": "live", "reason": "test", "log_mlflow": False} | kw
-        with pytest.raises(PromoteError, match=match):
+        with pytest.raises(EmpError, match=match):  # PromoteError, KeyFileError: one line each
             promote(home, run_id, args.pop("key"), args.pop("to"), args.pop("reason"), **args)
         assert _nothing_promoted(home)
 
