@@ -75,8 +75,9 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     ls = csub.add_parser("list", help="champions and their states",
                          description="One line per champion: id, symbol/timeframe, state, "
                                      "candidate, run, bundle sha256, last change.")
-    ls.add_argument("--symbol", default=None)
-    ls.add_argument("--state", default=None, choices=("eligible", "paper", "live", "retired"))
+    ls.add_argument("--symbol", default=None, help="only this symbol")
+    ls.add_argument("--state", default=None, choices=("eligible", "paper", "live", "retired"),
+                    help="only champions in this state")
     ls.add_argument("--json", action="store_true", help="print JSON")
     _registry_arg(ls)
     ls.set_defaults(func=cmd_list)
@@ -84,7 +85,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     sh = csub.add_parser("show", help="one champion: its bundle summary and audit trail",
                          description="The registry row, every audit event, and the bundle's "
                                      "summary (verified with the trusted keys).")
-    sh.add_argument("champion", metavar="ID", help="champion id (from `list`)")
+    sh.add_argument("champion", metavar="ID", help="champion id (from `emp champions list`)")
     sh.add_argument("--json", action="store_true", help="print JSON")
     _registry_arg(sh)
     sh.set_defaults(func=cmd_show)
@@ -92,8 +93,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     d = csub.add_parser("diff", help="what differs between two champions' bundles",
                         description="Genes by name, then every other field of the two bundles "
                                     "(A and B: champion ids or bundle files).")
-    d.add_argument("a", metavar="A")
-    d.add_argument("b", metavar="B")
+    d.add_argument("a", metavar="A", help="champion id or bundle file")
+    d.add_argument("b", metavar="B", help="champion id or bundle file")
     _registry_arg(d)
     d.set_defaults(func=cmd_diff)
 
@@ -101,7 +102,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                         description="Retire the live champion of SYMBOL and put back the one it "
                                     "replaced (two audit rows, one transaction); swap the live "
                                     "pointer back and move the MLflow alias 'champion'.")
-    r.add_argument("symbol", metavar="SYMBOL")
+    r.add_argument("symbol", metavar="SYMBOL", help="the symbol whose live champion goes back")
     r.add_argument("--timeframe", default=None, help="needed when SYMBOL is live on several")
     r.add_argument("--reason", required=True, help="why (recorded in the audit log)")
     _registry_arg(r)
@@ -113,7 +114,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                                     "live or paper champion, its pointer is removed, so the "
                                     "executor opens nothing new for the symbol, and the MLflow "
                                     "alias is dropped.")
-    t.add_argument("champion", metavar="ID", type=int)
+    t.add_argument("champion", metavar="ID", type=int, help="champion id")
     t.add_argument("--reason", required=True, help="why (recorded in the audit log)")
     _registry_arg(t)
     _mlflow_arg(t)
@@ -125,7 +126,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                                      "destination user@host:path), so the live host never "
                                      "sees a pointer to a half-copied bundle. Only bundles and "
                                      "pointers are copied: never keys, .env or the registry.")
-    pb.add_argument("dest", metavar="DEST")
+    pb.add_argument("dest", metavar="DEST",
+                    help="the live host's champions directory: a local path or user@host:path")
     pb.add_argument("--symbol", action="append", default=None,
                     help="only this symbol (repeatable; default: all)")
     pb.set_defaults(func=cmd_publish)
@@ -135,7 +137,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                                     "trusted key ($EMP_TRUSTED_KEYS, else $EMP_HOME/keys), "
                                     "canonical form, schema/catalogue digests, kernel version. "
                                     "Exit 0 when it may be traded.")
-    v.add_argument("bundle", type=Path, metavar="FILE")
+    v.add_argument("bundle", type=Path, metavar="FILE", help="a bundle file")
     v.add_argument("--allow-unsigned", action="store_true",
                    help="accept an unsigned bundle (knowingly)")
     v.set_defaults(func=cmd_verify)
@@ -232,10 +234,11 @@ def cmd_show(args: argparse.Namespace, cfg: EmpConfig) -> int:
     print(f"  bundle {champ.bundle_path} signed by {bundle['signed_by']}, "
           f"created {bundle['created']}")
     g = bundle["gates"]
-    figs = g["figures"]
+    figs = {k: f"{v:.3f}" if isinstance(v, float) else str(v)
+            for k, v in {**g["figures"], "pbo": g["pbo"]}.items()}
     print(f"  gates: rank {g['rank']}, OOS Sharpe {figs.get('oos_sharpe')}, DSR "
           f"{figs.get('dsr')}, hold-out Sharpe {figs.get('holdout_sharpe')}, N_eff {g['n_eff']}, "
-          f"PBO {g['pbo']}, hold-out reads {g['holdout_reads']}"
+          f"PBO {figs['pbo']}, hold-out reads {g['holdout_reads']}"
           + (f", peeking accepted: {g['accepted_peeking']}" if g["accepted_peeking"] else ""))
     h = bundle["history"]
     print(f"  history {h['first']} .. {h['last']} ({h['n_bars']} bars), snapshot after "
@@ -285,10 +288,10 @@ def cmd_retire(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, cfg: EmpConfig) -> int:
-    from champions.promote import champions_root
+    from champions.pointer import champions_root
     from champions.publish import publish
 
-    for line in publish(champions_root(cfg.home), args.dest, args.symbol, progress=_say):
+    for line in publish(champions_root(cfg.home), args.dest, args.symbol):
         print(line)
     return 0
 

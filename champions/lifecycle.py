@@ -15,8 +15,13 @@ from typing import Any
 from champions import mlflow_models
 from champions.bundle import Bundle, read_bundle
 from champions.keys import load_trusted_keys, trusted_key_sources
-from champions.pointer import PointerError, read_pointer, remove_pointer, write_pointer
-from champions.promote import PromoteError, champions_root
+from champions.pointer import (
+    PointerError,
+    champions_root,
+    read_pointer,
+    remove_pointer,
+    write_pointer,
+)
 from champions.registry import Champion, Registry, RegistryError, who
 from genome.schema import GENES
 
@@ -60,7 +65,7 @@ def live_timeframe(reg: Registry, symbol: str, timeframe: str | None) -> str:
         return timeframe
     tfs = sorted({c.timeframe for c in reg.champions(symbol=symbol, state="live")})
     if len(tfs) != 1:
-        raise PromoteError(f"{symbol} has live champions on {', '.join(tfs) or 'no timeframe'}; "
+        raise RegistryError(f"{symbol} has live champions on {', '.join(tfs) or 'no timeframe'}; "
                            f"name one with --timeframe")
     return tfs[0]
 
@@ -70,12 +75,12 @@ def rollback(home: Path, symbol: str, timeframe: str | None, reason: str, *, reg
     """Put back the live champion that the current one replaced (one transaction, two audit
     rows), then the live pointer and the ``champion`` alias."""
     if not reason.strip():
-        raise PromoteError("--reason is empty: say why the champion is rolled back (it is audited)")
+        raise RegistryError("--reason is empty: say why the champion is rolled back (it is audited)")
     with Registry(registry_url) as reg:
         tf = live_timeframe(reg, symbol, timeframe)
         target = reg.rollback_target(symbol, tf)
         if target is None:
-            raise PromoteError(f"{symbol}/{tf} has no earlier live champion to roll back to")
+            raise RegistryError(f"{symbol}/{tf} has no earlier live champion to roll back to")
         bundle = load_bundle(home, target)  # before any change: a damaged bundle stops here
         replaced, restored = reg.rollback(symbol, tf, who=who(), reason=reason.strip())
     _point(home, "live", restored, bundle)
@@ -87,22 +92,29 @@ def retire(home: Path, champion_id: int, reason: str, *, registry_url: str,
     """Retire a champion; if a stage pointer names it, that pointer is removed (the executor
     then holds no champion for the stage and opens nothing) and the alias dropped."""
     if not reason.strip():
-        raise PromoteError("--reason is empty: say why the champion is retired (it is audited)")
+        raise RegistryError("--reason is empty: say why the champion is retired (it is audited)")
     with Registry(registry_url) as reg:
         champ = reg.get(champion_id)
         stage = champ.state if champ.state in ("live", "paper") else None
         reg.transition(champ.id, "retired", action="retire", who=who(), reason=reason.strip())
         champ = reg.get(champ.id)
     if stage is not None:
-        try:
-            pointer = read_pointer(champions_root(home) / champ.symbol, stage)
-        except PointerError:
-            pointer = None
-        if pointer is not None and pointer.champion_id == champ.id:
-            remove_pointer(pointer)
-        if log_mlflow:
-            mlflow_models.drop_alias(home, champ.symbol, champ.timeframe, stage)
+        leave_stage(home, champ, stage, log_mlflow)
     return champ
+
+
+def leave_stage(home: Path, champ: Champion, stage: str, log_mlflow: bool) -> None:
+    """A champion no longer at ``stage``: the stage's pointer, if it names the champion, is
+    removed, and so is the stage's MLflow alias if it names one of its versions."""
+    try:
+        pointer = read_pointer(champions_root(home) / champ.symbol, stage)
+    except PointerError:
+        pointer = None
+    if pointer is not None and pointer.champion_id == champ.id:
+        remove_pointer(pointer)
+    if log_mlflow:
+        mlflow_models.drop_alias(home, champ.symbol, champ.timeframe, stage, champ.run_id,
+                                 champ.key)
 
 
 def resolve_champion(home: Path, reg: Registry, ref: str) -> tuple[str, Bundle]:

@@ -9,7 +9,6 @@ mlflow is imported inside the functions: the rest of ``champions`` loads without
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from champions.bundle import Bundle
@@ -78,9 +77,15 @@ def version_of(home: Path, symbol: str, timeframe: str, sha256: str) -> str | No
     return str(found[0].version) if found else None
 
 
-def drop_alias(home: Path, symbol: str, timeframe: str, stage: str) -> None:
+def drop_alias(home: Path, symbol: str, timeframe: str, stage: str, run_id: str, key: str
+               ) -> None:
+    """Remove the stage's alias if it names a version of this champion (run and candidate)."""
     from mlflow.exceptions import MlflowException
 
-    with contextlib.suppress(MlflowException):  # no such alias or model: nothing to drop
-        _client(home).delete_registered_model_alias(model_name(symbol, timeframe),
-                                                    ALIASES[stage])
+    client, name = _client(home), model_name(symbol, timeframe)
+    try:
+        mv = client.get_model_version_by_alias(name, ALIASES[stage])
+    except MlflowException:  # no such alias or model: nothing to drop
+        return
+    if mv.run_id == run_id and mv.tags.get("candidate") == key:
+        client.delete_registered_model_alias(name, ALIASES[stage])

@@ -113,6 +113,11 @@ def check_stage(stage: object) -> str:
     return str(stage)
 
 
+def champions_root(home: Path) -> Path:
+    """The champions directory of an EMP home (the ``root`` of this module's functions)."""
+    return Path(home) / "champions"
+
+
 def champion_dir(root: Path, symbol: str) -> Path:
     """``<root>/<symbol>``, with ``symbol`` checked to be a plain directory name."""
     return Path(root) / check_symbol(symbol)
@@ -281,6 +286,6 @@ def remove_pointer(pointer: Pointer) -> None:
 
 
 __all__ = ["BUNDLES_DIR", "POINTER_FORMAT", "POINTER_VERSION", "STAGES", "Pointer",
-           "PointerError", "bundle_name", "champion_dir", "check_stage", "check_symbol",
+           "PointerError", "bundle_name", "champion_dir", "champions_root", "check_stage", "check_symbol",
            "encode_pointer", "parse_pointer", "pointer_path", "read_pointer", "read_regular",
            "remove_pointer", "resolve", "sha256_hex", "store_bundle", "write_pointer"]

@@ -38,7 +38,8 @@ from champions.bundle import (
     versions,
 )
 from champions.keys import default_private_key, key_id, load_private_key
-from champions.pointer import Pointer, sha256_hex, store_bundle, write_pointer
+from champions.lifecycle import leave_stage
+from champions.pointer import Pointer, champions_root, sha256_hex, store_bundle, write_pointer
 from champions.registry import Champion, Registry, default_url, who
 from core.digest import tables_digests
 from core.errors import EmpError
@@ -68,10 +69,6 @@ class Promotion:
     pointer: Pointer
     model_version: str | None  # the MLflow model version (None with log_mlflow=False)
     warnings: tuple[str, ...]
-
-
-def champions_root(home: Path) -> Path:
-    return Path(home) / "champions"
 
 
 def read_report(run_dir: Path) -> tuple[dict[str, Any], str]:
@@ -241,6 +238,7 @@ def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
         champ = reg.register(key=key, symbol=report["symbol"], timeframe=report["timeframe"],
                              run_id=run_id, bundle_sha256=sha, bundle_path=rel, who=by,
                              reason=f"eligible in gate report {report_sha[:12]}")
+        before = champ.state
         reg.transition(champ.id, to, action="promote", who=by, reason=audit_reason,
                        bundle_sha256=sha, bundle_path=rel)
         champ = reg.get(champ.id)
@@ -249,6 +247,8 @@ def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
                             signature=bundle.signature, key_id=bundle.key_id,
                             champion_id=champ.id, run_id=run_id, key=key)
     warnings = []
+    if before in STAGES:  # paper -> live (or back): the stage it left no longer names it
+        leave_stage(home, champ, before, log_mlflow)
     if version is not None:
         try:
             mlflow_models.set_alias(home, report["symbol"], report["timeframe"], to, version)

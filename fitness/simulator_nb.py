@@ -58,12 +58,12 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from fitness.rules_nb import cond_value, in_gate
+from genome.schema import K_SLOTS
 
 # The semantics above, as a number: bump it whenever a change here (fills, costs, sizing, stops,
 # the state record) can change what a genome trades. A champion bundle records it, and the
 # bundle reader refuses a bundle from a kernel version this build does not know.
 KERNEL_VERSION = 2
-from genome.schema import K_SLOTS
 
 _JIT = {"cache": True, "error_model": "numpy"}
 

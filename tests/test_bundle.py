@@ -82,7 +82,7 @@ def make_body(genome: np.ndarray, split: int = SPLIT) -> dict:
 def keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("keys")
     priv, pub, kid = keygen(d)
-    other_priv, other_pub, other_kid = keygen(d, "other")
+    other_priv, _, other_kid = keygen(d, "other")
     return {"dir": d, "private": load_private_key(priv), "trusted": {kid: load_public_key(pub)},
             "other": load_private_key(other_priv), "kid": kid, "other_kid": other_kid}
 
@@ -225,7 +225,7 @@ def test_keygen_writes_0600_files_and_never_overwrites(tmp_path):
         load_private_key(priv)
     bad = tmp_path / "bad.pub"
     bad.write_text("not a key")
-    with pytest.raises(KeyFileError, match="bad.pub: not a PEM public key"):
+    with pytest.raises(KeyFileError, match=r"bad\.pub: not a PEM public key"):
         load_public_key(bad)
     with pytest.raises(KeyFileError, match="not found"):
         load_private_key(tmp_path / "missing.key")

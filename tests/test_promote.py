@@ -19,7 +19,7 @@ from champions.bundle import read_bundle
 from champions.keys import keygen, load_trusted_keys
 from champions.mlflow_models import model_name
 from champions.pointer import read_pointer, resolve
-from champions.promote import PromoteError, promote
+from champions.promote import promote
 from champions.registry import Registry, default_url
 from configs.loader import parse_config
 from core.errors import EmpError
@@ -153,7 +153,11 @@ def test_promote_replace_rollback_retire_publish(judged, tmp_path, monkeypatch, 
     assert _alias(home, "paper")["bundle_sha256"] == paper.sha256
     assert len(_events(home)) == 2  # register (-> eligible) and promote (-> paper)
 
-    assert main(["promote", run_id, "--candidate", a, "--to", "live", "--reason", "go"]) == 0
+    assert main(["promote", run_id, "--candidate", a[:8], "--to", "live", "--reason", "go"]) == 0
+    # it left paper: the paper pointer and alias no longer name it
+    assert not (home / "champions" / "EDGE" / "paper.json").exists()
+    with pytest.raises(Exception, match="alias"):
+        _alias(home, "paper")
     assert main(["promote", run_id, "--candidate", b, "--to", "live", "--reason", "better"]) == 0
     live = read_pointer(home / "champions" / "EDGE", "live")
     assert live.key == b and _alias(home, "champion")["candidate"] == b
