@@ -536,7 +536,7 @@ def run(cfg: EmpConfig, *, resume: str | None = None, stop_after: int | None = N
         df = front_frame(ga.pareto_front(list(state.hof.items)),  # type: ignore[attr-defined]
                          state, cfg, bar_ctx)
         if state.generation >= ev.generations:
-            _log_champions(tracker, df, data, cfg)
+            _log_best(tracker, df, data, cfg)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
@@ -588,7 +588,7 @@ def _log(tracker, state: State, cfg: EmpConfig, new: int, seconds: float,  # typ
     return stats, df
 
 
-def _log_champions(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig) -> None:  # type: ignore[no-untyped-def]
+def _log_best(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig) -> None:  # type: ignore[no-untyped-def]
     from fitness.simulator import simulate
 
     feasible = df[df["violation"] == 0.0].head(cfg.evolution.top_k)
@@ -596,4 +596,4 @@ def _log_champions(tracker, df: pd.DataFrame, data: ResearchData, cfg: EmpConfig
     for rank, row in enumerate(feasible.itertuples(), start=1):
         genome = from_json(row.genome)
         res = simulate(genome, data.tables, data.bars, data.meta, a, b, cfg.fitness)
-        tracker.log_champion(rank, row.genome, row.rules, res.equity, data.bars.index()[a:b])
+        tracker.log_best(rank, row.genome, row.rules, res.equity, data.bars.index()[a:b])

@@ -1,4 +1,4 @@
-"""MLflow tracking for evolution runs: params, per-generation metrics, fronts, champions.
+"""MLflow tracking for evolution runs: params, per-generation metrics, fronts, best genomes.
 
 Uses ``MlflowClient`` with an explicit run id instead of the fluent ``mlflow.start_run``
 API, so several trackers (islands, resumed runs, tests) can coexist in one process
@@ -211,12 +211,13 @@ class Tracker:
         png = plots.pareto_png(front, x, y, color, title=f"Pareto front, generation {generation}")
         self._log_files({f"pareto_gen_{generation:04d}.png": png}, "plots")
 
-    def log_champion(self, rank: int, genome_json: str, rules: str, equity: np.ndarray,
+    def log_best(self, rank: int, genome_json: str, rules: str, equity: np.ndarray,
                      index: pd.DatetimeIndex) -> None:
-        """Everything a human needs to judge one champion: genome, readable rules, curves."""
+        """Everything a human needs to look at one of the best training-front genomes: genome,
+        readable rules, curves. Not a champion: only `emp gates` and `emp promote` make one."""
         if len(equity) != len(index):
             raise ValueError(f"equity has {len(equity)} points but index has {len(index)}")
-        name = f"champion rank {rank}"
+        name = f"training front rank {rank}"
         self._log_files({
             "genome.json": genome_json.encode(),
             "rules.txt": rules.encode(),

@@ -60,7 +60,7 @@ def logged(tmp_path_factory):
         tr.log_pareto_plot(3, front, "max_dd", "sharpe", color="trades")
         idx = pd.date_range("2022-01-03", periods=250, freq="B", tz="UTC")
         equity = 1.0 + np.cumsum(np.random.default_rng(1).normal(0.0005, 0.01, 250))
-        tr.log_champion(1, json.dumps({"genes": [1, 2, 3]}), "IF rsi(14) < 30 THEN long", equity, idx)
+        tr.log_best(1, json.dumps({"genes": [1, 2, 3]}), "IF rsi(14) < 30 THEN long", equity, idx)
         tr.log_text("hello", "notes/readme.txt")
         tr.set_tags({"island": "0"})
         tr.finish()
@@ -102,7 +102,7 @@ def test_metric_history_by_step(logged):
     assert client.get_metric_history(tr.run_id, "bad") == []
 
 
-def test_artifacts_front_plots_champion(logged, tmp_path):
+def test_artifacts_front_plots_best(logged, tmp_path):
     home, tr, client, front = logged
     ls = lambda p=None: sorted(f.path for f in client.list_artifacts(tr.run_id, p))  # noqa: E731
     assert ls() == ["best", "fronts", "notes", "plots"]
