@@ -35,7 +35,6 @@ Imports only the standard library and ``core``: this may run on the live host to
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -59,7 +58,7 @@ from champions.pointer import (
     resolve,
     sha256_hex,
 )
-from core.atomic import TMP_MARK, fsync_dir, fsync_file, temp_path_for
+from core.atomic import TMP_MARK, fsync_dir, fsync_file, pid_alive, temp_path_for
 from core.errors import EmpError
 from core.secrets import mask_text
 
@@ -212,16 +211,6 @@ class _Target:
         raise NotImplementedError
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class _LocalTarget(_Target):
     """A local directory: temp file, fsync, verify, rename, fsync dir, for each file."""
 
@@ -253,7 +242,7 @@ class _LocalTarget(_Target):
         """Remove temp files of ``target`` left by a publish that was killed (dead pid)."""
         for tmp in target.parent.glob(f"{target.name}{TMP_MARK}*"):
             pid = tmp.name[len(target.name) + len(TMP_MARK):].partition("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
     def _current(self, path: Path) -> bytes | None:
@@ -365,23 +354,3 @@ def _verify_local(path: Path, f: _File) -> None:
     if sha256_hex(read_regular(path, PublishError, "published bundle")) != f.sha256:
         raise PublishError(f"{path}: published bundle does not match its sha256; "
                            "pointers left unchanged")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m champions.publish ROOT DEST [SYMBOL ...]`` (the lead wires ``emp``)."""
-    ap = argparse.ArgumentParser(prog="python -m champions.publish", description=__doc__.split(
-        "\n")[0])
-    ap.add_argument("root", type=Path, help="the champions directory ($EMP_HOME/champions)")
-    ap.add_argument("dest", help="a local directory or [user@]host:path")
-    ap.add_argument("symbols", nargs="*", help="symbols to publish (default: all)")
-    args = ap.parse_args(argv)
-    try:
-        publish(args.root, args.dest, args.symbols or None, progress=print)
-    except EmpError as exc:
-        print(f"emp: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

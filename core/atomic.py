@@ -40,3 +40,14 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, target)
     fsync_dir(target.parent)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (its temp files or lock notes are not leftovers)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True

@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.atomic import TMP_MARK, fsync_dir, fsync_file, temp_path_for
+from core.atomic import TMP_MARK, fsync_dir, fsync_file, pid_alive, temp_path_for
 from core.errors import EmpError
 from core.jsonio import write_json
 from market.config import SymbolMeta
@@ -219,19 +219,9 @@ class _LockState:
         except OSError:
             text = ""
         m = re.match(r"pid (\d+)", text)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             text = ""  # left by a writer that was killed; the lock is now held by readers
         return text or "another process reading it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _LOCKS: dict[Path, _LockState] = {}

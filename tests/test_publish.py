@@ -22,8 +22,9 @@ from champions.pointer import (
     store_bundle,
     write_pointer,
 )
-from champions.publish import PublishError, is_remote, main, publish
+from champions.publish import PublishError, is_remote, publish
 from core.errors import EmpError
+from emp_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = (".env", "EURUSD/.env", "EURUSD/signing.key", "EURUSD/bundles/signing.key",
@@ -118,9 +119,9 @@ def _publisher(src: Path, dest: str, hold: str, **env: str) -> subprocess.Popen:
     tmp = src.parent / "tmp"  # a killed rsync publish leaves its staging copy here
     tmp.mkdir(exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "champions.publish", str(src), dest], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "EMP_PUBLISH_HOLD": hold, "TMPDIR": str(tmp),
-             **env},
+        [sys.executable, "-m", "emp_cli.main", "champions", "publish", dest], cwd=src.parent,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "EMP_HOME": str(src.parent),
+             "EMP_PUBLISH_HOLD": hold, "TMPDIR": str(tmp), **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -247,10 +248,12 @@ def test_bad_sources_are_refused_before_anything_is_copied(src, tmp_path):
     assert files(dest) == {}
 
 
-def test_command_line_reports_errors_in_one_line(src, tmp_path, capsys):
-    assert main([str(src), str(tmp_path / "d")]) == 0
+def test_command_line_reports_errors_in_one_line(src, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMP_HOME", str(src.parent))
+    monkeypatch.chdir(tmp_path)
+    assert main(["champions", "publish", str(tmp_path / "d")]) == 0
     assert "EURUSD: bundle" in capsys.readouterr().out
-    assert main([str(src), str(tmp_path / "no" / "d")]) == 2
+    assert main(["champions", "publish", str(tmp_path / "no" / "d")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("emp: error: ") and err.count("\n") == 1
 
