@@ -61,6 +61,19 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     gates.add_argument("--repeat", type=int, default=3, help="timed repeats (best is reported)")
     gates.set_defaults(func=cmd_gates)
 
+    champ = bsub.add_parser(
+        "champions", help="time to trade a champion: from its bundle vs replaying the history",
+        description="Read a signed champion bundle as the live host does (signature, digests, "
+                    "the tables' and kernel's state) and build the live tables and strategy, "
+                    "against rebuilding that state by replaying the history from its origin "
+                    "(every GARCH refit, the kernel over every bar); both decide on one new bar "
+                    "and must agree. On the bundled S&P 500 and a generated hourly series, "
+                    "default volatility config. Also the bundle size and the signing time.")
+    champ.add_argument("--hourly", type=int, default=20_000,
+                       help="bars of the generated hourly series (0: S&P 500 only)")
+    champ.add_argument("--repeat", type=int, default=5, help="timed repeats (best is reported)")
+    champ.set_defaults(func=cmd_champions)
+
     power = bsub.add_parser(
         "power", help="false-eligible rate on noise and detection rate of planted edges",
         description="Generate noise series (driftless, equity-like drift judged against "
@@ -119,6 +132,13 @@ def cmd_gates(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from benchmarks.bench_gates import run
 
     print(json.dumps(run(args.repeat)))
+    return 0
+
+
+def cmd_champions(args: argparse.Namespace, cfg: EmpConfig) -> int:
+    from benchmarks.bench_champions import run
+
+    print(json.dumps(run(args.hourly, args.repeat)))
     return 0
 
 

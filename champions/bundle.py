@@ -51,7 +51,7 @@ from champions.pointer import sha256_hex
 from core.errors import EmpError
 from fitness.config import SimConfig
 from fitness.simulator_nb import KERNEL_VERSION, N_STATE
-from fitness.tables import SnapshotError, TablesState, state_from_bytes
+from fitness.tables import SnapshotError, TablesState, state_bytes, state_from_bytes
 from genome import schema as S
 from genome.catalogue import catalogue_digest, schema_digest
 from genome.codec import GenomeError, from_json
@@ -217,6 +217,16 @@ def _check_code(body: dict[str, Any], where: str) -> None:
         if saved != here[name]:
             raise BundleError(f"{where}: {what} differs from this build's ({str(saved)[:12]} != "
                               f"{str(here[name])[:12]}): the genome would mean another strategy")
+
+
+def snapshot_section(tables: TablesState, kernel: np.ndarray, last_ts_ns: int,
+                     kernel_from_bar: int) -> dict[str, Any]:
+    """``body.snapshot``: the tables' state (snapshot bytes, base64) and the kernel's state
+    record (hex floats) after the last judged bar; ``_snapshot`` reads it back."""
+    raw = state_bytes(tables)
+    return {"n_bars": int(tables.n_bars), "last_ts_ns": int(last_ts_ns),
+            "tables": base64.b64encode(raw).decode("ascii"), "tables_sha256": sha256_hex(raw),
+            "kernel_from_bar": int(kernel_from_bar), "kernel_state": floats_hex(kernel)}
 
 
 def _snapshot(body: dict[str, Any], where: str) -> tuple[TablesState | None, np.ndarray | None]:

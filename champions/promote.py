@@ -19,7 +19,6 @@ Then, in this order (each step safe to repeat if a later one fails):
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ from champions import mlflow_models
 from champions.bundle import (
     code_identity,
     encode,
-    floats_hex,
     read_bundle,
+    snapshot_section,
     versions,
 )
 from champions.keys import default_private_key, key_id, load_private_key
@@ -45,7 +44,7 @@ from core.digest import tables_digests
 from core.errors import EmpError
 from core.jsonio import read_json
 from fitness.simulator import new_state, simulate
-from fitness.tables import build_tables_state, origin_of, state_bytes
+from fitness.tables import build_tables_state, origin_of
 from gates.judge import REPORT_SHA, RunContext, load_run, resolve_run_id
 from genome.codec import from_json
 
@@ -157,10 +156,7 @@ def snapshot(ctx: RunContext, genome: np.ndarray) -> dict[str, Any]:
     kernel = new_state(ctx.cfg.fitness.capital)
     simulate(genome, tables, ctx.bars, ctx.meta, start, ctx.bars.n_bars, ctx.cfg.fitness,
              state=kernel, close_out=False)
-    raw = state_bytes(state)
-    return {"n_bars": int(ctx.bars.n_bars), "last_ts_ns": int(ctx.bars.ts[-1]),
-            "tables": base64.b64encode(raw).decode("ascii"), "tables_sha256": sha256_hex(raw),
-            "kernel_from_bar": start, "kernel_state": floats_hex(kernel)}
+    return snapshot_section(state, kernel, int(ctx.bars.ts[-1]), start)
 
 
 def build_body(ctx: RunContext, report: dict[str, Any], report_sha: str,

@@ -4,7 +4,6 @@ the state it carries continues the backtest bit for bit."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -27,8 +26,8 @@ from champions.bundle import (
     canonical,
     code_identity,
     encode,
-    floats_hex,
     read_bundle,
+    snapshot_section,
     versions,
 )
 from champions.keys import (
@@ -42,7 +41,7 @@ from champions.keys import (
 from fitness.config import SimConfig
 from fitness.live import LiveStrategy
 from fitness.simulator import new_state, simulate
-from fitness.tables import LiveTables, build_tables, build_tables_state, origin_of, state_bytes
+from fitness.tables import LiveTables, build_tables, build_tables_state, origin_of
 from genome.codec import to_json
 from market.config import VolatilityConfig
 from market.volatility import run_refit
@@ -60,7 +59,6 @@ def make_body(genome: np.ndarray, split: int = SPLIT) -> dict:
     tables, tstate = build_tables_state(hist, META, vol=VOL)
     kernel = new_state(SIM.capital)
     simulate(genome, tables, hist, META, 0, split, SIM, state=kernel, close_out=False)
-    raw = state_bytes(tstate)
     return {
         "strategy": {"key": "k" * 16, "rules": "LONG when ...",
                      "genome": json.loads(to_json(genome))},
@@ -71,10 +69,7 @@ def make_body(genome: np.ndarray, split: int = SPLIT) -> dict:
         "gates": {"report_sha256": "a" * 64, "figures": {"oos_sharpe": 1.2, "dsr": "nan"}},
         "run": {"run_id": "f" * 32, "git_commit": "unknown"},
         "code": code_identity(), "versions": versions(),
-        "snapshot": {"n_bars": split, "last_ts_ns": int(hist.ts[-1]),
-                     "tables": base64.b64encode(raw).decode(),
-                     "tables_sha256": hashlib.sha256(raw).hexdigest(), "kernel_from_bar": 0,
-                     "kernel_state": floats_hex(kernel)},
+        "snapshot": snapshot_section(tstate, kernel, int(hist.ts[-1]), 0),
         "created_at": "2026-11-26T00:00:00+00:00", "created_by": "test@host"}
 
 

@@ -1,0 +1,13 @@
+"""`emp bench champions` on a small series: both paths reach the same first decision, and the
+figures it prints are there."""
+
+from __future__ import annotations
+
+from benchmarks.bench_champions import hourly_bars, measure
+
+
+def test_the_bundle_and_the_replay_decide_alike():
+    row = measure(hourly_bars(1_200), repeat=1)
+    assert row["parity"] is True
+    assert row["bundle_bytes"] > 1_000 and row["ready_from_bundle_ms"] > 0
+    assert row["ready_from_replay_ms"] > 0 and row["speedup"] > 0
