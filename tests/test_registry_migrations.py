@@ -114,6 +114,12 @@ def test_a_database_from_a_newer_emp_is_refused(url):
 
 def test_migrations_log_nothing_at_info(tmp_path, caplog):
     caplog.set_level(logging.INFO)  # root at INFO, as an application might configure it
-    Registry(f"sqlite:///{tmp_path}/r.db").close()
-    assert [r for r in caplog.records if r.name.startswith("alembic")] == []
-    assert logging.getLogger("alembic").level == logging.NOTSET  # left as found
+    alembic_log = logging.getLogger("alembic")
+    before = alembic_log.level  # NOTSET, or what `emp` set earlier in this process
+    alembic_log.setLevel(logging.NOTSET)
+    try:
+        Registry(f"sqlite:///{tmp_path}/r.db").close()
+        assert [r for r in caplog.records if r.name.startswith("alembic")] == []
+        assert alembic_log.level == logging.NOTSET  # left as found
+    finally:
+        alembic_log.setLevel(before)
