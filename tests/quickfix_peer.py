@@ -202,34 +202,34 @@ class PeerApp(fix.Application):
             self.cond.notify_all()
 
     # QuickFIX callbacks (run on QuickFIX threads, with the GIL)
-    def onCreate(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onCreate(self, sessionID: fix.SessionID) -> None:
         pass
 
-    def onLogon(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onLogon(self, sessionID: fix.SessionID) -> None:
         with self.cond:
             self.logons.append(sessionID.toString())
             self.cond.notify_all()
 
-    def onLogout(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onLogout(self, sessionID: fix.SessionID) -> None:
         with self.cond:
             self.logouts.append(sessionID.toString())
             self.cond.notify_all()
 
-    def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         if self.logon_fields and message.getHeader().getField(35) == "A":
             for tag, value in self.logon_fields:
                 message.setField(fix.StringField(tag, value))
         self._stamp(message, sessionID)
         self._record("out", message)
 
-    def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         self._record("in", message)
 
-    def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         self._stamp(message, sessionID)
         self._record("out", message)
 
-    def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         self._record("in", message)
         if self.on_app is not None:
             self.on_app(message, sessionID)
