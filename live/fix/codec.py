@@ -74,15 +74,16 @@ class FrameParser:
     """Cuts a byte stream into candidate FIX frames, QuickFIX's way, within a byte budget.
 
     ``feed`` returns complete frames (bytes). It raises ``FrameTooLarge`` when the buffer
-    would exceed ``max_message_size`` without yielding a frame, and ``InvalidMessage`` for an
-    unparseable BodyLength (the bad bytes are dropped first, so the stream can go on).
+    would exceed ``max_message_size`` without yielding a frame; bytes with an unparseable
+    BodyLength are dropped (counted in ``dropped``) and the stream goes on.
     """
 
-    __slots__ = ("_buf", "max_size")
+    __slots__ = ("_buf", "dropped", "max_size")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self.max_size = max_message_size
+        self.dropped = 0  # frames dropped for an unparseable BodyLength
 
     @property
     def buffered(self) -> int:
@@ -93,7 +94,11 @@ class FrameParser:
         buf += data
         frames: list[bytes] = []
         while True:
-            frame = self._next_frame()
+            try:
+                frame = self._next_frame()
+            except InvalidMessage:
+                self.dropped += 1
+                continue
             if frame is None:
                 break
             frames.append(frame)
