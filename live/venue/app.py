@@ -225,6 +225,9 @@ class Venue:
         names = tuple(self.by_id[i].name for i in ids)
         out = [snapshot(req_id, self.latest[s], self.specs[s], types)
                for s in names if s in self.latest]
+        if kind == "0" and len(out) < len(names):
+            out.append(md_reject(req_id, None, "no bar yet for Symbol(55) " + ", ".join(
+                self.specs[s].fix_id for s in names if s not in self.latest)))
         if kind == "1":
             self.subs[req_id] = Subscription(req_id, names, types, True,
                                              {s for s in names if s not in self.latest})

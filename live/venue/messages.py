@@ -232,7 +232,10 @@ def incremental(req_id: str, bars: list[tuple[Bar, SymbolSpec]],
     return Message("X", [(262, req_id), (268, str(n)), *fields])
 
 
-def md_reject(req_id: str, reason: int, text: str) -> Message:
+def md_reject(req_id: str, reason: int | None, text: str) -> Message:
     """MarketDataRequestReject (Y): 0 unknown symbol, 1 duplicate MDReqID, 4 unsupported
-    SubscriptionRequestType, 8 unsupported MDEntryType."""
+    SubscriptionRequestType, 8 unsupported MDEntryType; None (no MDReqRejReason, which FIX 4.4
+    makes optional): a snapshot asked for before the symbol's first bar."""
+    if reason is None:
+        return Message("Y", [(262, req_id), (58, text)])
     return Message("Y", [(262, req_id), (281, str(reason)), (58, text)])
