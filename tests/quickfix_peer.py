@@ -66,7 +66,7 @@ FIELDS: dict[int, tuple[str, str, str]] = {
     373: ("SessionRejectReason", "INT", ""), 380: ("BusinessRejectReason", "INT", ""),
     383: ("MaxMessageSize", "LENGTH", ""), 434: ("CxlRejResponseTo", "CHAR", "1 2"),
     553: ("Username", "STRING", ""), 554: ("Password", "STRING", ""),
-    789: ("NextExpectedMsgSeqNum", "SEQNUM", ""),
+    789: ("NextExpectedMsgSeqNum", "SEQNUM", ""), 146: ("NoRelatedSym", "NUMINGROUP", ""),
 }
 HEADER = [(8, True), (9, True), (35, True), (49, True), (56, True), (50, False), (57, False),
           (34, True), (43, False), (97, False), (52, True), (122, False)]
@@ -83,10 +83,23 @@ MESSAGES: dict[str, tuple[str, str, list]] = {
     "D": ("NewOrderSingle", "app", [(11, True), (1, False), (55, True), (54, True), (60, True),
                                     (38, False), (40, True), (44, False), (99, False),
                                     (58, False)]),
+    "V": ("MarketDataRequest", "app", [(262, True), (263, True), (264, True), (265, False),
+                                       ("G", 267, True, [(269, True)]),
+                                       ("G", 146, True, [(55, True)])]),
+    "W": ("MarketDataSnapshotFullRefresh", "app", [
+        (262, False), (55, True),
+        ("G", 268, True, [(269, True), (270, False), (271, False), (272, False),
+                          (273, False)])]),
+    "X": ("MarketDataIncrementalRefresh", "app", [
+        (262, False),
+        ("G", 268, True, [(279, True), (269, False), (55, False), (270, False), (271, False),
+                          (272, False), (273, False)])]),
+    "Y": ("MarketDataRequestReject", "app", [(262, True), (281, False), (58, False)]),
     "8": ("ExecutionReport", "app", [(37, True), (11, False), (41, False), (17, True),
                                      (150, True), (39, True), (1, False), (55, True),
                                      (54, True), (38, False), (40, False), (44, False),
-                                     (32, False), (31, False), (151, True), (14, True),
+                                     (99, False), (32, False), (31, False), (151, True),
+                                     (14, True),
                                      (6, True), (60, False), (58, False), (103, False)]),
     "j": ("BusinessMessageReject", "app", [(45, False), (372, True), (380, True), (58, False)]),
 }
@@ -96,8 +109,14 @@ def write_dictionary(path: Path) -> Path:
     """A QuickFIX data dictionary (its XML format) for ``FIELDS`` and ``MESSAGES``."""
     def items(spec: list) -> str:
         out = []
-        for tag, req in spec:
-            out.append(f'<field name="{FIELDS[tag][0]}" required="{"Y" if req else "N"}"/>')
+        for item in spec:
+            if item[0] == "G":
+                _, tag, req, inner = item
+                out.append(f'<group name="{FIELDS[tag][0]}" required="{"Y" if req else "N"}">'
+                           f'{items(inner)}</group>')
+            else:
+                tag, req = item
+                out.append(f'<field name="{FIELDS[tag][0]}" required="{"Y" if req else "N"}"/>')
         return "".join(out)
 
     msgs = "".join(f'<message name="{name}" msgtype="{mt}" msgcat="{cat}">{items(spec)}</message>'
@@ -274,15 +293,26 @@ def fill_report(order: fix.Message, exec_id: int) -> fix.Message:
     return rep
 
 
-def build_message(msg_type: str, body: Iterable[tuple[int, str]],
+def build_message(msg_type: str, body: Iterable[tuple],
                   header: Iterable[tuple[int, str]] = ()) -> fix.Message:
-    """A QuickFIX message from tag/value pairs (the session fills 8, 9, 34, 49, 56, 52, 10)."""
+    """A QuickFIX message from tag/value pairs (the session fills 8, 9, 34, 49, 56, 52, 10).
+
+    A repeating group is ``("G", count_tag, [[(tag, value), ...], ...])``: one list of
+    pairs per entry, the first tag of an entry being the group's delimiter."""
     msg = fix.Message()
     msg.getHeader().setField(fix.StringField(35, msg_type))
     for tag, value in header:
         msg.getHeader().setField(fix.StringField(tag, value))
-    for tag, value in body:
-        msg.setField(fix.StringField(tag, value))
+    for item in body:
+        if item[0] == "G":
+            _, count_tag, entries = item
+            for entry in entries:
+                group = fix.Group(count_tag, entry[0][0])
+                for tag, value in entry:
+                    group.setField(fix.StringField(tag, value))
+                msg.addGroup(group)
+        else:
+            msg.setField(fix.StringField(item[0], item[1]))
     return msg
 
 
@@ -357,9 +387,20 @@ class QuickFixPeer:
         return self
 
     def stop(self) -> None:
+        """Log out every session, wait (up to 2 s) for the replies, then stop the engine.
+
+        QuickFIX's own graceful stop polls in whole seconds; doing the logout here first
+        keeps a test fast. Call it off the event loop that serves our side of the link."""
         if self._engine is not None:
+            sessions = [fix.Session.lookupSession(s.session_id()) for s in self.sessions]
+            live = [s for s in sessions if s is not None and s.isLoggedOn()]
+            for s in live:
+                s.logout()
+            end = time.monotonic() + 2.0
+            while any(s.isLoggedOn() for s in live) and time.monotonic() < end:
+                time.sleep(0.005)
             with contextlib.suppress(Exception):
-                self._engine.stop()
+                self._engine.stop(True)
             self._engine = None
             self._keep = ()
 
