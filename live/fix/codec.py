@@ -78,12 +78,13 @@ class FrameParser:
     BodyLength are dropped (counted in ``dropped``) and the stream goes on.
     """
 
-    __slots__ = ("_buf", "dropped", "max_size")
+    __slots__ = ("_buf", "_junk", "dropped", "max_size")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self.max_size = max_message_size
         self.dropped = 0  # frames dropped for an unparseable BodyLength
+        self._junk = 0  # bytes discarded since the last frame
 
     @property
     def buffered(self) -> int:
@@ -102,8 +103,10 @@ class FrameParser:
             if frame is None:
                 break
             frames.append(frame)
-        if len(buf) > self.max_size:
+            self._junk = 0
+        if len(buf) > self.max_size or self._junk > self.max_size:
             buf.clear()
+            self._junk = 0
             raise FrameTooLarge(f"more than {self.max_size} bytes without a complete FIX frame")
         return frames
 
@@ -112,9 +115,11 @@ class FrameParser:
         start = buf.find(b"8=")
         if start < 0:
             if len(buf) > 1:  # keep a possible "8" split across reads
+                self._junk += len(buf) - 1
                 del buf[:-1]
             return None
         if start:
+            self._junk += start
             del buf[:start]
         lpos = buf.find(b"\x019=")
         if lpos < 0:
@@ -123,11 +128,13 @@ class FrameParser:
         lend = buf.find(b"\x01", lstart)
         if lend < 0:
             if len(buf) - lstart > 12:
+                self._junk += lstart
                 del buf[:lstart]
                 raise InvalidMessage("BodyLength (9) is not a number")
             return None
         raw_len = bytes(buf[lstart:lend])
         if not raw_len.isdigit() or len(raw_len) > 9:
+            self._junk += lend + 1
             del buf[:lend + 1]
             raise InvalidMessage("BodyLength (9) is not a number")
         length = int(raw_len)
