@@ -39,6 +39,8 @@ def parse_utc_timestamp(value: str) -> datetime | None:
     if len(value) < 17 or value[8] != "-" or value[11] != ":" or value[14] != ":":
         return None
     frac = value[17:]
+    if not value.isascii():
+        return None
     if frac and (frac[0] != "." or not frac[1:].isdigit() or len(frac) > 10):
         return None
     try:
@@ -201,10 +203,12 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
         tag_b, sep, val_b = part.partition(b"=")
         if not sep:
             raise InvalidMessage("field without '='")
-        try:
+        if tag_b.isdigit():  # bytes.isdigit: ASCII digits only
             tag = int(tag_b)
-        except ValueError:
-            raise InvalidMessage("field tag is not an integer") from None
+        elif tag_b[:1] == b"-" and tag_b[1:].isdigit():  # QuickFIX reads "-1" as a tag
+            tag = -int(tag_b[1:])
+        else:
+            raise InvalidMessage("field tag is not an integer")
         if i < 3 and tag != (8, 9, 35)[i]:
             raise InvalidMessage("header fields out of order (8, 9, 35 must come first)")
         try:
@@ -233,13 +237,14 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
             raise InvalidMessage("CheckSum (10) is not the last field")
         body_start = raw.find(b"\x01", raw.find(b"\x019=") + 1) + 1
         cs_pos = raw.rfind(b"10=", 0, len(raw) - 1)
-        try:
-            declared = int(header[9])
-        except ValueError:
-            raise InvalidMessage("BodyLength (9) is not a number") from None
+        declared_s = header[9]
+        if not (declared_s.isascii() and declared_s.isdigit()):
+            raise InvalidMessage("BodyLength (9) is not a number")
+        declared = int(declared_s)
         if declared != cs_pos - body_start:
             raise InvalidMessage(f"BodyLength {declared} but the body has {cs_pos - body_start}")
         cs_val = last[1]
-        if len(cs_val) != 3 or not cs_val.isdigit() or int(cs_val) != checksum(raw[:cs_pos]):
+        if (len(cs_val) != 3 or not (cs_val.isascii() and cs_val.isdigit())
+                or int(cs_val) != checksum(raw[:cs_pos])):
             raise InvalidMessage(f"CheckSum {cs_val!r} is wrong")
     return msg
