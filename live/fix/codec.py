@@ -173,6 +173,18 @@ class Parsed:
         self.body_tags_first_bad = 0  # first header/body field out of structure (373=14)
 
 
+_TAG_INT = {str(i): i for i in range(10_000)}  # the fast path of tag parsing
+
+
+def _slow_tag(text: str) -> int:
+    """A tag outside the cache: ASCII digits, or "-digits" (QuickFIX reads "-1" as a tag)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
+        return -int(text[1:])
+    raise InvalidMessage("field tag is not an integer")
+
+
 def identify_type(raw: bytes) -> str | None:
     """The MsgType of a frame without parsing it (QuickFIX's identifyType)."""
     i = raw.find(b"\x0135=")
@@ -188,9 +200,15 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
     ``validate``, BodyLength or CheckSum are wrong."""
     if not raw.endswith(SOH_B):
         raise InvalidMessage("frame does not end with SOH")
-    parts = raw[:-1].split(SOH_B)
+    try:  # one decode per frame; UTF-8 never puts SOH or '=' inside a character
+        text = raw[:-1].decode()
+    except UnicodeDecodeError:
+        text = raw[:-1].decode("latin-1")
+    parts = text.split("\x01")
     if len(parts) < 4:
         raise InvalidMessage("frame too short")
+    if parts[0][:2] != "8=" or parts[1][:2] != "9=" or parts[2][:3] != "35=":
+        raise InvalidMessage("header fields out of order (8, 9, 35 must come first)")
     msg = Parsed()
     msg.raw = raw
     header_list = msg.header_list
@@ -199,23 +217,16 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
     trailer = msg.trailer
     section = 0  # 0 header, 1 body, 2 trailer
     bad = 0
-    for i, part in enumerate(parts):
-        tag_b, sep, val_b = part.partition(b"=")
+    tags = _TAG_INT
+    header_tags = HEADER_TAGS
+    for part in parts:
+        t, sep, val = part.partition("=")
         if not sep:
             raise InvalidMessage("field without '='")
-        if tag_b.isdigit():  # bytes.isdigit: ASCII digits only
-            tag = int(tag_b)
-        elif tag_b[:1] == b"-" and tag_b[1:].isdigit():  # QuickFIX reads "-1" as a tag
-            tag = -int(tag_b[1:])
-        else:
-            raise InvalidMessage("field tag is not an integer")
-        if i < 3 and tag != (8, 9, 35)[i]:
-            raise InvalidMessage("header fields out of order (8, 9, 35 must come first)")
-        try:
-            val = val_b.decode()
-        except UnicodeDecodeError:
-            val = val_b.decode("latin-1")
-        if tag in HEADER_TAGS:
+        tag = tags.get(t)
+        if tag is None:
+            tag = _slow_tag(t)
+        if tag in header_tags:
             if section and not bad:
                 bad = tag
             header_list.append((tag, val))

@@ -173,16 +173,20 @@ _FORMAT = {
 _CHECKERS = {tag: _FORMAT[ty] for tag, ty in FIELD_TYPES.items() if ty in _FORMAT}
 
 
+_INFO: dict[int, tuple] = {tag: (_CHECKERS.get(tag), ENUMS.get(tag), tag in spec44.MULTI_VALUE)
+                           for tag in set(_CHECKERS) | set(ENUMS)}
+_NO_INFO = (None, None, False)
+
+
 def check_field(tag: int, value: str, check_user_defined: bool) -> None:
     """Empty value, data format, enumeration and tag number, in QuickFIX's order."""
     if not value:
         raise SessionReject(TAG_WITHOUT_VALUE, tag)
-    checker = _CHECKERS.get(tag)
+    checker, enum, multi = _INFO.get(tag, _NO_INFO)
     if checker is not None and not checker(value):
         raise SessionReject(INCORRECT_DATA_FORMAT, tag)
-    enum = ENUMS.get(tag)
     if enum is not None:
-        if tag in spec44.MULTI_VALUE:
+        if multi:
             if not all(x in enum for x in value.split(" ")):
                 raise SessionReject(VALUE_INCORRECT, tag)
         elif value not in enum:
