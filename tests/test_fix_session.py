@@ -336,3 +336,58 @@ def test_settings_errors_are_one_line(tmp_path: Path) -> None:
                                                    store_path=tmp_path / "s")] * 2)
     with pytest.raises(FixConfigError, match=r"FIX secrets file .*missing"):
         load_credentials(secrets_file=tmp_path / "missing")
+
+
+# ---- TLS ----------------------------------------------------------------------------------
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def _tls_scenario(tmp: Path) -> None:
+    from live.fix.config import TlsSettings
+
+    cert, key = _self_signed(tmp)
+    settings = acceptor_settings(tmp / "acc.sqlite").model_copy(
+        update={"tls": TlsSettings(certfile=cert, keyfile=key)})
+    acc = await start_acceptor(settings, EchoApp())
+    app = Collector()
+    ini = await start_initiator(InitiatorSettings(
+        port=acc.port, tls=TlsSettings(cafile=cert, server_hostname="localhost"),
+        session=SessionSettings(sender_comp_id="TW", target_comp_id="ISLD",
+                                store_path=tmp / "ini.sqlite")), app)
+    try:
+        assert await ini.wait_logged_on(STEP)
+        await ini.session.send(order("S1"))
+        assert (await asyncio.wait_for(app.messages.get(), STEP)).get(11) == "S1"
+        plain = await connect(acc.port)  # a plain-text peer never gets a FIX answer
+        send(plain, "8=FIX.4.4|35=A|34=1|49=TW|52=<TIME>|56=ISLD|98=0|108=30|")
+        assert await plain.read_message(STEP) is None
+    finally:
+        await ini.close()
+        await acc.close()
+
+
+def test_tls_session(tmp_path: Path) -> None:
+    asyncio.run(_tls_scenario(tmp_path))
