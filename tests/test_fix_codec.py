@@ -20,6 +20,7 @@ value = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF,
 bodies = st.lists(st.tuples(body_tag, value), max_size=25)
 
 
+@settings(deadline=None)
 @given(bodies, st.sampled_from(["0", "D", "8", "AE", "j"]))
 def test_encode_parse_round_trip(body: list[tuple[int, str]], msg_type: str) -> None:
     raw = codec.encode("FIX.4.4", msg_type, HEADER, body)
@@ -30,6 +31,7 @@ def test_encode_parse_round_trip(body: list[tuple[int, str]], msg_type: str) -> 
     assert msg.body_tags_first_bad == 0
 
 
+@settings(deadline=None)
 @given(bodies)
 def test_body_length_and_checksum_are_the_spec_ones(body: list[tuple[int, str]]) -> None:
     raw = codec.encode("FIX.4.4", "D", HEADER, body)
@@ -41,6 +43,7 @@ def test_body_length_and_checksum_are_the_spec_ones(body: list[tuple[int, str]])
     assert raw[cs_at:] == b"10=%03d\x01" % (sum(raw[:cs_at]) % 256)
 
 
+@settings(deadline=None)
 @given(bodies, st.integers(0, 255), st.integers(0, 10_000))
 def test_any_corruption_of_length_or_checksum_is_rejected(body, delta, where) -> None:
     raw = codec.encode("FIX.4.4", "D", HEADER, body)
@@ -54,7 +57,7 @@ def test_any_corruption_of_length_or_checksum_is_rejected(body, delta, where) ->
         codec.parse(bad)
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(bodies, min_size=1, max_size=6), st.lists(st.integers(1, 200), min_size=1),
        st.binary(max_size=40).filter(lambda b: b"8=" not in b and not b.endswith(b"8")))
 def test_framing_is_independent_of_read_boundaries(msgs, cuts, junk) -> None:
@@ -71,7 +74,7 @@ def test_framing_is_independent_of_read_boundaries(msgs, cuts, junk) -> None:
     assert parser.buffered == 0
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
     parser = codec.FrameParser(max_message_size=512)
