@@ -39,6 +39,8 @@ def parse_utc_timestamp(value: str) -> datetime | None:
     if len(value) < 17 or value[8] != "-" or value[11] != ":" or value[14] != ":":
         return None
     frac = value[17:]
+    if not value.isascii():
+        return None
     if frac and (frac[0] != "." or not frac[1:].isdigit() or len(frac) > 10):
         return None
     try:
@@ -78,12 +80,13 @@ class FrameParser:
     BodyLength are dropped (counted in ``dropped``) and the stream goes on.
     """
 
-    __slots__ = ("_buf", "dropped", "max_size")
+    __slots__ = ("_buf", "_junk", "dropped", "max_size")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self.max_size = max_message_size
         self.dropped = 0  # frames dropped for an unparseable BodyLength
+        self._junk = 0  # bytes discarded since the last frame
 
     @property
     def buffered(self) -> int:
@@ -102,8 +105,10 @@ class FrameParser:
             if frame is None:
                 break
             frames.append(frame)
-        if len(buf) > self.max_size:
+            self._junk = 0
+        if len(buf) > self.max_size or self._junk > self.max_size:
             buf.clear()
+            self._junk = 0
             raise FrameTooLarge(f"more than {self.max_size} bytes without a complete FIX frame")
         return frames
 
@@ -112,9 +117,11 @@ class FrameParser:
         start = buf.find(b"8=")
         if start < 0:
             if len(buf) > 1:  # keep a possible "8" split across reads
+                self._junk += len(buf) - 1
                 del buf[:-1]
             return None
         if start:
+            self._junk += start
             del buf[:start]
         lpos = buf.find(b"\x019=")
         if lpos < 0:
@@ -123,11 +130,13 @@ class FrameParser:
         lend = buf.find(b"\x01", lstart)
         if lend < 0:
             if len(buf) - lstart > 12:
+                self._junk += lstart
                 del buf[:lstart]
                 raise InvalidMessage("BodyLength (9) is not a number")
             return None
         raw_len = bytes(buf[lstart:lend])
         if not raw_len.isdigit() or len(raw_len) > 9:
+            self._junk += lend + 1
             del buf[:lend + 1]
             raise InvalidMessage("BodyLength (9) is not a number")
         length = int(raw_len)
@@ -164,6 +173,18 @@ class Parsed:
         self.body_tags_first_bad = 0  # first header/body field out of structure (373=14)
 
 
+_TAG_INT = {str(i): i for i in range(10_000)}  # the fast path of tag parsing
+
+
+def _slow_tag(text: str) -> int:
+    """A tag outside the cache: ASCII digits, or "-digits" (QuickFIX reads "-1" as a tag)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if text[:1] == "-" and text[1:].isascii() and text[1:].isdigit():
+        return -int(text[1:])
+    raise InvalidMessage("field tag is not an integer")
+
+
 def identify_type(raw: bytes) -> str | None:
     """The MsgType of a frame without parsing it (QuickFIX's identifyType)."""
     i = raw.find(b"\x0135=")
@@ -179,9 +200,15 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
     ``validate``, BodyLength or CheckSum are wrong."""
     if not raw.endswith(SOH_B):
         raise InvalidMessage("frame does not end with SOH")
-    parts = raw[:-1].split(SOH_B)
+    try:  # one decode per frame; UTF-8 never puts SOH or '=' inside a character
+        text = raw[:-1].decode()
+    except UnicodeDecodeError:
+        text = raw[:-1].decode("latin-1")
+    parts = text.split("\x01")
     if len(parts) < 4:
         raise InvalidMessage("frame too short")
+    if parts[0][:2] != "8=" or parts[1][:2] != "9=" or parts[2][:3] != "35=":
+        raise InvalidMessage("header fields out of order (8, 9, 35 must come first)")
     msg = Parsed()
     msg.raw = raw
     header_list = msg.header_list
@@ -190,21 +217,16 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
     trailer = msg.trailer
     section = 0  # 0 header, 1 body, 2 trailer
     bad = 0
-    for i, part in enumerate(parts):
-        tag_b, sep, val_b = part.partition(b"=")
+    tags = _TAG_INT
+    header_tags = HEADER_TAGS
+    for part in parts:
+        t, sep, val = part.partition("=")
         if not sep:
             raise InvalidMessage("field without '='")
-        try:
-            tag = int(tag_b)
-        except ValueError:
-            raise InvalidMessage("field tag is not an integer") from None
-        if i < 3 and tag != (8, 9, 35)[i]:
-            raise InvalidMessage("header fields out of order (8, 9, 35 must come first)")
-        try:
-            val = val_b.decode()
-        except UnicodeDecodeError:
-            val = val_b.decode("latin-1")
-        if tag in HEADER_TAGS:
+        tag = tags.get(t)
+        if tag is None:
+            tag = _slow_tag(t)
+        if tag in header_tags:
             if section and not bad:
                 bad = tag
             header_list.append((tag, val))
@@ -226,13 +248,14 @@ def parse(raw: bytes, *, validate: bool = True) -> Parsed:
             raise InvalidMessage("CheckSum (10) is not the last field")
         body_start = raw.find(b"\x01", raw.find(b"\x019=") + 1) + 1
         cs_pos = raw.rfind(b"10=", 0, len(raw) - 1)
-        try:
-            declared = int(header[9])
-        except ValueError:
-            raise InvalidMessage("BodyLength (9) is not a number") from None
+        declared_s = header[9]
+        if not (declared_s.isascii() and declared_s.isdigit()):
+            raise InvalidMessage("BodyLength (9) is not a number")
+        declared = int(declared_s)
         if declared != cs_pos - body_start:
             raise InvalidMessage(f"BodyLength {declared} but the body has {cs_pos - body_start}")
         cs_val = last[1]
-        if len(cs_val) != 3 or not cs_val.isdigit() or int(cs_val) != checksum(raw[:cs_pos]):
+        if (len(cs_val) != 3 or not (cs_val.isascii() and cs_val.isdigit())
+                or int(cs_val) != checksum(raw[:cs_pos])):
             raise InvalidMessage(f"CheckSum {cs_val!r} is wrong")
     return msg

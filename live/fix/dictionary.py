@@ -130,10 +130,12 @@ def is_admin(msg_type: str) -> bool:
 
 # ---- value formats ----------------------------------------------------------------------
 def _is_int(v: str) -> bool:
-    return v.isdigit() or (v[:1] == "-" and v[1:].isdigit())
+    return v.isascii() and (v.isdigit() or (v[:1] == "-" and v[1:].isdigit()))
 
 
 def _is_float(v: str) -> bool:
+    if not v.isascii():
+        return False
     if v[:1] == "-":
         v = v[1:]
     if not v:
@@ -145,11 +147,11 @@ def _is_float(v: str) -> bool:
 
 
 def _is_date(v: str) -> bool:
-    return len(v) == 8 and v.isdigit() and 1 <= int(v[4:6]) <= 12 and 1 <= int(v[6:8]) <= 31
+    return len(v) == 8 and v.isascii() and v.isdigit() and 1 <= int(v[4:6]) <= 12 and 1 <= int(v[6:8]) <= 31
 
 
 def _is_time(v: str) -> bool:
-    if len(v) < 8 or v[2] != ":" or v[5] != ":":
+    if len(v) < 8 or not v.isascii() or v[2] != ":" or v[5] != ":":
         return False
     hh, mm, ss = v[0:2], v[3:5], v[6:8]
     frac = v[8:]
@@ -171,16 +173,20 @@ _FORMAT = {
 _CHECKERS = {tag: _FORMAT[ty] for tag, ty in FIELD_TYPES.items() if ty in _FORMAT}
 
 
+_INFO: dict[int, tuple] = {tag: (_CHECKERS.get(tag), ENUMS.get(tag), tag in spec44.MULTI_VALUE)
+                           for tag in set(_CHECKERS) | set(ENUMS)}
+_NO_INFO = (None, None, False)
+
+
 def check_field(tag: int, value: str, check_user_defined: bool) -> None:
     """Empty value, data format, enumeration and tag number, in QuickFIX's order."""
     if not value:
         raise SessionReject(TAG_WITHOUT_VALUE, tag)
-    checker = _CHECKERS.get(tag)
+    checker, enum, multi = _INFO.get(tag, _NO_INFO)
     if checker is not None and not checker(value):
         raise SessionReject(INCORRECT_DATA_FORMAT, tag)
-    enum = ENUMS.get(tag)
     if enum is not None:
-        if tag in spec44.MULTI_VALUE:
+        if multi:
             if not all(x in enum for x in value.split(" ")):
                 raise SessionReject(VALUE_INCORRECT, tag)
         elif value not in enum:

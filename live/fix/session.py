@@ -371,7 +371,7 @@ class Session:
         header = msg.header
         body: list[tuple[int, str]] = []
         seq_s = header.get(34, "")
-        seq = int(seq_s) if seq_s.isdigit() else None
+        seq = int(seq_s) if seq_s.isascii() and seq_s.isdigit() else None
         if seq_s and seq is not None:
             body.append((45, seq_s))
         text = REJECT_TEXT.get(reason)
@@ -417,6 +417,9 @@ class Session:
             await self._next(msg)
         except _Disconnect as exc:
             self.disconnect(str(exc))
+        except Exception:  # a bug must not take the process down: drop this connection
+            log.exception("%s: internal error on an inbound message; disconnecting", self.id)
+            self.disconnect("internal error")
 
     async def _next(self, msg: Parsed, queued: bool = False) -> None:
         header = msg.header
@@ -595,7 +598,11 @@ class Session:
         self.received_logon = True
         if not self.initiator or (self.received_reset and not self.sent_reset):
             body = dict(msg.body)
-            self.heartbeat_interval = int(body.get(108, self.heartbeat_interval))
+            hb = int(body.get(108, self.heartbeat_interval))
+            if hb < 0:
+                self._generate_logout("HeartBtInt (108) must not be negative")
+                raise _Disconnect("negative HeartBtInt")
+            self.heartbeat_interval = hb
             log.info("%s: logon received (HeartBtInt %d)", self.id, self.heartbeat_interval)
             self._generate_logon_response()
         else:
