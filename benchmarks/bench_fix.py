@@ -123,7 +123,7 @@ def quickfix_inbound(frames: list[bytes], workdir: Path) -> float | None:
     try:
         import quickfix as fix
 
-        from tests.quickfix_peer import write_dictionary
+        from benchmarks.quickfix_peer import write_dictionary
     except ImportError:
         return None
     dd = fix.DataDictionary(str(write_dictionary(workdir / "FIX44.xml")))
@@ -192,7 +192,7 @@ def serve_venue() -> None:
 
 def serve_quickfix() -> None:
     """Child process: a QuickFIX acceptor that answers each order with an ExecutionReport."""
-    from tests.quickfix_peer import QuickFixPeer, SessionSpec
+    from benchmarks.quickfix_peer import QuickFixPeer, SessionSpec
 
     home = Path(tempfile.mkdtemp(prefix="emp-bench-quickfix-"))
     peer = QuickFixPeer("acceptor", home, [SessionSpec("EMPVENUE", "EMPCLIENT")],

@@ -24,15 +24,15 @@ import pytest
 
 quickfix = pytest.importorskip("quickfix", reason="quickfix-tls (the dev extra) is needed")
 
-from live.fix.config import InitiatorSettings, SessionSettings  # noqa: E402
-from live.fix.initiator import Initiator, start_initiator  # noqa: E402
-from live.fix.message import Message  # noqa: E402
-from tests.quickfix_peer import (  # noqa: E402
+from benchmarks.quickfix_peer import (  # noqa: E402
     PeerApp,
     QuickFixPeer,
     SessionSpec,
     build_message,
 )
+from live.fix.config import InitiatorSettings, SessionSettings  # noqa: E402
+from live.fix.initiator import Initiator, start_initiator  # noqa: E402
+from live.fix.message import Message  # noqa: E402
 
 WAIT = 15.0  # seconds an awaited event may take before the test fails (never asserted)
 
