@@ -41,6 +41,13 @@ for _ty, _tags in _TYPED.items():
 # corrections: 432 ExpireDate and 273 MDEntryTime are dates/times, 585 is an INT, 39 a CHAR
 FIELD_TYPES.update({432: DATE, 273: TIME, 585: INT, 39: CHAR, 1: STR, 58: STR})
 
+# EMP's user-defined fields (FIX reserves 5000-9999 for bilateral use): the venue's protection
+# on a NewOrderSingle, as distances in price from the fill (the kernel's form; see
+# live/venue/messages.py). Declared here, with their types and on D only, so that user-defined
+# field validation stays on: any other tag >= 5000 is still an "Invalid tag number".
+USER_FIELDS = {9001: FLOAT, 9002: FLOAT, 9003: BOOL}  # stop distance, TP distance, trailing
+FIELD_TYPES.update(USER_FIELDS)
+
 MULTI_VALUE = frozenset({18, 277, 286, 291})  # space-separated multiple values
 
 # ---- enumerations -------------------------------------------------------------------------
@@ -134,7 +141,7 @@ MESSAGES: dict[str, list] = {
           ("R", 40), 423, 44, 99, ("C", "SpreadOrBenchmarkCurveData"), ("C", "YieldData"), 15,
           376, 377, 23, 117, 59, 168, 432, 126, 427, ("C", "CommissionData"), 528, 529, 582,
           121, 120, 775, *_TEXT, 193, 192, 640, 77, 203, 210, ("C", "PegInstructions"),
-          ("C", "DiscretionInstructions"), 847, 848, 849, 480, 481, 513, 494],
+          ("C", "DiscretionInstructions"), 847, 848, 849, 480, 481, 513, 494, *USER_FIELDS],
     "F": [("R", 41), 37, ("R", 11), 526, 583, 66, 586, 1, 660, 581, ("C", "Parties"),
           ("CR", "Instrument"), ("C", "FinancingDetails"), _UND, ("R", 54), ("R", 60),
           ("CR", "OrderQtyData"), 376, *_TEXT],
