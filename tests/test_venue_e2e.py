@@ -444,3 +444,23 @@ def test_dictionary_declares_the_venue_fields_on_new_order_single_only():
     with pytest.raises(SessionReject) as exc:
         validate(_parsed("F", f"41=a|11=b|54=1|55=1|60={now()}|9001=0.01"))
     assert (exc.value.reason, exc.value.tag) == (2, 9001)  # not defined for F
+
+
+def test_acceptor_settings_two_sessions_with_their_own_stores(tmp_path):
+    vc = parse_venue_config({**VENUE_CFG, "heartbeat_s": 7, "comp_id": "V", "client_comp_id": "C",
+                             "credentials": {"username_env": "U", "password_env": "P"}})
+    st = acceptor_settings(vc, tmp_path)
+    assert (st.host, st.port) == ("127.0.0.1", 0)
+    quote, trade = st.sessions
+    assert [(s.sender_sub_id, s.target_sub_id) for s in st.sessions] == [("QUOTE", None),
+                                                                        ("TRADE", None)]
+    assert quote.store_path == tmp_path / "venue" / "quote.sqlite"
+    assert trade.store_path == tmp_path / "venue" / "trade.sqlite"
+    for s in st.sessions:
+        assert (s.sender_comp_id, s.target_comp_id, s.heartbeat_interval) == ("V", "C", 7)
+        assert s.reset_on_logon and s.credentials is not None
+        assert (s.credentials.username_env, s.credentials.password_env) == ("U", "P")
+    other = acceptor_settings(parse_venue_config({**VENUE_CFG, "store_dir": str(tmp_path / "x")}),
+                              tmp_path)
+    assert other.sessions[0].store_path == tmp_path / "x" / "quote.sqlite"
+    assert other.sessions[0].credentials is None
