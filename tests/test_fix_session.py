@@ -391,3 +391,39 @@ async def _tls_scenario(tmp: Path) -> None:
 
 def test_tls_session(tmp_path: Path) -> None:
     asyncio.run(_tls_scenario(tmp_path))
+
+
+# ---- fault injection for the venue: drop the link, skip outbound sequence numbers ----------
+async def _drop_and_skip_scenario(tmp: Path) -> None:
+    acc = await start_acceptor(acceptor_settings(tmp / "acc.sqlite"), EchoApp())
+    hdr = "8=FIX.4.4|35={t}|34={n}|49=TW|52=<TIME>|56=ISLD|"
+    try:
+        c = await connect(acc.port)
+        send(c, hdr.format(t="A", n=1) + "98=0|108=30|")
+        await expect(c, t35="A", t34="1")
+        session = next(iter(acc.sessions.values()))
+        session.skip_outbound(2)  # numbers 2 and 3 are never sent
+        assert session.next_sender_seq == 4
+        send(c, hdr.format(t="D", n=2) + "11=K1|21=1|38=100|40=1|54=1|55=EURUSD|60=<TIME>|")
+        await expect(c, t35="D", t34="4", t11="K1")  # the peer sees a gap
+        send(c, hdr.format(t="2", n=3) + "7=2|16=0|")
+        await expect(c, t35="4", t34="2", t123="Y", t36="4")  # skipped numbers: a GapFill
+        await expect(c, t35="D", t34="4", t43="Y", t11="K1")  # the real message, resent
+        with pytest.raises(ValueError, match="count >= 0"):
+            session.skip_outbound(-1)
+        await session.drop()  # abrupt: the peer gets no Logout, the socket just dies
+        assert await c.read_message(STEP) is None
+        for _ in range(100):
+            if not session.connected:
+                break
+            await asyncio.sleep(0.01)
+        assert not session.connected and not session.logged_on
+        await session.drop()  # not connected: nothing to do
+        c.writer.close()
+    finally:
+        await acc.close()
+
+
+def test_drop_cuts_the_link_and_skip_outbound_makes_a_gap_filled_on_resend(
+        tmp_path: Path) -> None:
+    asyncio.run(_drop_and_skip_scenario(tmp_path))

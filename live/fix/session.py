@@ -170,6 +170,28 @@ class Session:
         with contextlib.suppress(Exception):
             writer.close()
 
+    async def drop(self, reason: str = "link dropped") -> None:
+        """Cut the connection abruptly, as a network failure would: no Logout, no flush of
+        what is still buffered (the transport is aborted). The serve loop then ends and
+        calls ``on_logout``; an initiator reconnects. For fault injection (the venue)."""
+        writer = self._writer
+        if writer is None:
+            return
+        log.info("%s: dropping the link: %s", self.id, reason)
+        self._closing = True
+        with contextlib.suppress(Exception):
+            writer.transport.abort()
+
+    def skip_outbound(self, n: int) -> None:
+        """Advance the next outbound MsgSeqNum by ``n`` without sending anything: the peer
+        sees a gap and asks for a resend, which is answered with a SequenceReset-GapFill
+        (nothing is stored under the skipped numbers). For fault injection (the venue)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"skip_outbound: expected a count >= 0, got {n!r}")
+        if n:
+            self.store.set_next_sender(self.store.next_sender + n)
+            log.info("%s: skipped %d outbound sequence number(s)", self.id, n)
+
     def close_store(self) -> None:
         self.store.close()
 

@@ -21,7 +21,7 @@ INT, FLOAT, CHAR, BOOL, TS, TIME, DATE, STR = "INT", "FLOAT", "CHAR", "BOOL", "T
 # Only fields whose type is certain are listed; any other field is a string (no format check).
 _TYPED = {
     INT: "7 9 16 34 36 45 68 73 82 83 87 98 102 108 146 264 265 267 268 290 346 371 373 380 "
-         "382 383 384 386 453 454 457 539 555 584 585 581 604 702 711 724 727 728 731 733 "
+         "382 383 384 386 453 454 457 539 555 585 581 604 702 711 724 727 728 731 733 "
          "753 789 802 804 816 864 870 887 911 323 561 562 660 93 95 90 212 369 627 354 348 "
          "350 352 590 591 136 518 78 232 683 354",
     FLOAT: "6 12 14 31 32 38 44 99 110 111 140 151 152 153 154 155 194 195 202 211 218 223 "
@@ -38,8 +38,16 @@ FIELD_TYPES: dict[int, str] = {}
 for _ty, _tags in _TYPED.items():
     for _tag in _tags.split():
         FIELD_TYPES[int(_tag)] = _ty
-# corrections: 432 ExpireDate and 273 MDEntryTime are dates/times, 585 is an INT, 39 a CHAR
+# corrections: 432 ExpireDate and 273 MDEntryTime are dates/times, 585 is an INT, 39 a CHAR;
+# 584 MassStatusReqID is a STRING (an OrderMassStatusRequest's id need not be a number)
 FIELD_TYPES.update({432: DATE, 273: TIME, 585: INT, 39: CHAR, 1: STR, 58: STR})
+
+# EMP's user-defined fields (FIX reserves 5000-9999 for bilateral use): the venue's protection
+# on a NewOrderSingle, as distances in price from the fill (the kernel's form; see
+# live/venue/messages.py). Declared here, with their types and on D only, so that user-defined
+# field validation stays on: any other tag >= 5000 is still an "Invalid tag number".
+USER_FIELDS = {9001: FLOAT, 9002: FLOAT, 9003: BOOL}  # stop distance, TP distance, trailing
+FIELD_TYPES.update(USER_FIELDS)
 
 MULTI_VALUE = frozenset({18, 277, 286, 291})  # space-separated multiple values
 
@@ -134,7 +142,7 @@ MESSAGES: dict[str, list] = {
           ("R", 40), 423, 44, 99, ("C", "SpreadOrBenchmarkCurveData"), ("C", "YieldData"), 15,
           376, 377, 23, 117, 59, 168, 432, 126, 427, ("C", "CommissionData"), 528, 529, 582,
           121, 120, 775, *_TEXT, 193, 192, 640, 77, 203, 210, ("C", "PegInstructions"),
-          ("C", "DiscretionInstructions"), 847, 848, 849, 480, 481, 513, 494],
+          ("C", "DiscretionInstructions"), 847, 848, 849, 480, 481, 513, 494, *USER_FIELDS],
     "F": [("R", 41), 37, ("R", 11), 526, 583, 66, 586, 1, 660, 581, ("C", "Parties"),
           ("CR", "Instrument"), ("C", "FinancingDetails"), _UND, ("R", 54), ("R", 60),
           ("CR", "OrderQtyData"), 376, *_TEXT],

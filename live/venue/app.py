@@ -305,7 +305,7 @@ class Venue:
         if session is None:
             return False
         self.dropped.append(role)
-        cut = getattr(session, "drop", None) or getattr(session, "disconnect", None)
+        cut = getattr(session, "drop", None)
         if cut is None:
             raise VenueError("drop_link: the FIX session offers no way to cut its link")
         await cut()

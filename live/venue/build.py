@@ -1,16 +1,16 @@
 """From a ``VenueConfig`` to a running venue: symbol specs from the store's metadata, the
 replayed feeds, and the FIX acceptor with the QUOTE and TRADE sessions.
 
-The acceptor part is written against the shared ``live.fix`` API (``start_acceptor`` and its
-pydantic ``AcceptorSettings``); everything before it runs without a network.
+Everything but ``acceptor_settings`` (the engine's pydantic settings for ``start_acceptor``)
+runs without a network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from live.fix.config import AcceptorSettings, CredentialsSettings, SessionSettings
 from live.venue.app import Venue
 from live.venue.config import VenueConfig
 from live.venue.errors import VenueError
@@ -64,18 +64,17 @@ def venue_from_store(vc: VenueConfig, store: Path,
     return build_venue(vc, feeds, metas)
 
 
-def acceptor_settings(vc: VenueConfig, home: Path) -> Any:
+def acceptor_settings(vc: VenueConfig, home: Path) -> AcceptorSettings:
     """The engine's AcceptorSettings for the venue: one port, two sessions (same CompIDs,
-    SubIDs QUOTE / TRADE), sequence numbers reset on logon (141=Y, cTrader style)."""
-    from live.fix.config import AcceptorSettings
-
-    store = vc.message_store or home / "venue" / "messages.db"
-    sessions = [{"sender_comp_id": vc.comp_id, "target_comp_id": vc.client_comp_id,
-                 "sender_sub_id": sub, "target_sub_id": None} for sub in
-                (vc.quote_sub_id, vc.trade_sub_id)]
-    raw: dict[str, Any] = {"host": vc.host, "port": vc.port, "sessions": sessions,
-                           "heartbeat_interval": vc.heartbeat_s, "reset_on_logon": True,
-                           "store_path": str(store)}
-    if vc.credentials is not None:
-        raw["credentials"] = vc.credentials.model_dump(exclude_none=True, mode="json")
-    return AcceptorSettings.model_validate(raw)
+    SenderSubIDs QUOTE / TRADE), each with its own message store, sequence numbers reset on
+    logon (141=Y, cTrader style: the venue keeps no FIX state across logons; the client
+    reconciles with H / AF / AN after each one)."""
+    store_dir = vc.store_dir if vc.store_dir is not None else home / "venue"
+    creds = (CredentialsSettings(**vc.credentials.model_dump())
+             if vc.credentials is not None else None)
+    sessions = [SessionSettings(sender_comp_id=vc.comp_id, target_comp_id=vc.client_comp_id,
+                                sender_sub_id=sub, heartbeat_interval=vc.heartbeat_s,
+                                reset_on_logon=True, credentials=creds,
+                                store_path=store_dir / f"{role}.sqlite")
+                for role, sub in (("quote", vc.quote_sub_id), ("trade", vc.trade_sub_id))]
+    return AcceptorSettings(host=vc.host, port=vc.port, sessions=sessions)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from configs.models import EmpConfig
+    from live.venue.app import Venue
+    from live.venue.config import VenueConfig
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:
@@ -46,23 +48,29 @@ def cmd_venue(args: argparse.Namespace, cfg: EmpConfig) -> int:
             raise VenueConfigError(f"--speed {args.speed}: expected >= 0 bars per second")
         vc.replay.speed = args.speed
     store = vc.replay.store or cfg.store_root()
-    venue = venue_from_store(vc, store, cfg.data.symbols)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
+        venue = venue_from_store(vc, store, cfg.data.symbols)
         asyncio.run(_serve(vc, venue, cfg.home))
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over the signal: a clean stop
+        pass
     return 0
 
 
-async def _serve(vc, venue, home: Path) -> None:  # type: ignore[no-untyped-def]
+async def _serve(vc: VenueConfig, venue: Venue, home: Path) -> None:
+    """Listen, print the port and the sessions, replay (unless speed 0), stop on SIGINT or
+    SIGTERM: the acceptor closes its connections and stores, and the process exits 0."""
     from live.fix.acceptor import start_acceptor
-
+    from live.fix.errors import FixError
     from live.venue.build import acceptor_settings
+    from live.venue.errors import VenueError
 
     try:
         acceptor = await start_acceptor(acceptor_settings(vc, home), venue)
     except OSError as exc:
-        from live.venue.errors import VenueError
-
-        raise VenueError(f"venue: cannot listen on {vc.host}:{vc.port}: {exc.strerror}") from None
+        raise VenueError(f"venue: cannot listen on {vc.host}:{vc.port}: "
+                         f"{exc.strerror or exc}") from None
+    except FixError as exc:  # a message store that cannot be opened, credentials not found
+        raise VenueError(f"venue: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,14 +79,17 @@ async def _serve(vc, venue, home: Path) -> None:  # type: ignore[no-untyped-def]
     print(f"venue listening on {vc.host}:{acceptor.port}", flush=True)
     for sub in (vc.quote_sub_id, vc.trade_sub_id):
         print(f"  session FIX.4.4 {vc.comp_id} <- {vc.client_comp_id} SubID {sub}", flush=True)
+    speed = (f"replay {vc.replay.timeframe} at {vc.replay.speed:g} bars/s"
+             if vc.replay.speed > 0 else f"replay {vc.replay.timeframe} paused (speed 0)")
     print("  symbols: " + ", ".join(f"{n}={s.id}" for n, s in vc.symbols.items()) +
-          f"; replay {vc.replay.timeframe} at {vc.replay.speed:g} bars/s; Ctrl-C stops",
-          flush=True)
+          f"; {speed}; Ctrl-C stops", flush=True)
     try:
         if vc.replay.speed > 0:
             await venue.run(vc.replay.speed, stop)
             if not stop.is_set():
-                print("venue: end of the history; still serving (Ctrl-C stops)", file=sys.stderr)
+                print("venue: end of the history; still serving (Ctrl-C stops)",
+                      file=sys.stderr, flush=True)
         await stop.wait()
     finally:
         await acceptor.close()
+    print("venue stopped", flush=True)

@@ -86,7 +86,8 @@ class VenueConfig(Strict):
     quote_sub_id: str = Field("QUOTE", min_length=1)
     trade_sub_id: str = Field("TRADE", min_length=1)
     heartbeat_s: int = Field(30, ge=1)
-    message_store: Path | None = Field(None, description="SQLite file; default under home")
+    store_dir: Path | None = Field(None, description="folder of the QUOTE and TRADE message "
+                                   "stores (quote.sqlite, trade.sqlite); default: <home>/venue")
     credentials: Credentials | None = None
     account: Account = Field(default_factory=Account)
     financing: bool = Field(True, description="charge the symbols' financing per bar")
