@@ -153,6 +153,12 @@ def _msg(text: str) -> codec.Parsed:
      "55=EURUSD", None, None),
     ("35=W|34=2|49=TW|52=20240101-00:00:00|56=ISLD|262=r|55=1|268=2|269=0|270=1.1|271=5|"
      "269=1|270=1.2|271=5", None, None),
+    # field types as FIX 4.4 defines them: SettlCurrency(120) is a currency code,
+    # BookingUnit(590) and PreallocMethod(591) are CHARs
+    ("35=D|34=2|49=TW|52=20240101-00:00:00|56=ISLD|11=c|21=1|55=1|54=1|60=20240101-00:00:00|"
+     "38=1|40=1|120=USD|590=0|591=1", None, None),
+    ("35=D|34=2|49=TW|52=20240101-00:00:00|56=ISLD|11=c|21=1|55=1|54=1|60=20240101-00:00:00|"
+     "38=1|40=1|590=12", 6, 590),
 ])
 def test_dictionary_reasons(text: str, reason: int | None, tag: int | None) -> None:
     msg = _msg(text)
