@@ -96,8 +96,9 @@ class Metrics:
                               "0 closed", registry=r)
         self._trips = Counter("emp_breaker_trips", "Circuit breaker trips by reason",
                               ("reason",), registry=r)
-        self._reconciled = Gauge("emp_reconciliation_ok", "Last reconciliation with the "
-                                 "venue: 1 clean, 0 mismatch or not yet run", registry=r)
+        self._mismatch = Gauge("emp_reconciliation_mismatch", "Last reconciliation with the "
+                               "venue: 1 mismatch (trading halted), 0 clean or not yet run",
+                               registry=r)
         self._champion = Gauge("emp_champion_info", "The champion trading now (value 1, "
                                "the bundle's sha in the label)", ("sha",), registry=r)
         self._champion_at = Gauge("emp_champion_loaded_timestamp_seconds", "Unix time the "
@@ -256,7 +257,7 @@ class Metrics:
 
     def set_reconciled(self, clean: bool) -> None:
         """Outcome of the last reconciliation (start, reconnect, periodic)."""
-        self._reconciled.set(1 if clean else 0)
+        self._mismatch.set(0 if clean else 1)
 
     def set_champion(self, sha: str, *, loaded_at: float | None = None) -> None:
         """The champion now trading: its bundle sha (lowercase hex) replaces the old one."""
