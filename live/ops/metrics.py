@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from live.ops.errors import OpsConfigError
 
@@ -30,7 +30,9 @@ SIDES: tuple[str, ...] = ("buy", "sell")
 # buckets resolve 0.1 ms .. 100 ms and say how far past it a slow bar went
 LATENCY_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
                                       0.025, 0.05, 0.1, 0.25, 1.0)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# the classic text format, which every Prometheus parses and which ``generate_latest`` writes
+# for these (legacy-valid) names; prometheus-client >= 0.22 labels it version=1.0.0
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 
