@@ -17,19 +17,21 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # System packages the tests need: the PostgreSQL server binaries (the registry tests start a
-# throwaway server) and rsync (publication to the live host). Installed only when missing, so
-# a machine that has them pays one `ls`; as root (CI) through apt, otherwise it says how.
+# throwaway server), rsync (publication to the live host) and promtool from Debian's
+# prometheus package (the alert-rule tests). Installed only when missing, so a machine that
+# has them pays one `ls`; as root (CI) through apt, otherwise it says how.
 PG_CTL_GLOB := /usr/lib/postgresql/*/bin/pg_ctl
-SYSPKGS     := postgresql rsync
+SYSPKGS     := postgresql rsync prometheus
 sysdeps:
-	@if ls $(PG_CTL_GLOB) >/dev/null 2>&1 && command -v rsync >/dev/null 2>&1; then :; \
+	@if ls $(PG_CTL_GLOB) >/dev/null 2>&1 && command -v rsync >/dev/null 2>&1 \
+		&& command -v promtool >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends $(SYSPKGS); \
-	elif [ "$$EMP_SKIP_POSTGRES" = 1 ]; then \
-		echo "make: PostgreSQL server or rsync missing; EMP_SKIP_POSTGRES=1 skips those tests" >&2; \
+	elif [ "$$EMP_SKIP_POSTGRES" = 1 ] || [ "$$EMP_SKIP_PROMTOOL" = 1 ]; then \
+		echo "make: PostgreSQL server, rsync or promtool missing; EMP_SKIP_POSTGRES=1 / EMP_SKIP_PROMTOOL=1 skip those tests" >&2; \
 	else \
-		echo "make: PostgreSQL server or rsync missing: run 'sudo apt-get install -y --no-install-recommends $(SYSPKGS)' (or set EMP_SKIP_POSTGRES=1)" >&2; \
+		echo "make: PostgreSQL server, rsync or promtool missing: run 'sudo apt-get install -y --no-install-recommends $(SYSPKGS)' (or set EMP_SKIP_POSTGRES=1 / EMP_SKIP_PROMTOOL=1)" >&2; \
 		exit 1; \
 	fi
 
