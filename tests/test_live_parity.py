@@ -11,7 +11,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from live_rig import N, SPLIT, SYMBOL, install, live_config, make_venue, until, world
+from live_rig import SPLIT, SYMBOL, N, install, live_config, make_venue, until, world
 
 from live.executor.config import parse_live_config
 from live.executor.service import Executor
@@ -33,7 +33,7 @@ def test_executor_trades_equal_the_backtest(w, tmp_path):
     pub = install(w, tmp_path)
 
     async def run():
-        vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
+        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
         acc = await start_acceptor(acc_settings, venue)
         cfg = parse_live_config(live_config(tmp_path, pub, acc.port))
         ex = Executor(cfg)
@@ -56,7 +56,7 @@ def test_executor_trades_equal_the_backtest(w, tmp_path):
             await ex.stop()
             await acc.close()
 
-    pos, eq, fills, store_pos, venue = asyncio.run(run())
+    pos, eq, fills, store_pos, _venue = asyncio.run(run())
     b = w.batch
     np.testing.assert_array_equal(pos, b.position[SPLIT:N] if len(b.position) == N
                                   else b.position)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 
 from live.fix.message import Message
@@ -96,7 +98,9 @@ class OrderManager:
             msg.append(TP_DISTANCE, fmt(tp))
         if trailing:
             msg.append(TRAILING, "Y")
+        crash_point("after_commit")
         await self.send(msg)
+        crash_point("after_send")
         self.store.mark_sent(cl)
         log.info("order %s %s %s lots %s (target %s)", cl, side, lots, self.symbol, target)
         return row
@@ -133,6 +137,13 @@ class OrderManager:
                                    exec_type="8", ord_status="8", last_qty=0.0, last_px=0.0,
                                    cum_qty=0.0, avg_px=0.0, ts=dt.datetime.now(dt.UTC))
         self.store.audit("order_lost", f"{row.cl_ord_id}: {why}")
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash tests: ``EMP_LIVE_KILL_AT=name`` makes the process
+    SIGKILL itself here (a real kill -9 at an exact point; nothing runs on the way out)."""
+    if os.environ.get("EMP_LIVE_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def status_of(code: str) -> str:

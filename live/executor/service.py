@@ -56,7 +56,7 @@ class Executor:
     def __init__(self, cfg: LiveConfig) -> None:
         self.cfg = cfg
         self.symbol = cfg.symbol
-        self.store = StateStore(cfg.state_file)
+        self.store = StateStore(cfg.state_file, exclusive=True)
         self.requests = Requests()
         self.ini: dict[str, Initiator] = {}
         self.champion: Champion | None = None
@@ -205,6 +205,7 @@ class Executor:
             if not self.stopping:
                 await self._to_target(bar.ts, d.reason if d.exit else "signal")
             self.bars_done += 1
+            log.info("bar done %d", bar.ts)
             return d
 
     async def _settle(self, expected: float) -> None:
