@@ -1,0 +1,1 @@
+"""The live executor: trades the promoted champion over FIX, bar by bar, as the backtest did."""

@@ -1,0 +1,116 @@
+"""The champion the executor trades: pointer -> verified bundle -> live tables and live step.
+
+Decisions:
+- **First start** (no strategy state in the state store): the bundle's kernel state is kept
+  for its rule memory (the t-1 rule values crossings need, the last bar index) but the account
+  part is reset (``flatten``): flat, no pending order, cash = the account's equity. The broker
+  account holds no position of the backtest, so trading the backtest's open position would
+  mean entering at a price nobody got; the first entry waits for the strategy's next signal.
+- **Sizing equity.** The kernel sizes from its own state record (cash + marked position),
+  seeded with the account's equity at the first start and then advanced by the kernel's fill
+  model. The paper venue fills exactly as that model does, so the two stay equal to the bit;
+  a real broker's slippage, financing and partial fills make the shadow equity drift from the
+  broker's. The parity test sets the account's cash equal to the backtest's capital.
+- **Refits** of the GARCH family run inline on the refit bar (daily/hourly bars leave time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from champions.bundle import Bundle, BundleError, read_bundle
+from champions.pointer import Pointer, PointerError, champion_dir, read_pointer, resolve
+from fitness import simulator_nb as k
+from fitness.live import Decision, LiveStrategy
+from fitness.simulator import new_state
+from fitness.tables import LiveTables, TablesState
+from genome.features import N_ROWS, NAMES, FeatureTable
+from genome.primitives import PRIMITIVES
+from live.executor.errors import ChampionError
+from market.volatility import run_refit
+
+
+def layout_table() -> FeatureTable:
+    """A feature table with the catalogue's layout and no bars: all ``compile_genomes`` reads
+    (a genome only indexes rows), so the live side needs no history to compile one."""
+    grid_len = np.array([len(p.grid) for p in PRIMITIVES], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(grid_len)[:-1]]).astype(np.int64)
+    return FeatureTable(np.empty((N_ROWS, 0)), offsets, grid_len, tuple(NAMES))
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A verified bundle and the pointer it came from."""
+
+    pointer: Pointer
+    bundle: Bundle
+    path: Path
+
+    @property
+    def sha256(self) -> str:
+        return self.bundle.sha256
+
+
+def load_champion(root: Path, symbol: str, stage: str, trusted: dict[str, Ed25519PublicKey],
+                  *, allow_unsigned: bool = False) -> Champion:
+    """Pointer -> bundle (hash, canonical form, Ed25519 signature, code digests), or a
+    ChampionError naming the file and the reason."""
+    try:
+        pointer = read_pointer(champion_dir(root, symbol), stage)
+        path, data = resolve(pointer)
+        bundle = read_bundle(data, trusted, allow_unsigned=allow_unsigned, where=str(path))
+    except (PointerError, BundleError) as exc:
+        raise ChampionError(str(exc)) from None
+    if bundle.symbol != symbol:
+        raise ChampionError(f"{path}: bundle is for {bundle.symbol}, the pointer for {symbol}")
+    if bundle.tables_state is None or bundle.kernel_state is None:
+        raise ChampionError(f"{path}: bundle has no state snapshot; replaying the history from "
+                            "the origin is not supported by this executor yet")
+    return Champion(pointer, bundle, path)
+
+
+def flatten(kernel_state: np.ndarray, equity: float) -> np.ndarray:
+    """The bundle's kernel state with its account part reset: flat, nothing pending, ``equity``
+    in cash; the rule memory (ST_HAS_PREV, ST_LAST_BAR, ST_PREV_VALUES) kept."""
+    out = np.array(kernel_state, dtype=np.float64)
+    out[:k.ST_HAS_PREV] = new_state(equity)[:k.ST_HAS_PREV]
+    return out
+
+
+class Runner:
+    """One champion's live tables and live step, advanced one bar at a time."""
+
+    def __init__(self, champion: Champion, tables: TablesState, kernel_state: np.ndarray) -> None:
+        b = champion.bundle
+        self.champion = champion
+        self.tables = LiveTables(tables)
+        self.strategy = LiveStrategy(b.genome, layout_table(), b.meta, tables.bars_per_year,
+                                     b.sim, kernel_state)
+        fp, ip = self.strategy.comp.fp[0], self.strategy.comp.ip[0]
+        self.tp_mult = float(fp[k.P_TP_MULT])
+        self.use_tp = int(ip[k.I_USE_TP]) == 1
+        self.trailing = int(ip[k.I_TRAIL]) == 1
+
+    @property
+    def last_ts(self) -> int:
+        """Open time (UTC ns) of the last bar stepped."""
+        return int(self.tables.state().features.tail["ts"][-1])
+
+    def step(self, ts: int, o: float, h: float, lo: float, c: float, v: float) -> Decision:
+        """Bar ``ts`` closed: extend the tables (refits inline) and take the kernel's decision."""
+        t = self.tables.n_bars
+        col = self.tables.step(ts, o, h, lo, c, v)
+        variance = col.variance
+        if self.tables.pending:
+            variance = self.tables.apply_refits([run_refit(j) for j in self.tables.due_refits()])
+        return self.strategy.step(t, o, h, lo, c, col.features, variance, col.rv, col.hour,
+                                  col.weekday)
+
+    def entry_fields(self, d: Decision) -> tuple[float, float | None, bool]:
+        """(stop distance, take-profit distance or None, trailing) of an order that opens."""
+        tp = self.tp_mult * d.entry_dist if self.use_tp else None
+        return d.entry_dist, tp, self.trailing

@@ -1,0 +1,146 @@
+"""``emp live CONFIG``: the executor's YAML, validated before anything starts.
+
+Paper mode (the default) trades against ``emp venue``; ``mode: live`` needs credentials and an
+explicit ``--i-understand-live`` on the first start. ``${VAR}`` / ``${VAR:-default}`` in
+string values read the environment; secrets are never written into the config itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from core.config import Strict
+from live.executor.errors import LiveConfigError
+from live.fix.config import CredentialsSettings
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class FixLink(Strict):
+    """The broker's (or the paper venue's) FIX endpoint: one CompID pair, QUOTE and TRADE."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5201, ge=1, le=65535)
+    comp_id: str = Field("EMPCLIENT", min_length=1, description="our SenderCompID")
+    venue_comp_id: str = Field("EMPVENUE", min_length=1, description="the broker's CompID")
+    quote_sub_id: str = "QUOTE"
+    trade_sub_id: str = "TRADE"
+    heartbeat_s: int = Field(30, ge=1)
+    credentials: CredentialsSettings | None = None
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    logon_timeout_s: float = Field(30.0, gt=0, description="how long start waits for a logon")
+    request_timeout_s: float = Field(10.0, gt=0, description="reconciliation answers")
+
+
+class SymbolLink(Strict):
+    """Our symbol -> the broker's numeric id, lot size (units per lot) and tick size."""
+
+    id: int = Field(gt=0)
+    lot_size: float = Field(gt=0)
+    tick_size: float | None = Field(None, gt=0)
+
+
+class OpsSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0: no HTTP endpoint")
+
+
+class LiveConfig(Strict):
+    """The executor's settings (see configs/live.yaml)."""
+
+    mode: Literal["paper", "live"] = "paper"
+    symbol: str = Field(min_length=1, description="the champion's symbol")
+    stage: Literal["paper", "live"] = Field("paper", description="which pointer to follow")
+    home: Path = Field(Path("var"), description="EMP home: champions/, keys/, live/")
+    champions: Path | None = Field(None, description="champions root; default <home>/champions")
+    trusted_keys: list[Path] = Field(default_factory=list,
+                                     description="public keys; default <home>/keys/*.pub")
+    allow_unsigned: bool = False
+    state_path: Path | None = Field(None, description="state store; default <home>/live/state.db")
+    history: Path | None = Field(None, description="history store; default <home>/history")
+    account_equity: float = Field(100_000.0, gt=0,
+                                  description="the account's equity at the first start")
+    fix: FixLink = Field(default_factory=FixLink)
+    symbols: dict[str, SymbolLink]
+    fill_wait_s: float = Field(5.0, gt=0, description="wait for a bar's fills before deciding")
+    stale_quotes_s: float = Field(7200.0, gt=0, description="no quote this long: no entries")
+    pointer_poll_s: float = Field(5.0, gt=0)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+    risk: dict[str, Any] = Field(default_factory=dict, description="live.risk.RiskLimits")
+
+    @model_validator(mode="after")
+    def _checks(self) -> LiveConfig:
+        if self.symbol not in self.symbols:
+            raise ValueError(f"symbols: no broker mapping for the champion's symbol "
+                             f"{self.symbol!r}")
+        if self.mode == "live" and self.fix.credentials is None:
+            raise ValueError("fix.credentials: mode live needs the broker's credentials")
+        return self
+
+    @property
+    def champions_root(self) -> Path:
+        return self.champions if self.champions is not None else self.home / "champions"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_path if self.state_path is not None else self.home / "live" / "state.db"
+
+    @property
+    def live_dir(self) -> Path:
+        return self.state_file.parent
+
+    @property
+    def history_root(self) -> Path:
+        return self.history if self.history is not None else self.home / "history"
+
+
+def _substitute(node: Any, where: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{where}.{k}") for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{where}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def env(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            raise LiveConfigError(f"{where}: environment variable {m.group(1)} is not set")
+        return value
+
+    return _ENV_REF.sub(env, node)
+
+
+def parse_live_config(raw: Any, source: str = "<live config>") -> LiveConfig:
+    """A dict (parsed YAML) -> LiveConfig, or a one-line LiveConfigError naming the key."""
+    if not isinstance(raw, dict):
+        raise LiveConfigError(f"{source}: expected a mapping at the top, got "
+                              f"{type(raw).__name__}")
+    raw = _substitute(raw, source)
+    try:
+        return LiveConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise LiveConfigError(f"{source}: {key}: {err['msg']}{more}") from None
+
+
+def load_live_config(path: str | os.PathLike[str]) -> LiveConfig:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LiveConfigError(f"live config {p}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        raise LiveConfigError(f"live config {p}:{at}: not valid YAML") from None
+    return parse_live_config(raw, str(p))

@@ -1,0 +1,123 @@
+"""Shared rig of the executor tests: a planted-edge series, a signed champion bundle whose
+snapshot ends at a split bar, the paper venue replaying the bars after the split over real
+TCP on 127.0.0.1, and the backtest's answer on the same bars."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from benchmarks.power_data import CALIBRATION_VOL, generate, to_bars
+from champions.bundle import code_identity, encode, snapshot_section, versions
+from champions.keys import key_id
+from champions.pointer import store_bundle, write_pointer
+from fitness.config import SimConfig
+from fitness.simulator import new_state, simulate
+from fitness.tables import build_tables, build_tables_state
+from genome.codec import to_json
+from live.executor.champion import flatten
+from live.venue.build import acceptor_settings, build_venue
+from live.venue.config import parse_venue_config
+from live.venue.feed import Feed
+from market.loader import Bars
+
+SYMBOL, FIX_ID = "EDGE", 7
+N, SPLIT = 420, 300
+WAIT = 20.0  # seconds to wait for something expected (never reached when all is well)
+
+
+def cut(bars: Bars, a: int, b: int) -> Bars:
+    return Bars(bars.symbols, bars.timeframe, bars.ts[a:b], *(x[:, a:b] for x in (
+        bars.open, bars.high, bars.low, bars.close, bars.volume)), None)
+
+
+@dataclass
+class World:
+    bars: Bars
+    meta: object
+    genome: np.ndarray
+    sim: SimConfig
+    bundle: bytes
+    private: Ed25519PrivateKey
+    batch: object  # the backtest over the bars after the split, from the flattened state
+
+
+def world(seed: int = 3) -> World:
+    series = generate("autocorr", 2.0, seed, n=N)
+    bars, meta, genome = to_bars(series), series.meta, series.planted
+    sim, vol = SimConfig(), CALIBRATION_VOL
+    hist = cut(bars, 0, SPLIT)
+    _, tstate = build_tables_state(hist, meta, vol=vol)
+    kernel = new_state(sim.capital)
+    simulate(genome, build_tables(hist, meta, vol=vol), hist, meta, 0, SPLIT, sim,
+             state=kernel, close_out=False)
+    body = {"strategy": {"key": "planted", "rules": "", "genome": json.loads(to_json(genome))},
+            "market": {"symbol": SYMBOL, "timeframe": bars.timeframe,
+                       "meta": meta.model_dump(mode="json")},
+            "config": {"fitness": sim.model_dump(mode="json"),
+                       "volatility": vol.model_dump(mode="json")},
+            "history": {"sha256": "test"}, "gates": {"report_sha256": "test"},
+            "run": {"run_id": "test"}, "code": code_identity(), "versions": versions(),
+            "snapshot": snapshot_section(tstate, kernel, int(hist.ts[-1]), 0)}
+    private = Ed25519PrivateKey.generate()
+    data = encode(body, private)
+    full = build_tables(bars, meta, vol=vol)
+    batch = simulate(genome, full, bars, meta, SPLIT, N, sim,
+                     state=flatten(kernel, sim.capital), close_out=False)
+    return World(bars, meta, genome, sim, data, private, batch)
+
+
+def install(w: World, home: Path, data: bytes | None = None, champion_id: int = 1) -> Path:
+    """Store the bundle, point the paper pointer at it, write the trusted public key."""
+    root = home / "champions"
+    data = data or w.bundle
+    _, sha = store_bundle(root, SYMBOL, data)
+    sig = json.loads(data)["signature"]
+    write_pointer(root, symbol=SYMBOL, timeframe="1d", sha256=sha, champion_id=champion_id,
+                  run_id="test", key="planted", signature=sig["value"], key_id=sig["key_id"],
+                  stage="paper")
+    pub = home / "keys" / "emp-signing.pub"
+    pub.parent.mkdir(parents=True, exist_ok=True)
+    pub.write_bytes(w.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    assert key_id(w.private.public_key()) == sig["key_id"]
+    return pub
+
+
+def venue_config() -> dict:
+    return {"port": 0, "symbols": {SYMBOL: {"id": FIX_ID, "lot_size": 1, "tick_size": 0.01}},
+            "replay": {"timeframe": "1d", "speed": 0}}
+
+
+def make_venue(w: World, tmp: Path):
+    vc = parse_venue_config(venue_config())
+    tail = cut(w.bars, SPLIT, N)
+    feed = Feed(tail.ts, tail.open[0], tail.high[0], tail.low[0], tail.close[0], tail.volume[0])
+    return vc, build_venue(vc, {SYMBOL: feed}, {SYMBOL: w.meta}), acceptor_settings(vc, tmp)
+
+
+def live_config(home: Path, pub: Path, port: int, **over) -> dict:
+    cfg = {"symbol": SYMBOL, "stage": "paper", "home": str(home), "trusted_keys": [str(pub)],
+           "account_equity": 100_000.0, "fill_wait_s": 5.0,
+           "fix": {"port": port, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2,
+                   "logon_timeout_s": 10},
+           "symbols": {SYMBOL: {"id": FIX_ID, "lot_size": 1, "tick_size": 0.01}}}
+    cfg.update(over)
+    return cfg
+
+
+async def until(cond, what: str):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while loop.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
