@@ -290,8 +290,9 @@ class Child:
                 await t
 
 
-async def spawn(args: list[str], log: Path) -> Child:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+async def spawn(args: list[str], log: Path, env_extra: dict[str, str] | None = None) -> Child:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           **(env_extra or {})}
     env.pop("EMP_LIVE_KILL_AT", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -323,7 +324,8 @@ def rss_of(pid: int) -> dict[str, float]:
     return out
 
 
-async def session(w: World, work: Path, bars: int, warmup: int, instrumented: bool) -> dict:
+async def session(w: World, work: Path, bars: int, warmup: int, instrumented: bool,
+                  env_extra: dict[str, str] | None = None) -> dict:
     """One fresh home + venue + executor process: READY, ``bars`` bars, then SIGTERM."""
     work.mkdir(parents=True)
     cfg = install(w, work)
@@ -335,7 +337,7 @@ async def session(w: World, work: Path, bars: int, warmup: int, instrumented: bo
     args = (["-c", "from benchmarks.bench_live import serve_executor; serve_executor()",
              str(cfg_path), str(out)] if instrumented else
             ["-m", "live.executor.cli", str(cfg_path)])
-    child = await spawn(args, work / "executor.log")
+    child = await spawn(args, work / "executor.log", env_extra)
     res: dict[str, Any] = {}
     try:
         await child.until(lambda: child.t_ready is not None, "READY")
@@ -415,23 +417,36 @@ def latency(samples: list[dict[str, int]], warmup: int) -> dict[str, Any]:
     return out
 
 
-async def _run(w: World, bars: int, warmup: int, repeat: int, work: Path) -> dict:
-    cold = []
-    for i in range(repeat):
-        cold.append(await session(w, work / f"cold{i}", max(warmup, 1), warmup, False))
+async def _run(w: World, bars: int, warmup: int, repeat: int, work: Path,
+               shm: Path | None, empty_cache: bool) -> dict:
+    warm = max(warmup, 1)
+    # a first start after installation: numba's on-disk cache is empty, every kernel compiles
+    nojit = await session(w, work / "cold-nocache", 1, 1, False,
+                          {"NUMBA_CACHE_DIR": str(work / "numba-cache")}) if empty_cache else None
+    cold = [await session(w, work / f"cold{i}", warm, warm, False) for i in range(repeat)]
     main = await session(w, work / "latency", bars, warmup, True)
-    return {"cold": cold, "main": main}
+    # the comparator: the same run with the state on tmpfs, where fsync costs nothing
+    tmpfs = await session(w, shm, bars, warmup, True) if shm is not None else None
+    return {"cold": cold, "nojit": nojit, "main": main, "tmpfs": tmpfs}
 
 
-def run(bars: int = 1200, history: int = 300, warmup: int = 50, repeat: int = 3) -> dict:
+def run(bars: int = 1200, history: int = 300, warmup: int = 50, repeat: int = 3,
+        empty_cache: bool = True) -> dict:
     """Every figure of ``emp bench live`` as one JSON-ready dict."""
     with tempfile.TemporaryDirectory(prefix="emp-bench-live-") as tmp:
         work = Path(tmp)
         w = build_world(history, bars)
-        r = asyncio.run(_run(w, bars, warmup, repeat, work))
+        shm_root = Path("/dev/shm")
+        with contextlib.ExitStack() as stack:
+            shm = None
+            if shm_root.is_dir() and os.access(shm_root, os.W_OK):
+                shm = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix="emp-bench-live-", dir=shm_root))) / "latency"
+            r = asyncio.run(_run(w, bars, warmup, repeat, work, shm, empty_cache))
         fs = fsync_us(work)
     groups = import_groups()
     lat = latency(r["main"]["samples"], warmup)
+    no_fsync = None if r["tmpfs"] is None else latency(r["tmpfs"]["samples"], warmup)
     rss = min((c["rss_after_warmup"] for c in r["cold"]), key=lambda x: x["vmrss_mb"])
     imports_mb = groups[-1]["rss_mb"]
     ready = [c["ready_s"] for c in r["cold"]]
@@ -440,6 +455,8 @@ def run(bars: int = 1200, history: int = 300, warmup: int = 50, repeat: int = 3)
         "bench": "live", "bars": bars, "history_bars": history, "warmup_bars": warmup,
         "bar_to_order": {**lat, "fsync_us": fs, "target_p99_ms": TARGET_P99_MS,
                          "meets_target": lat["p99_ms"] <= TARGET_P99_MS,
+                         "state_on_tmpfs": None if no_fsync is None else {
+                             k: no_fsync[k] for k in ("p50_ms", "p99_ms", "commits_p50_us")},
                          "method": "in the executor process: QUOTE frame in (before parse) "
                                    "-> NewOrderSingle bytes written to the TRADE socket"},
         "rss": {**rss, "after_bars": warmup, "instrumented_end": r["main"]["rss_end"],
@@ -451,6 +468,9 @@ def run(bars: int = 1200, history: int = 300, warmup: int = 50, repeat: int = 3)
         "cold_start": {"from_bundle_ready_s": round(min(ready), 3),
                        "from_bundle_ready_all_s": [round(x, 3) for x in ready],
                        "first_decision_s": round(min(first), 3),
+                       "first_start_empty_numba_cache": None if r["nojit"] is None else {
+                           "ready_s": round(r["nojit"]["ready_s"], 3),
+                           "first_decision_s": round(r["nojit"]["first_decision_s"], 3)},
                        "from_replay_ready_s": None,
                        "replay_note": "the executor always restores the bundle's snapshot; no "
                                       "start from history exists to compare with",
