@@ -10,10 +10,10 @@ pass one cache for a whole run so conditions are packed once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
-import pandas as pd
 
 from fitness import simulator_nb as k
 from fitness.compile import compile_genomes
@@ -24,8 +24,11 @@ from fitness.metrics import METRIC_NAMES, N_METRICS
 from fitness.metrics_nb import SPARSE_SCRATCH, fill_metrics_sparse
 from fitness.tables import Tables, build_tables  # noqa: F401 (re-exported)
 from genome.schema import K_SLOTS
+from market.barset import Bars
 from market.config import SymbolMeta
-from market.loader import Bars
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REASONS = ("signal", "stop", "take_profit", "time", "reverse", "end")
 
@@ -208,6 +211,8 @@ def simulate(genome: np.ndarray, tables: Tables, bars: Bars, meta: SymbolMeta,
 
 
 def _trade_frame(rec: np.ndarray, bars: Bars) -> pd.DataFrame:
+    import pandas as pd  # the live step never builds a trade table: no pandas in the executor
+
     idx = bars.index()
     entry = rec[:, k.T_ENTRY].astype(np.int64)
     exit_ = rec[:, k.T_EXIT].astype(np.int64)

@@ -45,8 +45,8 @@ from genome.features import (
     build_features_state,
 )
 from genome.primitives_nb import N_STATE, TAIL, live_step_rows
+from market.barset import Bars
 from market.config import SymbolMeta, VolatilityConfig
-from market.loader import Bars
 from market.timeframes import bars_per_year
 from market.volatility import (
     CLAMP_RATIO,

@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Literal, NamedTuple, get_args
 
 import numpy as np
-import pandas as pd
 
 from market.config import CalendarName
 from market.timeframes import timeframe_ns
@@ -280,6 +279,8 @@ def _slot_gaps(ts: np.ndarray, rows: np.ndarray, ref: int, tf: int, n_open: int)
 def _session_days_ny(ts: np.ndarray) -> np.ndarray:
     """New York local date (days since the epoch) of each UTC time: one NYSE session per date,
     so extended hours running past UTC midnight stay in their session."""
+    import pandas as pd  # only for New York session days: the live executor loads no pandas
+
     local = pd.DatetimeIndex(ts.view("datetime64[ns]")).tz_localize("UTC")
     local = local.tz_convert("America/New_York").tz_localize(None).as_unit("ns")
     return local.asi8 // DAY_NS

@@ -7,50 +7,17 @@ into numpy through pyarrow (no pandas on the way), touching only the row groups 
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from market.align_nb import intersect_sorted, last_at_or_before
+from market.barset import Bars
 from market.store import HistoryStore, StoreError
 
 FIELDS = ("open", "high", "low", "close", "volume")
-
-
-@dataclass(frozen=True)
-class Bars:
-    """Aligned history: ``ts`` is int64 UTC ns; each field is float64 ``(n_symbols, n_bars)``."""
-
-    symbols: tuple[str, ...]
-    timeframe: str
-    ts: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    spread: np.ndarray | None
-
-    @property
-    def n_bars(self) -> int:
-        return int(self.ts.shape[0])
-
-    def index(self) -> pd.DatetimeIndex:
-        return pd.to_datetime(self.ts, utc=True)
-
-    def fingerprint(self) -> str:
-        """sha256 over symbols, timeframe and every array: identifies exactly what was loaded."""
-        h = hashlib.sha256()
-        h.update(("|".join(self.symbols) + "/" + self.timeframe).encode())
-        for arr in (self.ts, self.open, self.high, self.low, self.close, self.volume):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        if self.spread is not None:
-            h.update(self.spread.tobytes())
-        return h.hexdigest()
 
 
 def _read(store: HistoryStore, symbol: str, timeframe: str, start: object, end: object,

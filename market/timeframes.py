@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas only where timestamps are parsed: the live executor never loads it
+    import pandas as pd
 
 NS_PER_MINUTE = 60 * 1_000_000_000
 
@@ -29,6 +32,8 @@ def timeframe_ns(name: str) -> int:
 
 def utc_ns(values: object) -> pd.DatetimeIndex:
     """Timestamps as a UTC, nanosecond DatetimeIndex (pandas 3 defaults to µs; naive means UTC)."""
+    import pandas as pd
+
     idx = pd.DatetimeIndex(values)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     return idx.as_unit("ns")
