@@ -295,8 +295,8 @@ class Reloader:
         while not self.ex.stopping:
             try:
                 await self.check()
-            except EmpError as exc:
-                log.error("reload watcher: %s", mask_text(str(exc)))
+            except (EmpError, OSError, ValueError) as exc:  # the watcher must stay alive
+                log.error("ALERT reload watcher: %s", mask_text(str(exc)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.pointer_poll_s)
             self._wake.clear()
