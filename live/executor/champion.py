@@ -23,7 +23,17 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from champions.bundle import Bundle, BundleError, read_bundle
-from champions.pointer import Pointer, PointerError, champion_dir, read_pointer, resolve
+from champions.pointer import (
+    SHA256_RULE,
+    Pointer,
+    PointerError,
+    bundle_name,
+    champion_dir,
+    read_pointer,
+    read_regular,
+    resolve,
+    sha256_hex,
+)
 from fitness import simulator_nb as k
 from fitness.live import Decision, LiveStrategy
 from fitness.simulator import new_state
@@ -44,9 +54,10 @@ def layout_table() -> FeatureTable:
 
 @dataclass(frozen=True)
 class Champion:
-    """A verified bundle and the pointer it came from."""
+    """A verified bundle and the pointer it came from (None: loaded by its sha256 from the
+    bundle store, as a restart or a rollback does for a champion the pointer no longer names)."""
 
-    pointer: Pointer
+    pointer: Pointer | None
     bundle: Bundle
     path: Path
 
@@ -65,12 +76,36 @@ def load_champion(root: Path, symbol: str, stage: str, trusted: dict[str, Ed2551
         bundle = read_bundle(data, trusted, allow_unsigned=allow_unsigned, where=str(path))
     except (PointerError, BundleError) as exc:
         raise ChampionError(str(exc)) from None
+    _check_loaded(bundle, symbol, path)
+    return Champion(pointer, bundle, path)
+
+
+def load_champion_sha(root: Path, symbol: str, sha256: str,
+                      trusted: dict[str, Ed25519PublicKey], *, allow_unsigned: bool = False
+                      ) -> Champion:
+    """The stored bundle ``<root>/<symbol>/bundles/<sha256>.json`` verified like a pointer's
+    (hash, canonical form, signature, digests): a champion the state store names (restart,
+    rollback) that the pointer may no longer name."""
+    try:
+        if not SHA256_RULE.fullmatch(str(sha256)):
+            raise PointerError(f"champion sha256 {sha256!r} is not 64 lowercase hex digits")
+        path = champion_dir(root, symbol) / bundle_name(sha256)
+        data = read_regular(path, PointerError, "bundle")
+        if sha256_hex(data) != sha256:
+            raise PointerError(f"bundle {path} does not hash to its name: altered on disk")
+        bundle = read_bundle(data, trusted, allow_unsigned=allow_unsigned, where=str(path))
+    except (PointerError, BundleError) as exc:
+        raise ChampionError(str(exc)) from None
+    _check_loaded(bundle, symbol, path)
+    return Champion(None, bundle, path)
+
+
+def _check_loaded(bundle: Bundle, symbol: str, path: Path) -> None:
     if bundle.symbol != symbol:
         raise ChampionError(f"{path}: bundle is for {bundle.symbol}, the pointer for {symbol}")
     if bundle.tables_state is None or bundle.kernel_state is None:
         raise ChampionError(f"{path}: bundle has no state snapshot; replaying the history from "
                             "the origin is not supported by this executor yet")
-    return Champion(pointer, bundle, path)
 
 
 def flatten(kernel_state: np.ndarray, equity: float) -> np.ndarray:
@@ -78,6 +113,19 @@ def flatten(kernel_state: np.ndarray, equity: float) -> np.ndarray:
     in cash; the rule memory (ST_HAS_PREV, ST_LAST_BAR, ST_PREV_VALUES) kept."""
     out = np.array(kernel_state, dtype=np.float64)
     out[:k.ST_HAS_PREV] = new_state(equity)[:k.ST_HAS_PREV]
+    return out
+
+
+def adopt(kernel_state: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """``kernel_state`` (a warmed-up champion's: its rule memory) holding the account part of
+    ``held`` (the champion it replaces: position, entry, stop and take-profit levels, bars held,
+    the order pending for the next open, cash), so the position is kept and sizing continues
+    from the same equity. The entry bar is moved into the new state's bar numbering (two
+    bundles' tables may start at different origins)."""
+    out = np.array(kernel_state, dtype=np.float64)
+    out[:k.ST_HAS_PREV] = held[:k.ST_HAS_PREV]
+    if held[k.ST_ENTRY_BAR] >= 0:
+        out[k.ST_ENTRY_BAR] = held[k.ST_ENTRY_BAR] - held[k.ST_LAST_BAR] + out[k.ST_LAST_BAR]
     return out
 
 

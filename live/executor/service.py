@@ -28,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from champions.keys import load_trusted_keys, trusted_key_sources
 from fitness import simulator_nb as k
 from fitness.live import Decision
 from fitness.tables import SnapshotError, TablesState, load_state, save_state
 from live.executor.bars import LiveBar, quotes
-from live.executor.champion import Champion, Runner, flatten, load_champion
+from live.executor.champion import Champion, Runner, flatten
 from live.executor.config import LiveConfig
 from live.executor.errors import ExecutorError
 from live.executor.orders import OrderManager
 from live.executor.reconcile import Requests, reconcile
+from live.executor.reload import Reloader, champion_at_start, sha_floats
 from live.fix.config import InitiatorSettings, SessionSettings
 from live.fix.initiator import Initiator, start_initiator
 from live.fix.message import Message
@@ -71,6 +71,7 @@ class Executor:
         self.bars_done = 0
         self.last_quote = time.monotonic()
         self.decisions: list[Decision] = []
+        self.reloader: Reloader | None = None
         self._bar_lock = asyncio.Lock()
         self._snap_dir = cfg.live_dir / "tables" / cfg.symbol
 
@@ -78,9 +79,7 @@ class Executor:
     def load(self) -> None:
         """Pointer -> verified bundle -> tables and kernel state (restored or first start)."""
         cfg = self.cfg
-        trusted = load_trusted_keys(cfg.trusted_keys or trusted_key_sources(cfg.home))
-        champ = load_champion(cfg.champions_root, cfg.symbol, cfg.stage, trusted,
-                              allow_unsigned=cfg.allow_unsigned)
+        champ = champion_at_start(self.store, cfg)  # the store's (after a swap) or the pointer's
         b = champ.bundle
         link = cfg.symbols[cfg.symbol]
         self.spec = spec_from_meta(cfg.symbol, link.id, link.lot_size, b.meta,
@@ -131,6 +130,8 @@ class Executor:
         """Everything up to READY (no order goes out before reconciliation is clean)."""
         if self.runner is None:
             self.load()
+        self.reloader = Reloader(self)
+        self.reloader.listen()  # SIGHUP from here on; polling starts at READY
         f = self.cfg.fix
         self.orders = OrderManager(self.store, self.symbol, self.spec, self._send_trade)
         self.ini["trade"] = await start_initiator(self._session(f.trade_sub_id), self)
@@ -143,6 +144,7 @@ class Executor:
         await self._to_target(self.last_ts, "restart: complete the committed target")
         await self._subscribe()
         self.ready = True
+        self.reloader.start()
         systemd.ready(f"trading {self.symbol} champion {self.champion.sha256[:12]}")
 
     async def reconcile(self) -> bool:
@@ -195,11 +197,15 @@ class Executor:
         async with self._bar_lock:
             if bar.ts <= self.last_ts:
                 return None
+            if self.reloader is not None:
+                self.reloader.at_boundary()  # a warmed champion is swapped in here
             d = self.runner.step(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
             await self._settle(float(self.runner.strategy.state[k.ST_UNITS]))
             self.target = d.target_units
             self.entry = self.runner.entry_fields(d) if d.target_units != 0.0 else None
             self._commit(bar.ts)
+            if self.reloader is not None:
+                self.reloader.committed(bar.ts)  # the swap's champion row and audit entry
             self.last_ts = bar.ts
             self.decisions.append(d)
             if not self.stopping:
@@ -229,8 +235,8 @@ class Executor:
         extra = np.array([self.target, np.nan if e is None else e[0],
                           np.nan if e is None or e[1] is None else e[1],
                           0.0 if e is None else float(e[2])])
-        self.store.save_strategy_state(self.symbol, bar_ts,
-                                       np.concatenate([self.runner.strategy.state, extra]))
+        self.store.save_strategy_state(self.symbol, bar_ts, np.concatenate(
+            [self.runner.strategy.state, extra, sha_floats(self.champion.sha256)]))
         old = sorted(self._snap_dir.glob("*.npz"), key=lambda p: int(p.stem))[:-KEEP_SNAPSHOTS]
         for p in old:
             with contextlib.suppress(OSError):
@@ -248,6 +254,8 @@ class Executor:
         self.stopping = True
         self.ready = False
         systemd.stopping("logging out")
+        if self.reloader is not None:
+            await self.reloader.close()
         async with self._bar_lock:
             for ini in self.ini.values():
                 await ini.close()
