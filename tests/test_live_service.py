@@ -271,3 +271,70 @@ def test_the_service_imports_no_farm_package():
                          text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert "FARM []" in out.stdout, out.stdout
+
+
+async def _to_first_position(ex: Executor, venue) -> int:
+    i = 0
+    while ex.orders.held() == 0:
+        await step(ex, venue, i)
+        i += 1
+    return i
+
+
+@pytest.mark.parametrize("case", ["hard_stop", "var95"])
+def test_drawdown_hard_stop_and_var_breach_trip_and_flatten(w, tmp_path, case):
+    pub = install(w, tmp_path)
+    risk = {"var95_limit": 1e-6} if case == "var95" else {}
+    raw = live_config(tmp_path, pub, 0, fill_wait_s=0.3, risk=risk)
+
+    async def run():
+        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
+        acc = await start_acceptor(acc_settings, venue)
+        ex = Executor(parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}}))
+        await ex.start()
+        try:
+            i = await _to_first_position(ex, venue)  # a VaR breach needs exposure
+            if case == "hard_stop":  # an earlier peak 15 % above today's equity
+                import datetime as dt
+                ex.store.record_equity(dt.datetime.now(dt.UTC), ex.equity() / 0.85)
+            elif ex.store.breaker().open:
+                i -= 1  # the VaR breach tripped on the entry bar already
+            await step(ex, venue, i)
+            b = ex.store.breaker()
+            assert b.open and b.hard == (case == "hard_stop"), b
+            assert b.reason.startswith("hard stop" if case == "hard_stop" else "var95_limit")
+            await step(ex, venue, i + 1)  # the flatten order fills at this open
+            assert venue.exchange.positions[SYMBOL].units == 0
+            assert ex.store.position(SYMBOL) == 0
+        finally:
+            await ex.stop()
+            await acc.close()
+
+    asyncio.run(run())
+
+
+def test_periodic_reconciliation_halts_on_a_mismatch_and_fixes_nothing(w, tmp_path):
+    pub = install(w, tmp_path)
+    raw = live_config(tmp_path, pub, 0, reconcile_every_s=0.05)
+
+    async def run():
+        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
+        acc = await start_acceptor(acc_settings, venue)
+        ex = Executor(parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}}))
+        await ex.start()
+        try:
+            n = ex.reconciliations
+            await until(lambda: ex.reconciliations >= n + 2, "periodic reconciliations")
+            assert ex.reconciled and not ex.store.breaker().open
+            await step(ex, venue, 0)
+            venue.exchange.positions[SYMBOL].units += 5.0  # a trade the executor never made
+            await until(lambda: ex.store.breaker().open, "the breaker on a mismatch")
+            assert "position mismatch" in ex.store.breaker().reason
+            assert ex.store.position(SYMBOL) == venue.exchange.positions[SYMBOL].units - 5.0
+            assert not ex.readiness()["reconciled"]
+            assert b"emp_reconciliation_mismatch 1.0" in ex.metrics.exposition()
+        finally:
+            await ex.stop()
+            await acc.close()
+
+    asyncio.run(run())

@@ -103,6 +103,7 @@ class Executor:
         self.healthy = True
         self.bars_done = 0
         self.reconnect_reconciles = 0
+        self.reconciliations = 0
         self.sigma = math.nan
         self.last_quote = time.monotonic()
         self.decisions: list[Decision] = []
@@ -217,6 +218,7 @@ class Executor:
         systemd.ready(f"trading {self.symbol} champion {self.champion.sha256[:12]}")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(coro, name=f"emp live {name}"))
 
     def readiness(self) -> dict[str, bool]:
@@ -238,6 +240,7 @@ class Executor:
         for p in problems:
             self.trip(f"reconciliation: {p}", "reconciliation")
         self.reconciled = not problems
+        self.reconciliations += 1
         self.metrics.set_reconciled(not problems)
         self.metrics.set_position(self.symbol, self.orders.held())
         return not problems
@@ -246,7 +249,7 @@ class Executor:
         try:
             clean = await self.reconcile()
         except (TimeoutError, SessionError) as exc:
-            log.warning("reconciliation (%s) not done: %s", why, exc or "no answer")
+            log.warning("reconciliation (%s) not done: %s", why, str(exc) or "no answer")
             return
         log.info("reconciliation (%s): %s", why, "clean" if clean else "MISMATCH, halted")
         if clean and why == "reconnect":
@@ -458,8 +461,8 @@ class Executor:
     def _check_breaker(self, equity: float) -> None:
         reason = self.breaker.check(self.account(equity), self.var95(), time.monotonic())
         if reason is not None:
-            key = "hard_stop" if self.breaker.hard else reason.split(":", 1)[0]
-            self.trip(reason, key, hard=self.breaker.hard)
+            hard = reason.startswith("hard stop")
+            self.trip(reason, "hard_stop" if hard else reason.split(":", 1)[0], hard=hard)
 
     def _check(self, intent: OrderIntent) -> list[str]:
         """The pre-trade checks of one order leg, plus the stale-quote rule for entries."""
