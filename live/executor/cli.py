@@ -24,6 +24,16 @@ from typing import Any
 from core.errors import EmpError
 
 ACTIONS: dict[str, Callable[[Any, argparse.Namespace], int]] = {}
+# arch imports matplotlib whenever it is installed (a dev or farm venv), only to offer plots
+PLOT_ONLY = ("matplotlib",)
+
+
+def keep_plotting_out() -> None:
+    """Make ``import matplotlib`` fail in the service process (arch then skips its plotting
+    support), so a dev or farm venv runs the service as lean as a base install on the VPS,
+    where matplotlib (a ``farm`` extra) is absent anyway. Already imported: left alone."""
+    for name in PLOT_ONLY:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 class LiveUsageError(EmpError, ValueError):
@@ -79,6 +89,7 @@ def main_args(args: argparse.Namespace) -> int:
     if cfg.mode == "live" and not args.i_understand_live and not _started_before(cfg):
         raise LiveUsageError("mode: live trades real money: pass --i-understand-live on the "
                              "first start")
+    keep_plotting_out()
     asyncio.run(_serve(cfg))
     return 0
 
