@@ -247,7 +247,11 @@ def test_trade_link_drop_and_sequence_gap_reconnect_reconcile_and_keep_parity(w,
                     await until(lambda: ex.reconnect_reconciles == 1, "reconnect + reconcile")
                     assert venue.skip_seq(TRADE, 3)
             assert ex.reconciled and not ex.store.breaker().open
-            assert b'emp_fix_reconnects_total{session="TRADE"} 1.0' in ex.metrics.exposition()
+            exp = ex.metrics.exposition()
+            assert b'emp_fix_reconnects_total{session="TRADE"} 1.0' in exp
+            for name in (b"emp_sigma_ann{", b"emp_var95_1d{", b"emp_equity ",
+                         b"emp_bar_to_order_latency_seconds_count ", b"emp_fills_total{"):
+                assert name in exp, name
             return np.array(pos), np.array(eq)
         finally:
             await ex.stop()

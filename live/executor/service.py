@@ -479,6 +479,14 @@ class Executor:
         m.set_drawdown(drawdown(Account(equity, equity, peak or equity, 0)))
         m.set_position(self.symbol, self.orders.held())
         m.set_breaker(self.store.breaker().open)
+        if math.isfinite(self.sigma):
+            fp = self.runner.strategy.comp.fp[0]
+            ann = self.sigma * math.sqrt(self.runner.tables.bars_per_year)
+            regime = ("calm" if ann < fp[k.P_CALM] else "storm" if ann > fp[k.P_STORM]
+                      else "normal")
+            # the kernel sizes by risk budget over stop distance: no separate multiplier (1)
+            m.set_volatility(self.symbol, sigma_ann=ann, regime=regime,
+                             var95_1d=self.var95() or 0.0, sizing_multiplier=1.0)
 
     def _on_sent(self) -> None:
         self._day_trades += 1
