@@ -255,14 +255,16 @@ class Executor:
         if clean and why == "reconnect":
             self.reconnect_reconciles += 1
 
-    def trip(self, reason: str, key: str, *, hard: bool = False) -> None:
-        """Halt trading (persisted; ``emp live reset-breaker`` is the way back) and alert."""
+    def trip(self, reason: str, key: str, *, hard: bool = False) -> bool:
+        """Halt trading (persisted; ``emp live reset-breaker`` is the way back) and alert.
+        True when the breaker was closed until now (the caller then flattens)."""
         state = self.store.breaker()
         if not state.open or (hard and not state.hard):
             self.store.trip(reason, hard=hard)
             self.metrics.breaker_tripped(key)
         self._diverged = True
         log.error("ALERT breaker tripped: %s", reason)
+        return not state.open
 
     async def _subscribe(self) -> None:
         await self.ini["quote"].session.send(Message("V", [
@@ -362,8 +364,9 @@ class Executor:
             self.metrics.order_rejected(self.symbol)
             self._diverged = True
             reason = self.breaker.on_reject(time.monotonic())
-            if reason is not None:
-                self.trip(reason, "reject_storm")
+            # flatten once, when it trips; while open each bar flattens (a broker rejecting
+            # everything must not get an order per reject)
+            if reason is not None and self.trip(reason, "reject_storm"):
                 self._spawn(self._flatten(), "flatten")
 
     # ---- bars ------------------------------------------------------------------------------
