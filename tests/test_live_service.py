@@ -372,3 +372,44 @@ def test_periodic_reconciliation_halts_on_a_mismatch_and_fixes_nothing(w, tmp_pa
             await acc.close()
 
     asyncio.run(run())
+
+
+def test_sd_notify_ready_after_reconciliation_watchdog_then_stopping(w, tmp_path, monkeypatch):
+    pub = install(w, tmp_path)
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # ping every 50 ms
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    got: list[str] = []
+
+    def drain() -> list[str]:
+        while True:
+            try:
+                got.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                return got
+
+    async def run():
+        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
+        acc = await start_acceptor(acc_settings, venue)
+        raw = live_config(tmp_path, pub, acc.port)
+        ex = Executor(parse_live_config(raw))
+        try:
+            await ex.start()
+            assert ex.reconciliations >= 1
+            await until(lambda: sum(m == "WATCHDOG=1" for m in drain()) >= 2, "watchdog pings")
+        finally:
+            await ex.stop()
+            await acc.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        drain()
+        sock.close()
+    ready = next(i for i, m in enumerate(got) if m.startswith("READY=1"))
+    assert ready < got.index("WATCHDOG=1")  # no ping before start-up is complete
+    assert got[-1].startswith("STOPPING=1")
