@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fitness import cli as fitness_cli
     from gates import cli as gates_cli
     from genome import cli as genome_cli
+    from live.executor import cli as live_cli
     from live.venue import cli as venue_cli
     from market import cli as market_cli
 
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     gates_cli.register(sub, add_config)
     champions_cli.register(sub, add_config)
     venue_cli.register(sub, add_config)
+    live_cli.register(sub, add_config)
     for _, p in walk_parsers(parser):  # -c/--config on every command, one convention
         if _is_leaf(p) and "--config" not in p._option_string_actions:
             add_config(p)

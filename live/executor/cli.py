@@ -1,6 +1,11 @@
-"""``emp live CONFIG`` (run the executor), ``emp live reset-breaker CONFIG --reason`` and
-``emp live rollback CONFIG``. Register with ``register(sub, add_config)`` in emp_cli; also
-runnable as ``python -m live.executor.cli ...`` (what the crash tests start)."""
+"""``emp live CONFIG`` (run the executor), ``emp live reset-breaker CONFIG --reason "..."``,
+``emp live status CONFIG``. CONFIG is the executor's YAML (configs/live.yaml); ``-c/--config``
+stays the EMP config, as for every command. Registered in emp_cli (``register``); also
+runnable as ``python -m live.executor.cli CONFIG`` (what the crash tests start).
+
+The action is an optional first word before CONFIG (``ACTIONS``), so the plain form stays
+``emp live CONFIG``; another module may add an action to ``ACTIONS`` (name -> handler).
+"""
 
 from __future__ import annotations
 
@@ -10,38 +15,83 @@ import contextlib
 import getpass
 import logging
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.errors import EmpError
 
+ACTIONS: dict[str, Callable[[Any, argparse.Namespace], int]] = {}
+# arch imports matplotlib whenever it is installed (a dev or farm venv), only to offer plots
+PLOT_ONLY = ("matplotlib",)
+
+
+def keep_plotting_out() -> None:
+    """Make ``import matplotlib`` fail in the service process (arch then skips its plotting
+    support), so a dev or farm venv runs the service as lean as a base install on the VPS,
+    where matplotlib (a ``farm`` extra) is absent anyway. Already imported: left alone."""
+    for name in PLOT_ONLY:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+class LiveUsageError(EmpError, ValueError):
+    """``emp live`` called with the wrong words; the message shows the right form."""
+
+
+USAGE = ("emp live CONFIG | emp live reset-breaker CONFIG --reason TEXT | "
+         "emp live rollback CONFIG --reason TEXT | emp live status CONFIG")
+
 
 def _parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("live_config", type=Path, metavar="CONFIG", help="the executor's YAML")
+    p.add_argument("words", nargs="+", metavar="[ACTION] CONFIG",
+                   help="the executor's YAML (configs/live.yaml), optionally after an action: "
+                        "reset-breaker (close the halted breaker, audited), rollback (put the "
+                        "previous champion back at the next bar, audited) or status (breaker, "
+                        "champion, positions, last bar); none: run the executor")
     p.add_argument("--i-understand-live", action="store_true",
                    help="needed on the first start of mode: live (real money)")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "reset-breaker"),
-                   help=argparse.SUPPRESS)
-    p.add_argument("--reason", default=None, help="why (reset-breaker; recorded)")
+    p.add_argument("--reason", default=None,
+                   help="reset-breaker, rollback: why (recorded with $USER@host)")
+    p.add_argument("--hard", action="store_true",
+                   help="reset-breaker: also confirm closing a hard stop (10%% drawdown)")
 
 
 def register(sub: argparse._SubParsersAction, add_config: object) -> None:
-    p = sub.add_parser("live", help="run the live executor (paper mode against emp venue)",
+    p = sub.add_parser("live", usage="emp live [-c EMP_CONFIG] [--i-understand-live] CONFIG\n"
+                                     "       emp live reset-breaker CONFIG --reason TEXT [--hard]"
+                                     "\n       emp live rollback CONFIG --reason TEXT"
+                                     "\n       emp live status CONFIG",
+                       help="run the live executor (paper mode against emp venue), "
+                                    "reset its breaker, roll its champion back, show its status",
                        description="Trade the promoted champion over FIX: pointer -> verified "
-                                   "bundle -> tables -> QUOTE and TRADE -> reconcile -> ready.")
+                                   "bundle -> tables -> QUOTE and TRADE -> reconcile -> ready. "
+                                   f"Forms: {USAGE}.")
     _parser(p)
     p.set_defaults(func=lambda args, cfg: main_args(args))
+
+
+def split_words(words: list[str]) -> tuple[str, Path]:
+    """(action, CONFIG) from the positional words."""
+    if len(words) == 1 and words[0] not in ACTIONS:
+        return "run", Path(words[0])
+    if len(words) == 2 and words[0] in ACTIONS:
+        return words[0], Path(words[1])
+    raise LiveUsageError(f"live: cannot read {' '.join(words)!r}; use {USAGE}")
 
 
 def main_args(args: argparse.Namespace) -> int:
     from live.executor.config import load_live_config
 
-    cfg = load_live_config(args.live_config)
-    if args.action == "reset-breaker":
-        return reset_breaker(cfg, args.reason)
+    action, path = split_words(args.words)
+    cfg = load_live_config(path)
+    if action != "run":
+        return ACTIONS[action](cfg, args)
     if cfg.mode == "live" and not args.i_understand_live and not _started_before(cfg):
-        raise EmpError("mode: live trades real money: pass --i-understand-live on the first "
-                       "start")
+        raise LiveUsageError("mode: live trades real money: pass --i-understand-live on the "
+                             "first start")
+    keep_plotting_out()
     asyncio.run(_serve(cfg))
     return 0
 
@@ -55,20 +105,79 @@ def _started_before(cfg) -> bool:
         return st.champion(cfg.symbol) is not None
 
 
-def reset_breaker(cfg, reason: str | None) -> int:
+def who() -> str:
+    """``$USER@host``: who an operator's action is recorded as."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def reset_breaker(cfg, args: argparse.Namespace) -> int:
     from live.state import StateStore
 
+    reason = (args.reason or "").strip()
     if not reason:
-        raise EmpError("reset-breaker needs --reason (it is recorded in the audit log)")
+        raise LiveUsageError("live reset-breaker: --reason is required (it is recorded in the "
+                             "audit log)")
+    if not cfg.state_file.exists():
+        raise LiveUsageError(f"live reset-breaker: no state store at {cfg.state_file} (the "
+                             "executor never ran with this config)")
     with StateStore(cfg.state_file) as st:
-        st.reset_breaker(who=getpass.getuser(), reason=reason)
-    print(f"breaker reset for {cfg.symbol}: {reason}")
+        was = st.breaker()
+        st.reset_breaker(who=who(), reason=reason, hard=args.hard)
+    print(f"breaker reset for {cfg.symbol} by {who()}: {reason}"
+          + ("" if was.open else " (it was closed)"))
     return 0
+
+
+def status(cfg, args: argparse.Namespace) -> int:
+    """Breaker, champion, positions, last bar: read from the state store (the executor may
+    be running; this only reads)."""
+    import datetime as dt
+
+    from live.state import StateStore
+
+    if not cfg.state_file.exists():
+        print(f"{cfg.symbol}: no state store at {cfg.state_file} (never started)")
+        return 0
+    with StateStore(cfg.state_file) as st:
+        b = st.breaker()
+        champ = st.champion(cfg.symbol)
+        positions = st.positions()
+        saved = st.strategy_state(cfg.symbol)
+        open_orders = st.open_orders()
+    breaker = "closed"
+    if b.open:
+        since = f" since {b.since:%Y-%m-%d %H:%M:%S}Z" if b.since else ""
+        breaker = f"OPEN{' (hard stop)' if b.hard else ''}{since}: {b.reason}"
+    print(f"breaker:   {breaker}")
+    print(f"champion:  {champ or 'none'}")
+    pos = ", ".join(f"{s} {u:g}" for s, u in sorted(positions.items())) or "flat"
+    print(f"positions: {pos}")
+    print(f"orders:    {len(open_orders)} open")
+    last = "none" if saved is None else (
+        dt.datetime.fromtimestamp(saved[0] / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z")
+    print(f"last bar:  {last}")
+    return 0
+
+
+def rollback(cfg, args: argparse.Namespace) -> int:
+    """Ask the running executor to put its previous champion back (a request file it reads
+    within ``pointer_poll_s``, or at its next start); the outcome is in the audit log."""
+    from live.executor.reload import request_rollback
+
+    path = request_rollback(cfg, args.reason, who())
+    print(f"rollback of {cfg.symbol} requested ({path}); the executor swaps at its next bar "
+          f"boundary and records it in the audit log (emp live status {args.words[-1]})")
+    return 0
+
+
+ACTIONS.update({"reset-breaker": reset_breaker, "status": status, "rollback": rollback})
 
 
 async def _serve(cfg) -> None:
     from live.executor.service import Executor
 
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ex = Executor(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,11 +185,21 @@ async def _serve(cfg) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await ex.start()
-        print(f"READY {cfg.symbol} champion {ex.champion.sha256[:12]}", flush=True)
-        await stop.wait()
+        start = asyncio.create_task(ex.start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if start.done():
+            start.result()
+            ops = f" ops http://{cfg.ops.host}:{ex.ops.port}" if ex.ops is not None else ""
+            print(f"READY {cfg.symbol} champion {ex.champion.sha256[:12]}{ops}", flush=True)
+            await stopped
+        else:  # SIGTERM during start-up: stop without trading
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await start
     finally:
         await ex.stop()
+    print(f"stopped {cfg.symbol}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

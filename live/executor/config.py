@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from core.config import Strict
 from live.executor.errors import LiveConfigError
 from live.fix.config import CredentialsSettings
+from live.risk import RiskLimits
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -48,8 +49,11 @@ class SymbolLink(Strict):
 
 
 class OpsSettings(Strict):
+    """/health, /ready, /metrics on loopback (configs/live.yaml uses 9108)."""
+
     host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535, description="0: no HTTP endpoint")
+    port: int | None = Field(None, ge=0, le=65535,
+                             description="None: no HTTP endpoint; 0: any free port")
 
 
 class LiveConfig(Strict):
@@ -70,10 +74,13 @@ class LiveConfig(Strict):
     fix: FixLink = Field(default_factory=FixLink)
     symbols: dict[str, SymbolLink]
     fill_wait_s: float = Field(5.0, gt=0, description="wait for a bar's fills before deciding")
-    stale_quotes_s: float = Field(7200.0, gt=0, description="no quote this long: no entries")
+    stale_after_s: float = Field(7200.0, gt=0,
+                                 description="no quote this long: no new entries, an alert")
+    reconcile_every_s: float = Field(300.0, gt=0, description="periodic reconciliation")
     pointer_poll_s: float = Field(5.0, gt=0)
     ops: OpsSettings = Field(default_factory=OpsSettings)
-    risk: dict[str, Any] = Field(default_factory=dict, description="live.risk.RiskLimits")
+    risk: RiskLimits = Field(default_factory=RiskLimits, description="pre-trade limits and "
+                             "the circuit breaker (defaults: DESIGN.md)")
 
     @model_validator(mode="after")
     def _checks(self) -> LiveConfig:

@@ -2,9 +2,10 @@
 before its NewOrderSingle leaves, and every ExecutionReport is applied to the store (which is
 idempotent on ExecID) before anything acts on it.
 
-An order brings the position to the target: ``target - position - open orders' leaves``,
-rounded to the broker's volume step through the wire's lots. An order is sent with the
-kernel's own protection when the target is not flat: stop distance (9001), take-profit
+Orders bring the position to the target: ``target - position - open orders' leaves``,
+rounded to the broker's volume step through the wire's lots, split into a reducing and an
+opening leg on a reversal; each leg passes the pre-trade risk check (``live.risk``) before its
+ClOrdID exists. An opening leg is sent with the kernel's own protection: stop distance (9001), take-profit
 distance (9002) and trailing (9003=Y), which the venue places from the fill price exactly as
 the kernel does. The venue's stop-loss / take-profit exits (``<ClOrdID>-SL`` / ``-TP``) are
 recorded as orders of their own when their first report arrives.
@@ -19,10 +20,13 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from live.fix.message import Message
+from live.ops.metrics import Metrics
+from live.risk import OrderIntent
 from live.state import FillRow, OrderRow, StateStore
 from live.venue.spec import SymbolSpec, fmt
 
 log = logging.getLogger("emp.live.orders")
+Check = Callable[[OrderIntent], list[str]]  # the limits an order would break ([]: it may go)
 
 STOP_DISTANCE, TP_DISTANCE, TRAILING = 9001, 9002, 9003
 OPEN_STATUSES = ("pending_new", "sent", "new", "partially_filled")
@@ -44,9 +48,12 @@ class OrderManager:
     """One symbol's orders: to target, and execution reports into the state store."""
 
     def __init__(self, store: StateStore, symbol: str, spec: SymbolSpec,
-                 send: Callable[[Message], Awaitable[int]], account: str | None = None) -> None:
+                 send: Callable[[Message], Awaitable[int]], account: str | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.store, self.symbol, self.spec, self.send = store, symbol, spec, send
         self.account = account
+        self.metrics = metrics
+        self.on_sent: Callable[[], None] | None = None  # after each NewOrderSingle is written
 
     # ---- quantities ------------------------------------------------------------------------
     def units_of(self, lots: str | None) -> float:
@@ -71,17 +78,57 @@ class OrderManager:
         return self.spec.snap(target - self.held() - self.leaves())
 
     # ---- sending ---------------------------------------------------------------------------
+    def legs(self, target: float) -> list[tuple[float, bool]]:
+        """The signed orders that bring the position (with open orders' leaves) to ``target``,
+        each with whether it opens exposure. A reversal is two legs: the reducing one (to
+        flat) and the opening one, so each passes its own risk check and the opening one
+        alone carries the stop-loss."""
+        cur = self.spec.snap(self.held() + self.leaves())
+        half = self.spec.step / 2
+        if abs(cur) < half:
+            return [(self.spec.snap(target), True)]
+        if target == 0.0 or target * cur < 0:
+            return [(-cur, False), (self.spec.snap(target), True)]
+        delta = self.spec.snap(target - cur)
+        return [(delta, abs(target) > abs(cur))]
+
     async def to_target(self, target: float, bar_ts: int, entry: tuple[float, float | None, bool]
-                        | None, reason: str) -> OrderRow | None:
-        """Send the order that brings the position to ``target`` (None: already there).
-        ``entry``: (stop distance, take-profit distance or None, trailing) when it opens."""
-        delta = self.delta(target)
-        if abs(delta) < self.spec.step / 2:
-            return None
-        lots = self.spec.lots(abs(delta))
-        qty = self.spec.units(lots)
-        side = "buy" if delta > 0 else "sell"
-        stop, tp, trailing = entry if (entry is not None and target != 0.0) else (None, None, False)
+                        | None, reason: str, *, price: float | None = None,
+                        check: Check | None = None) -> list[OrderRow]:
+        """Send the orders that bring the position to ``target`` ([]: already there).
+        ``entry``: (stop distance, take-profit distance or None, trailing) of an opening leg;
+        ``check`` (with ``price``, the reference price) vets each leg before its ClOrdID is
+        made: a leg it blocks is audited and never leaves."""
+        rows: list[OrderRow] = []
+        for delta, opens in self.legs(target):
+            if abs(delta) < self.spec.step / 2:
+                continue
+            lots = self.spec.lots(abs(delta))
+            qty = self.spec.units(lots)
+            side = "buy" if delta > 0 else "sell"
+            stop, tp, trailing = entry if (entry is not None and opens) else (None, None, False)
+            if check is not None and price is not None:
+                level = None if stop is None else (price - stop if side == "buy"
+                                                   else price + stop)
+                problems = check(OrderIntent(self.symbol, side, qty, price, level, opens))
+                if problems:
+                    self._blocked(side, qty, problems)
+                    continue
+            rows.append(await self._send_order(side, lots, qty, stop, tp, trailing, bar_ts,
+                                               reason, target))
+        return rows
+
+    def _blocked(self, side: str, qty: float, problems: list[str]) -> None:
+        text = "; ".join(problems)
+        self.store.audit("order_blocked", f"{self.symbol} {side} {qty:g}: {text}")
+        log.warning("order blocked before sending: %s %s %g: %s", self.symbol, side, qty, text)
+        if self.metrics is not None:
+            for p in problems:
+                self.metrics.order_blocked(self.symbol, _check_name(p))
+
+    async def _send_order(self, side: str, lots: str, qty: float, stop: float | None,
+                          tp: float | None, trailing: bool, bar_ts: int, reason: str,
+                          target: float) -> OrderRow:
         cl = self.store.next_cl_ord_id()
         row = self.store.add_order(cl_ord_id=cl, symbol=self.symbol, side=side, qty=qty,
                                    stop=stop, take_profit=tp, bar_ts=bar_ts,
@@ -100,6 +147,8 @@ class OrderManager:
             msg.append(TRAILING, "Y")
         crash_point("after_commit")
         await self.send(msg)
+        if self.on_sent is not None:
+            self.on_sent()
         crash_point("after_send")
         self.store.mark_sent(cl)
         log.info("order %s %s %s lots %s (target %s)", cl, side, lots, self.symbol, target)
@@ -144,6 +193,12 @@ def crash_point(name: str) -> None:
     SIGKILL itself here (a real kill -9 at an exact point; nothing runs on the way out)."""
     if os.environ.get("EMP_LIVE_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _check_name(problem: str) -> str:
+    """The limit's name a ``pre_trade`` sentence starts with (``max_leverage: ...``)."""
+    name = problem.split(":", 1)[0].strip().lower()
+    return name if name.replace("_", "").isalnum() and name[:1].isalpha() else "other"
 
 
 def status_of(code: str) -> str:

@@ -13,6 +13,24 @@ finish without a duplicate or a lost order:
 A restart restores 3, reconciles the orders and positions with the venue (``reconcile``), and
 sends what is still missing to reach the committed target.
 
+Risk (``live.risk``): every order leg passes ``pre_trade`` (a reversal is a reducing and an
+opening leg); a blocked leg is audited and counted (``emp_orders_blocked``), never sent. The
+breaker is checked at every bar (drawdown from the store's equity peak; VaR95 =
+1.65 · σ̂ · √h · exposure with σ̂ the kernel's own per-bar blend of the GARCH variance and the
+realised variance it sizes with, h = bars per trading day = bars_per_year / 252 (at least 1),
+exposure = |units held| · close · value per unit) and on every reject (the reject storm). A
+trip is persisted (``StateStore.trip``, a hard stop at the hard drawdown), alerted (log +
+``emp_breaker_trips``) and flattens: while the breaker is open the target is 0 (reducing
+orders only) until ``emp live reset-breaker``. The kernel steps on meanwhile, so after a reset
+the account is brought to the kernel's target at the next bar.
+
+Ops: ``/health`` ``/ready`` ``/metrics`` (``live.ops``) from before the sessions connect, so
+``/ready`` says 503 until start-up is complete; READY=1 after reconciliation; the watchdog
+pings while bars are processed without error; STOPPING=1 on SIGTERM. No quote for
+``stale_after_s``: no new entries (exits still go), an ALERT log line and the staleness
+metric. Reconciliation also runs after every TRADE reconnect and every
+``reconcile_every_s``; the QUOTE session re-subscribes after a reconnect.
+
 Live bars are not appended to the history store yet: the restart state is the per-bar tables
 snapshot under ``<state dir>/tables/``, which makes the store unnecessary after the first start.
 """
@@ -21,10 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,15 +60,22 @@ from live.executor.orders import OrderManager
 from live.executor.reconcile import Requests, reconcile
 from live.executor.reload import Reloader, champion_at_start, sha_floats
 from live.fix.config import InitiatorSettings, SessionSettings
+from live.fix.errors import SessionError
 from live.fix.initiator import Initiator, start_initiator
 from live.fix.message import Message
 from live.ops import systemd
-from live.state import StateStore
+from live.ops.http import OpsServer, ReadyConditions
+from live.ops.metrics import Metrics
+from live.risk import Account, Breaker, OrderIntent, drawdown, pre_trade
+from live.state import StateStore, trading_day
 from live.venue.spec import SymbolSpec, spec_from_meta
+from market.calendars import day_start_offset_ns
 
 log = logging.getLogger("emp.live")
 N_EXTRA = 4  # saved after the kernel state: target, stop distance, tp distance, trailing
 KEEP_SNAPSHOTS = 3
+VAR_Z95 = 1.65
+TRADING_DAYS = 252.0
 
 
 class Executor:
@@ -56,6 +84,7 @@ class Executor:
     def __init__(self, cfg: LiveConfig) -> None:
         self.cfg = cfg
         self.symbol = cfg.symbol
+        self.limits = cfg.risk
         self.store = StateStore(cfg.state_file, exclusive=True)
         self.requests = Requests()
         self.ini: dict[str, Initiator] = {}
@@ -66,12 +95,32 @@ class Executor:
         self.target = 0.0
         self.entry: tuple[float, float | None, bool] | None = None
         self.last_ts = -1
+        self.last_close = math.nan
         self.ready = False
+        self.reconciled = False
         self.stopping = False
+        self.stale = False
+        self.healthy = True
         self.bars_done = 0
+        self.reconnect_reconciles = 0
+        self.reconciliations = 0
+        self.sigma = math.nan
         self.last_quote = time.monotonic()
         self.decisions: list[Decision] = []
         self.reloader: Reloader | None = None
+        self.breaker = Breaker(self.limits)
+        self.metrics = Metrics([cfg.symbol], drawdown_limit=self.limits.breaker_drawdown,
+                               stale_after_s=cfg.stale_after_s)
+        self.ops: OpsServer | None = None
+        self.watchdog = systemd.Watchdog(lambda: self.healthy and not self.stopping)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._logons: dict[str, int] = {}
+        self._diverged = False  # the account may differ from the kernel (blocked, rejected, halted)
+        self._bar_t0: float | None = None
+        self._roll_hour = 0
+        self._day: dt.date | None = None  # the trading day of the last bar (market time)
+        self._day_trades = 0
+        self._day_start_eq: float | None = None
         self._bar_lock = asyncio.Lock()
         self._snap_dir = cfg.live_dir / "tables" / cfg.symbol
 
@@ -95,7 +144,12 @@ class Executor:
             tables, kernel = restored
         self.champion = champ
         self.runner = Runner(champ, tables, kernel)
-        self.last_ts = int(tables.features.tail["ts"][-1])
+        tail = tables.features.tail
+        self.last_ts = int(tail["ts"][-1])
+        if "close" in tail and len(tail["close"]):
+            self.last_close = float(tail["close"][-1])
+        self.metrics.set_champion(champ.sha256)
+        self._roll_hour = day_start_offset_ns(b.meta.calendar) // 3_600_000_000_000
 
     def _restore(self, champ: Champion) -> tuple[TablesState, np.ndarray] | None:
         saved = self.store.strategy_state(self.symbol)
@@ -133,32 +187,86 @@ class Executor:
         self.reloader = Reloader(self)
         self.reloader.listen()  # SIGHUP from here on; polling starts at READY
         f = self.cfg.fix
-        self.orders = OrderManager(self.store, self.symbol, self.spec, self._send_trade)
+        if self.cfg.ops.port is not None and self.ops is None:
+            self.ops = OpsServer(self.metrics, self.readiness, host=self.cfg.ops.host,
+                                 port=self.cfg.ops.port)
+            await self.ops.start()
+            log.info("ops endpoints on http://%s:%d (/health /ready /metrics)",
+                     self.cfg.ops.host, self.ops.port)
+        self.orders = OrderManager(self.store, self.symbol, self.spec, self._send_trade,
+                                   metrics=self.metrics)
+        self.orders.on_sent = self._on_sent
+        self.metrics.set_breaker(self.store.breaker().open)
+        self.metrics.set_position(self.symbol, self.orders.held())
         self.ini["trade"] = await start_initiator(self._session(f.trade_sub_id), self)
         self.ini["quote"] = await start_initiator(self._session(f.quote_sub_id), self)
         for role, ini in self.ini.items():
             if not await ini.wait_logged_on(f.logon_timeout_s):
                 raise ExecutorError(f"FIX {role} session: no logon to {f.host}:{f.port} within "
                                     f"{f.logon_timeout_s:g} s")
-        await self.reconcile()
+        try:
+            await self.reconcile()
+        except TimeoutError:
+            raise ExecutorError(f"reconciliation: the venue did not answer within "
+                                f"{f.request_timeout_s:g} s") from None
         await self._to_target(self.last_ts, "restart: complete the committed target")
         await self._subscribe()
+        self.last_quote = time.monotonic()
         self.ready = True
         self.reloader.start()
+        self._spawn(self.watchdog.run(), "watchdog")
+        self._spawn(self._periodic_reconcile(), "reconcile")
+        self._spawn(self._watch_quotes(), "stale quotes")
         systemd.ready(f"trading {self.symbol} champion {self.champion.sha256[:12]}")
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(coro, name=f"emp live {name}"))
+
+    def readiness(self) -> dict[str, bool]:
+        """``/ready``: both sessions up, reconciliation clean, champion loaded, breaker
+        closed, and start-up complete."""
+        up = {r: r in self.ini and self.ini[r].session.logged_on for r in ("quote", "trade")}
+        cond = ReadyConditions(quote_session=up["quote"], trade_session=up["trade"],
+                               reconciled=self.reconciled, champion_loaded=self.runner is not None,
+                               breaker_closed=not self.store.breaker().open).as_dict()
+        cond["started"] = self.ready
+        return cond
+
     async def reconcile(self) -> bool:
+        """Orders and positions against the venue; a mismatch trips the breaker (never fixed).
+        Raises TimeoutError when the venue does not answer."""
+        self.reconciled = False
         problems = await reconcile(self.orders, self.requests, self._send_trade,
                                    self.cfg.fix.request_timeout_s)
         for p in problems:
-            self.trip(f"reconciliation: {p}")
+            self.trip(f"reconciliation: {p}", "reconciliation")
+        self.reconciled = not problems
+        self.reconciliations += 1
+        self.metrics.set_reconciled(not problems)
+        self.metrics.set_position(self.symbol, self.orders.held())
         return not problems
 
-    def trip(self, reason: str) -> None:
-        """Halt trading (persisted; ``emp live reset-breaker`` is the way back) and alert."""
-        if not self.store.breaker().open:
-            self.store.trip(reason)
+    async def _reconcile_quietly(self, why: str) -> None:
+        try:
+            clean = await self.reconcile()
+        except (TimeoutError, SessionError) as exc:
+            log.warning("reconciliation (%s) not done: %s", why, str(exc) or "no answer")
+            return
+        log.info("reconciliation (%s): %s", why, "clean" if clean else "MISMATCH, halted")
+        if clean and why == "reconnect":
+            self.reconnect_reconciles += 1
+
+    def trip(self, reason: str, key: str, *, hard: bool = False) -> bool:
+        """Halt trading (persisted; ``emp live reset-breaker`` is the way back) and alert.
+        True when the breaker was closed until now (the caller then flattens)."""
+        state = self.store.breaker()
+        if not state.open or (hard and not state.hard):
+            self.store.trip(reason, hard=hard)
+            self.metrics.breaker_tripped(key)
+        self._diverged = True
         log.error("ALERT breaker tripped: %s", reason)
+        return not state.open
 
     async def _subscribe(self) -> None:
         await self.ini["quote"].session.send(Message("V", [
@@ -169,17 +277,73 @@ class Executor:
     async def _send_trade(self, msg: Message) -> int:
         return await self.ini["trade"].session.send(msg)
 
+    # ---- background ------------------------------------------------------------------------
+    async def _periodic_reconcile(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.reconcile_every_s)
+            if self.ini["trade"].session.logged_on:
+                async with self._bar_lock:
+                    await self._reconcile_quietly("periodic")
+
+    async def _watch_quotes(self) -> None:
+        every = min(1.0, self.cfg.stale_after_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            self.check_stale()
+
+    def check_stale(self) -> bool:
+        """No quote for ``stale_after_s``: no new entries and an alert (once per spell)."""
+        age = time.monotonic() - self.last_quote
+        stale = age > self.cfg.stale_after_s
+        if stale and not self.stale:
+            log.error("ALERT no quotes for %s for %.0f s (stale_after_s %g): no new entries",
+                      self.symbol, age, self.cfg.stale_after_s)
+        elif self.stale and not stale:
+            log.info("quotes for %s again: entries allowed", self.symbol)
+        self.stale = stale
+        return stale
+
+    async def _after_reconnect(self) -> None:
+        async with self._bar_lock:
+            await self._reconcile_quietly("reconnect")
+            if self.reconciled and not self.stopping:
+                await self._to_target(self.last_ts, "after reconnect: complete the target")
+
+    async def _flatten(self) -> None:
+        async with self._bar_lock:
+            if not self.stopping:
+                await self._to_target(self.last_ts, "breaker: flatten")
+
     # ---- the FIX application ---------------------------------------------------------------
+    def _role(self, session) -> str:
+        return "QUOTE" if session.id.target_sub_id == self.cfg.fix.quote_sub_id else "TRADE"
+
     async def on_logon(self, session) -> None:
+        role = self._role(session)
+        self._logons[role] = self._logons.get(role, 0) + 1
+        self.metrics.set_session(role, True)
         log.info("FIX session %s logged on", session.id)
+        if self._logons[role] > 1 and self.ready and not self.stopping:
+            self.metrics.session_reconnected(role)
+            if role == "TRADE":
+                self._spawn(self._after_reconnect(), "reconnect reconcile")
+            else:
+                self._spawn(self._subscribe(), "resubscribe")
 
     async def on_logout(self, session) -> None:
+        role = self._role(session)
+        self.metrics.set_session(role, False)
+        if role == "TRADE":
+            self.reconciled = False
         log.warning("FIX session %s logged out", session.id)
 
     async def on_message(self, session, msg: Message) -> None:
         mt = msg.msg_type
         if mt in ("W", "X"):
             self.last_quote = time.monotonic()
+            self.metrics.quote_received(self.symbol)
+            if self.stale:
+                self.check_stale()
             for q in quotes(msg):
                 if q.bar is not None and q.symbol == self.spec.fix_id:
                     await self.on_bar(q.bar)
@@ -187,46 +351,174 @@ class Executor:
         if self.requests.offer(msg):
             return
         if mt == "8" and self.orders is not None:
-            self.orders.on_execution(msg)
-            if msg.get(39) == "8" and msg.get(150) == "8":
-                log.warning("order %s rejected: %s", msg.get(11), msg.get(58))
+            self._on_report(msg)
+
+    def _on_report(self, msg: Message) -> None:
+        fill = self.orders.on_execution(msg)
+        if fill is not None:
+            self.metrics.fill(self.symbol, fill.side, fill.qty)
+            self.metrics.set_position(self.symbol, self.orders.held())
+        exec_type = msg.get(150)
+        if exec_type == "0":
+            self.metrics.order_succeeded(self.symbol)
+        if msg.get(39) == "8" and exec_type == "8":
+            log.warning("order %s rejected: %s", msg.get(11), msg.get(58))
+            self.metrics.order_rejected(self.symbol)
+            self._diverged = True
+            reason = self.breaker.on_reject(time.monotonic())
+            # flatten once, when it trips; while open each bar flattens (a broker rejecting
+            # everything must not get an order per reject)
+            if reason is not None and self.trip(reason, "reject_storm"):
+                self._spawn(self._flatten(), "flatten")
 
     # ---- bars ------------------------------------------------------------------------------
     async def on_bar(self, bar: LiveBar) -> Decision | None:
-        """A bar closed: step, settle, commit, order (see the module's docstring)."""
+        """A bar closed: step, settle, commit, risk, order (see the module's docstring)."""
         async with self._bar_lock:
             if bar.ts <= self.last_ts:
                 return None
-            if self.reloader is not None:
-                self.reloader.at_boundary()  # a warmed champion is swapped in here
-            d = self.runner.step(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
-            await self._settle(float(self.runner.strategy.state[k.ST_UNITS]))
-            self.target = d.target_units
-            self.entry = self.runner.entry_fields(d) if d.target_units != 0.0 else None
-            self._commit(bar.ts)
-            if self.reloader is not None:
-                self.reloader.committed(bar.ts)  # the swap's champion row and audit entry
-            self.last_ts = bar.ts
-            self.decisions.append(d)
-            if not self.stopping:
-                await self._to_target(bar.ts, d.reason if d.exit else "signal")
-            self.bars_done += 1
-            log.info("bar done %d", bar.ts)
-            return d
+            try:
+                return await self._bar(bar)
+            except Exception:
+                self.healthy = False  # the watchdog stops pinging: systemd restarts us
+                log.exception("bar %d failed", bar.ts)
+                raise
+            finally:
+                self._bar_t0 = None
+
+    async def _bar(self, bar: LiveBar) -> Decision:
+        self._bar_t0 = t0 = time.perf_counter()
+        self._roll_day(bar.ts)
+        if self.reloader is not None:
+            self.reloader.at_boundary()  # a warmed champion is swapped in here
+        d = self.runner.step(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        self.metrics.observe_signal(time.perf_counter() - t0)
+        self._update_sigma()
+        await self._settle(float(self.runner.strategy.state[k.ST_UNITS]))
+        self.target = d.target_units
+        self.entry = self.runner.entry_fields(d) if d.target_units != 0.0 else None
+        self._commit(bar.ts)
+        if self.reloader is not None:
+            self.reloader.committed(bar.ts)  # the swap's champion row and audit entry
+        self.last_ts = bar.ts
+        self.last_close = bar.close
+        self.decisions.append(d)
+        equity = self.equity()
+        self._check_breaker(equity)
+        if not self.stopping:
+            await self._to_target(bar.ts, d.reason if d.exit else "signal")
+        self.store.record_equity(dt.datetime.now(dt.UTC), equity)
+        self._bar_metrics(equity)
+        self.bars_done += 1
+        log.info("bar done %d", bar.ts)
+        return d
+
+    def equity(self) -> float:
+        """The kernel's equity at the last close: what it sizes with (see champion.py; on the
+        paper venue it equals the venue's equity to the bit)."""
+        return float(self.runner.strategy.state[k.ST_PREV_EQ])
+
+    def _update_sigma(self) -> None:
+        """σ̂ per bar as the kernel blends it for sizing: w·σ²_GARCH(variant) + (1-w)·RV.
+        A refit bar's GARCH row is NaN until applied: σ̂ stays at the last value."""
+        r = self.runner
+        fp, ip = r.strategy.comp.fp[0], r.strategy.comp.ip[0]
+        w = float(fp[k.P_BLEND])
+        var = getattr(r.tables, "_var", None)
+        rv = getattr(r.tables, "_rv", None)
+        if var is None or rv is None:
+            return
+        s2 = w * float(var[int(ip[k.I_VARIANT]), 0]) + (1 - w) * float(rv[int(ip[k.I_RVWIN]), 0])
+        if math.isfinite(s2) and s2 > 0:
+            self.sigma = math.sqrt(s2)
+
+    def var95(self) -> float | None:
+        """One-day VaR95 of the position held, money: 1.65 · σ̂ · √h · exposure."""
+        if not math.isfinite(self.sigma) or not math.isfinite(self.last_close):
+            return None
+        h = max(1.0, self.runner.tables.bars_per_year / TRADING_DAYS)
+        exposure = abs(self.orders.held()) * self.last_close * self.spec.value_per_unit
+        return VAR_Z95 * self.sigma * math.sqrt(h) * exposure
+
+    def _roll_day(self, bar_ts: int) -> None:
+        """The daily limits count by the bars' trading day (market time: a replay's days are
+        its bars' days); the day's start equity is the equity at the previous bar's close."""
+        day = trading_day(dt.datetime.fromtimestamp(bar_ts / 1e9, dt.UTC), self._roll_hour)
+        if day != self._day:
+            self._day, self._day_trades = day, 0
+            self._day_start_eq = self.equity()
+
+    def account(self, equity: float) -> Account:
+        """What the pre-trade checks and the breaker look at. Trades today and the day's
+        start equity come from this process's count of the bar's trading day; when that day
+        is today by the clock, the state store's count (which survives a restart) is used
+        when it is larger."""
+        peak = self.store.peak_equity()
+        trades, dse = self._day_trades, self._day_start_eq
+        now = dt.datetime.now(dt.UTC)
+        if self._day is None or self._day == trading_day(now, self._roll_hour):
+            stored, stored_eq = self.store.day_stats(trading_day(now, self._roll_hour),
+                                                     roll_hour_utc=self._roll_hour)
+            trades = max(trades, stored)
+            dse = dse if dse is not None else stored_eq
+        return Account(equity=equity, day_start_equity=dse if dse is not None else equity,
+                       peak_equity=equity if peak is None else max(peak, equity),
+                       trades_today=trades, positions={self.symbol: self.orders.held()},
+                       prices={self.symbol: self.last_close},
+                       value_per_unit={self.symbol: self.spec.value_per_unit})
+
+    def _check_breaker(self, equity: float) -> None:
+        reason = self.breaker.check(self.account(equity), self.var95(), time.monotonic())
+        if reason is not None:
+            hard = reason.startswith("hard stop")
+            self.trip(reason, "hard_stop" if hard else reason.split(":", 1)[0], hard=hard)
+
+    def _check(self, intent: OrderIntent) -> list[str]:
+        """The pre-trade checks of one order leg, plus the stale-quote rule for entries."""
+        out = []
+        if intent.opens and self.stale:
+            out.append(f"stale_quotes: no quote for over {self.cfg.stale_after_s:g} s: "
+                       "no new entries")
+        return out + pre_trade(intent, self.account(self.equity()), self.limits)
+
+    def _bar_metrics(self, equity: float) -> None:
+        m = self.metrics
+        m.set_equity(equity)
+        peak = self.store.peak_equity()
+        m.set_drawdown(drawdown(Account(equity, equity, peak or equity, 0)))
+        m.set_position(self.symbol, self.orders.held())
+        m.set_breaker(self.store.breaker().open)
+        if math.isfinite(self.sigma):
+            fp = self.runner.strategy.comp.fp[0]
+            ann = self.sigma * math.sqrt(self.runner.tables.bars_per_year)
+            regime = ("calm" if ann < fp[k.P_CALM] else "storm" if ann > fp[k.P_STORM]
+                      else "normal")
+            # the kernel sizes by risk budget over stop distance: no separate multiplier (1)
+            m.set_volatility(self.symbol, sigma_ann=ann, regime=regime,
+                             var95_1d=self.var95() or 0.0, sizing_multiplier=1.0)
+
+    def _on_sent(self) -> None:
+        self._day_trades += 1
+        self.metrics.order_sent(self.symbol)
+        if self._bar_t0 is not None:
+            self.metrics.observe_bar_to_order(time.perf_counter() - self._bar_t0)
+            self._bar_t0 = None
 
     async def _settle(self, expected: float) -> None:
         """Wait until the store shows the bar's fills (the kernel's position, no order left
-        open); reconcile when they do not come."""
+        open; only the latter when the account has left the kernel's path: a blocked or
+        rejected order, the breaker); reconcile when they do not come."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.fill_wait_s
         tol = self.spec.step / 2
         while loop.time() < deadline:
-            if abs(self.orders.held() - expected) < tol and not self.orders.open_orders():
+            if not self.orders.open_orders() and (
+                    self._diverged or abs(self.orders.held() - expected) < tol):
                 return
             await asyncio.sleep(0.002)
         log.warning("%s: fills not settled after %.1f s (store %g, kernel %g); reconciling",
                     self.symbol, self.cfg.fill_wait_s, self.orders.held(), expected)
-        await self.reconcile()
+        await self._reconcile_quietly("fills not settled")
 
     def _commit(self, bar_ts: int) -> None:
         self._snap_dir.mkdir(parents=True, exist_ok=True)
@@ -243,10 +535,18 @@ class Executor:
                 p.unlink()
 
     async def _to_target(self, bar_ts: int, reason: str) -> None:
-        if self.store.breaker().open:
-            log.warning("breaker open: no order toward target %g", self.target)
-            return
-        await self.orders.to_target(self.target, bar_ts, self.entry, reason)
+        """Orders toward the kernel's target, or toward flat while the breaker is open."""
+        halted = self.store.breaker().open
+        target = 0.0 if halted else self.target
+        if halted:
+            reason = "breaker open: flatten"
+        try:
+            await self.orders.to_target(target, bar_ts, None if halted else self.entry, reason,
+                                        price=self.last_close, check=self._check)
+        except SessionError as exc:  # TRADE down: reconciled and completed after the reconnect
+            log.warning("order toward %g not sent: %s", target, exc)
+        held = self.orders.held() + self.orders.leaves()
+        self._diverged = halted or abs(held - self.target) >= self.spec.step / 2
 
     # ---- stop ------------------------------------------------------------------------------
     async def stop(self) -> None:
@@ -256,9 +556,16 @@ class Executor:
         systemd.stopping("logging out")
         if self.reloader is not None:
             await self.reloader.close()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
         async with self._bar_lock:
             for ini in self.ini.values():
                 await ini.close()
+        if self.ops is not None:
+            await self.ops.close()
         self.store.close()
 
 
