@@ -10,18 +10,14 @@ history store (``meta`` here overrides it), so the venue charges what the backte
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from core.config import Strict
+from core.config import Strict, load_yaml_model, parse_model
 from live.venue.errors import VenueConfigError
 from market.config import SymbolMeta
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class VenueSymbol(Strict):
@@ -111,46 +107,10 @@ class VenueConfig(Strict):
         return self
 
 
-def _substitute(node: Any, where: str) -> Any:
-    if isinstance(node, dict):
-        return {k: _substitute(v, f"{where}.{k}") for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, f"{where}[{i}]") for i, v in enumerate(node)]
-    if not isinstance(node, str):
-        return node
-
-    def env(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1), m.group(2))
-        if value is None:
-            raise VenueConfigError(f"{where}: environment variable {m.group(1)} is not set")
-        return value
-
-    return _ENV_REF.sub(env, node)
-
-
 def parse_venue_config(raw: Any, source: str = "<venue config>") -> VenueConfig:
     """A dict (parsed YAML) -> VenueConfig, or a one-line VenueConfigError naming the key."""
-    if not isinstance(raw, dict):
-        raise VenueConfigError(f"{source}: expected a mapping at the top, got "
-                               f"{type(raw).__name__}")
-    raw = _substitute(raw, source)
-    try:
-        return VenueConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise VenueConfigError(f"{source}: {key}: {err['msg']}{more}") from None
+    return parse_model(VenueConfig, raw, source, VenueConfigError)
 
 
 def load_venue_config(path: str | os.PathLike[str]) -> VenueConfig:
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise VenueConfigError(f"venue config {p}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}" if mark is not None else ""
-        raise VenueConfigError(f"venue config {p}:{at}: not valid YAML") from None
-    return parse_venue_config(raw, str(p))
+    return load_yaml_model(VenueConfig, path, "venue config", VenueConfigError)
