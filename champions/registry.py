@@ -29,7 +29,6 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
-    DateTime,
     Engine,
     ForeignKey,
     Integer,
@@ -37,9 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TypeDecorator,
     create_engine,
-    event,
     insert,
     select,
     update,
@@ -50,6 +47,7 @@ from sqlalchemy.pool import StaticPool
 
 from core.errors import EmpError
 from core.secrets import mask_text, mask_uri
+from core.sqlite import UTCDateTime, sqlite_transactions
 
 STATES = ("eligible", "paper", "live", "retired")
 ACTIONS = ("register", "promote", "replace", "rollback", "retire", "demote")
@@ -97,24 +95,6 @@ class Event:
     to_state: str
     reason: str
     bundle_sha256: str
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in and out: SQLite stores no offset, PostgreSQL returns the session's."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # The runtime view of the schema at the migrations' head (the migrations own the DDL).
@@ -479,7 +459,7 @@ def open_engine(url: str) -> Engine:
     except (ArgumentError, TypeError) as exc:
         raise fail("bad database URL", exc) from None
     if engine.dialect.name == "sqlite":
-        _sqlite_transactions(engine)
+        sqlite_transactions(engine)
     return engine
 
 
@@ -489,24 +469,6 @@ def _champion(row: RowMapping) -> Champion:
 
 def _event(row: RowMapping) -> Event:
     return Event(**{f: row[f] for f in Event.__dataclass_fields__})
-
-
-def _sqlite_transactions(engine: Engine) -> None:
-    """Real SQLite transactions (SQLAlchemy's documented pysqlite recipe): foreign keys on,
-    BEGIN emitted by us, ``BEGIN IMMEDIATE`` for writes so a read-then-write transaction
-    takes the write lock first and a second process waits (busy timeout) instead of failing."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # pysqlite must not BEGIN on its own
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("emp_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 # ---- schema ---------------------------------------------------------------------------------

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     Column,
-    DateTime,
     Engine,
     Float,
     Integer,
@@ -46,9 +45,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TypeDecorator,
     create_engine,
-    event,
     func,
     insert,
     select,
@@ -59,6 +56,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import EmpError
 from core.secrets import mask_text
+from core.sqlite import UTCDateTime, sqlite_transactions
 
 SCHEMA_VERSION = 1
 FORMAT = "emp-live-state"
@@ -123,19 +121,6 @@ class BreakerState:
     reason: str | None
     since: datetime | None
     hard: bool = False  # a hard stop (drawdown past hard_stop_drawdown): reset needs hard=True
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC in and out; SQLite stores naive text that sorts in time order."""
-
-    impl = DateTime()
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
 
 
 metadata = MetaData()
@@ -293,23 +278,14 @@ class StateStore:
                                connect_args={"timeout": BUSY_TIMEOUT_S,
                                              "check_same_thread": False})
 
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-            cur = dbapi_conn.cursor()
+        def pragmas(cur: Any) -> None:
             mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StateError(f"state store {self.path}: WAL mode refused (journal_mode "
                                  f"{mode}); put it on a local filesystem")
             cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("emp_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
+        sqlite_transactions(engine, pragmas)
         return engine
 
     def close(self) -> None:
