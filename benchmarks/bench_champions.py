@@ -66,10 +66,11 @@ def _first_decision(tables: LiveTables, strategy: LiveStrategy, bars: Bars):
                          col.features, col.variance, col.rv, col.hour, col.weekday)
 
 
-def measure(bars: Bars, repeat: int, seed: int = 1) -> dict:
+def measure(bars: Bars, repeat: int, seed: int = 1, vol: VolatilityConfig | None = None) -> dict:
+    """``vol``: the volatility config (default: the default one, as the benchmark reports)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    vol, sim = VolatilityConfig(), SimConfig()
+    vol, sim = vol or VolatilityConfig(), SimConfig()
     genome = repair(random_genome(np.random.default_rng(seed), p_slot_on=0.5))
     tables, tstate, kernel = _replay(bars, genome, vol, sim)
     body = {"strategy": {"key": "bench", "rules": "", "genome": json.loads(to_json(genome))},
