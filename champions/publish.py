@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +196,7 @@ def publish(root: Path, dest: str, symbols: list[str] | None = None, *,
     return lines
 
 
-class _Target:
+class _Target(ABC):
     """Where files go. ``put`` returns whether it wrote; ``verify`` checks a bundle there."""
 
     def __enter__(self) -> _Target:
@@ -204,11 +205,11 @@ class _Target:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def put(self, f: _File, hold: str | None = None) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def put(self, f: _File, hold: str | None = None) -> bool: ...
 
-    def verify(self, f: _File) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def verify(self, f: _File) -> None: ...
 
 
 class _LocalTarget(_Target):

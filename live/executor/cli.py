@@ -182,8 +182,7 @@ async def _serve(cfg) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.set)
     try:
         start = asyncio.create_task(ex.start())
         stopped = asyncio.create_task(stop.wait())

@@ -265,10 +265,8 @@ class Reloader:
         """SIGHUP: re-read the pointer now (main thread only; other threads leave it)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, self.kick, True)
-            self._signals.append(signal.SIGHUP)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.kick, True)
+        self._signals.append(signal.SIGHUP)
 
     def kick(self, force: bool = False) -> None:
         """Check the pointer and the requests now (``force``: even an unchanged pointer)."""

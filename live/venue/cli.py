@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -74,8 +73,7 @@ async def _serve(vc: VenueConfig, venue: Venue, home: Path) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.set)
     print(f"venue listening on {vc.host}:{acceptor.port}", flush=True)
     for sub in (vc.quote_sub_id, vc.trade_sub_id):
         print(f"  session FIX.4.4 {vc.comp_id} <- {vc.client_comp_id} SubID {sub}", flush=True)
