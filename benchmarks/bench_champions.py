@@ -13,7 +13,6 @@ default volatility config (500-bar GARCH windows refitted every 21 bars).
 
 from __future__ import annotations
 
-import json
 from dataclasses import astuple
 
 import numpy as np
@@ -21,13 +20,13 @@ import numpy as np
 import market.volatility as market_vol
 from benchmarks.bench_kernel import SP500_META, sp500_bars
 from benchmarks.timing import best_of
-from champions.bundle import code_identity, encode, read_bundle, snapshot_section, versions
+from champions.bundle import encode, read_bundle, snapshot_section
 from champions.keys import key_id
+from champions.snapshot import bare_body
 from fitness.config import SimConfig
 from fitness.live import LiveStrategy
 from fitness.simulator import new_state, simulate
 from fitness.tables import LiveTables, build_tables_state
-from genome.codec import to_json
 from genome.ops import random_genome, repair
 from market.config import VolatilityConfig
 from market.loader import Bars
@@ -73,14 +72,9 @@ def measure(bars: Bars, repeat: int, seed: int = 1, vol: VolatilityConfig | None
     vol, sim = vol or VolatilityConfig(), SimConfig()
     genome = repair(random_genome(np.random.default_rng(seed), p_slot_on=0.5))
     tables, tstate, kernel = _replay(bars, genome, vol, sim)
-    body = {"strategy": {"key": "bench", "rules": "", "genome": json.loads(to_json(genome))},
-            "market": {"symbol": bars.symbols[0], "timeframe": bars.timeframe,
-                       "meta": SP500_META.model_dump(mode="json")},
-            "config": {"fitness": sim.model_dump(mode="json"),
-                       "volatility": vol.model_dump(mode="json")},
-            "history": {"sha256": "bench"}, "gates": {"report_sha256": "bench"},
-            "run": {"run_id": "bench"}, "code": code_identity(), "versions": versions(),
-            "snapshot": snapshot_section(tstate, kernel, int(bars.ts[-2]), 0)}
+    body = bare_body(genome, bars, SP500_META, sim, vol, symbol=bars.symbols[0], key="bench",
+                     provenance="bench",
+                     snapshot=snapshot_section(tstate, kernel, int(bars.ts[-2]), 0))
     private = Ed25519PrivateKey.generate()
     trusted = {key_id(private.public_key()): private.public_key()}
     data = encode(body, private)

@@ -73,15 +73,12 @@ class World:
 
 
 def build_world(history: int, bars: int, seed: int = 3) -> World:
-    import numpy as np
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from benchmarks.power_data import CALIBRATION_VOL, generate, to_bars
-    from champions.bundle import code_identity, encode, snapshot_section, versions
+    from champions.bundle import encode
+    from champions.snapshot import bare_body, state_after
     from fitness.config import SimConfig
-    from fitness.simulator import new_state, simulate
-    from fitness.tables import build_tables_state
-    from genome.codec import to_json
     from market.loader import Bars
 
     series = generate("autocorr", 2.0, seed, n=history + bars)
@@ -90,20 +87,11 @@ def build_world(history: int, bars: int, seed: int = 3) -> World:
         full.open, full.high, full.low, full.close, full.volume)), None)
     sim, vol = SimConfig(), CALIBRATION_VOL
     t0 = time.perf_counter()
-    tables, tstate = build_tables_state(hist, meta, vol=vol)
-    kernel = new_state(sim.capital)
-    simulate(genome, tables, hist, meta, 0, history, sim, state=kernel, close_out=False)
+    _, snapshot = state_after(genome, hist, meta, sim, vol)
     replay_s = time.perf_counter() - t0
-    body = {"strategy": {"key": "planted", "rules": "", "genome": json.loads(to_json(genome))},
-            "market": {"symbol": SYMBOL, "timeframe": full.timeframe,
-                       "meta": meta.model_dump(mode="json")},
-            "config": {"fitness": sim.model_dump(mode="json"),
-                       "volatility": vol.model_dump(mode="json")},
-            "history": {"sha256": "bench"}, "gates": {"report_sha256": "bench"},
-            "run": {"run_id": "bench"}, "code": code_identity(), "versions": versions(),
-            "snapshot": snapshot_section(tstate, kernel, int(hist.ts[-1]), 0)}
+    body = bare_body(genome, hist, meta, sim, vol, symbol=SYMBOL, key="planted",
+                     provenance="bench", snapshot=snapshot)
     private = Ed25519PrivateKey.generate()
-    del np
     return World(full, meta, history, encode(body, private), private, replay_s)
 
 

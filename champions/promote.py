@@ -33,18 +33,17 @@ from champions.bundle import (
     code_identity,
     encode,
     read_bundle,
-    snapshot_section,
     versions,
 )
 from champions.keys import default_private_key, key_id, load_private_key
 from champions.lifecycle import leave_stage
 from champions.pointer import Pointer, champions_root, sha256_hex, store_bundle, write_pointer
 from champions.registry import Champion, Registry, default_url, who
+from champions.snapshot import state_after
 from core.digest import tables_digests
 from core.errors import EmpError
 from core.jsonio import read_json
-from fitness.simulator import new_state, simulate
-from fitness.tables import build_tables_state, origin_of
+from fitness.tables import origin_of
 from gates.judge import REPORT_SHA, RunContext, load_run, resolve_run_id
 from genome.codec import from_json
 
@@ -147,16 +146,14 @@ def snapshot(ctx: RunContext, genome: np.ndarray) -> dict[str, Any]:
     """The tables' and the kernel's state after the last judged bar, so the live executor
     continues from there instead of replaying years: the kernel runs from the first training
     bar to the end of the history, leaving its last position open (live semantics)."""
-    tables, state = build_tables_state(ctx.bars, ctx.meta, vol=ctx.cfg.volatility)
+    start = int(ctx.layout.segments[0, 0])
+    tables, section = state_after(genome, ctx.bars, ctx.meta, ctx.cfg.fitness,
+                                  ctx.cfg.volatility, start)
     if tables_digests(tables) != tables_digests(ctx.tables):
         raise PromoteError(f"run {ctx.run_id}: the tables rebuilt for the snapshot differ from "
                            f"the judged ones (another arch, BLAS or CPU?); promote where the run "
                            f"was judged")
-    start = int(ctx.layout.segments[0, 0])
-    kernel = new_state(ctx.cfg.fitness.capital)
-    simulate(genome, tables, ctx.bars, ctx.meta, start, ctx.bars.n_bars, ctx.cfg.fitness,
-             state=kernel, close_out=False)
-    return snapshot_section(state, kernel, int(ctx.bars.ts[-1]), start)
+    return section
 
 
 def build_body(ctx: RunContext, report: dict[str, Any], report_sha: str,

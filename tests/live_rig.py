@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks.power_data import CALIBRATION_VOL, generate, to_bars
-from champions.bundle import code_identity, encode, snapshot_section, versions
+from champions.bundle import encode, floats_of_hex
 from champions.keys import key_id
 from champions.pointer import store_bundle, write_pointer
+from champions.snapshot import bare_body, state_after
 from fitness.config import SimConfig
-from fitness.simulator import new_state, simulate
-from fitness.tables import build_tables, build_tables_state
-from genome.codec import to_json
+from fitness.simulator import simulate
+from fitness.tables import build_tables
 from live.executor.champion import flatten
 from live.venue.build import acceptor_settings, build_venue
 from live.venue.config import parse_venue_config
@@ -53,18 +53,10 @@ def world(seed: int = 3) -> World:
     bars, meta, genome = to_bars(series), series.meta, series.planted
     sim, vol = SimConfig(), CALIBRATION_VOL
     hist = cut(bars, 0, SPLIT)
-    _, tstate = build_tables_state(hist, meta, vol=vol)
-    kernel = new_state(sim.capital)
-    simulate(genome, build_tables(hist, meta, vol=vol), hist, meta, 0, SPLIT, sim,
-             state=kernel, close_out=False)
-    body = {"strategy": {"key": "planted", "rules": "", "genome": json.loads(to_json(genome))},
-            "market": {"symbol": SYMBOL, "timeframe": bars.timeframe,
-                       "meta": meta.model_dump(mode="json")},
-            "config": {"fitness": sim.model_dump(mode="json"),
-                       "volatility": vol.model_dump(mode="json")},
-            "history": {"sha256": "test"}, "gates": {"report_sha256": "test"},
-            "run": {"run_id": "test"}, "code": code_identity(), "versions": versions(),
-            "snapshot": snapshot_section(tstate, kernel, int(hist.ts[-1]), 0)}
+    _, snapshot = state_after(genome, hist, meta, sim, vol)
+    body = bare_body(genome, hist, meta, sim, vol, symbol=SYMBOL, key="planted",
+                     provenance="test", snapshot=snapshot)
+    kernel = floats_of_hex(snapshot["kernel_state"])
     private = Ed25519PrivateKey.generate()
     data = encode(body, private)
     full = build_tables(bars, meta, vol=vol)
