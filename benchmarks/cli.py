@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
         description="Run the executor as its own process against the paper venue (stepped "
                     "bar by bar on 127.0.0.1) trading a planted-edge champion that orders on "
                     "almost every bar. Prints the bar-close -> NewOrderSingle latency (p50, "
-                    "p99, with the fsync'd commits' share and the same run with the state on "
-                    "tmpfs), the executor's RSS after warm-up and what it is made of (fresh "
+                    "p99, refit bars apart, with the fsync'd commits' share and the same run with "
+                    "the state on tmpfs), the executor's and its refit worker's memory after warm-up and what it is made of (fresh "
                     "interpreters importing each dependency group), and the cold start to "
                     "READY and to the first decision from a bundle with a snapshot. Targets: "
                     "p99 <= 2 ms, RSS <= 250 MB (goal 150 MB).")
@@ -111,6 +111,9 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     live.add_argument("--no-empty-cache-start", action="store_true",
                       help="skip the extra first start with an empty numba cache (~15 s of "
                            "kernel compilation)")
+    live.add_argument("--refit-every", type=int, default=21,
+                      help="the champion's GARCH refit cadence in bars (21: the default "
+                           "volatility config); refit bars are reported apart")
     live.set_defaults(func=cmd_live)
 
     power = bsub.add_parser(
@@ -197,15 +200,16 @@ def cmd_fix(args: argparse.Namespace, cfg: EmpConfig) -> int:
 def cmd_live(args: argparse.Namespace, cfg: EmpConfig) -> int:
     from core.errors import EmpError
 
-    if args.warmup < 0 or args.repeat < 1 or args.history < 2:
-        raise EmpError("emp bench live: --warmup must be >= 0, --repeat >= 1, --history >= 2")
+    if args.warmup < 0 or args.repeat < 1 or args.history < 2 or args.refit_every < 1:
+        raise EmpError("emp bench live: --warmup must be >= 0, --repeat >= 1, --history >= 2, "
+                       "--refit-every >= 1")
     if args.bars <= args.warmup + 1:
         raise EmpError(f"emp bench live: --bars {args.bars} must exceed --warmup "
                        f"{args.warmup} by at least 2 (the figures need bars after the warm-up)")
     from benchmarks.bench_live import run
 
     print(json.dumps(run(args.bars, args.history, args.warmup, args.repeat,
-                         not args.no_empty_cache_start)))
+                         not args.no_empty_cache_start, args.refit_every)))
     return 0
 
 

@@ -410,8 +410,8 @@ class LiveTables:
         self._kr = kr
         self._last_close = vs.last_close
         self._feat = np.empty((N_ROWS, 1))
-        self._var = np.empty((len(GARCH_VARIANTS), 1))
-        self._rv = np.empty((len(RV_WINDOWS), 1))
+        self._var = np.full((len(GARCH_VARIANTS), 1), np.nan)
+        self._rv = np.full((len(RV_WINDOWS), 1), np.nan)
         self.pending = vs.pending
 
     def step(self, ts: int, open_: float, high: float, low: float, close: float,
@@ -450,7 +450,39 @@ class LiveTables:
         col, vs = apply_refits(self.state().vol, results)
         self._vol = vs
         self.pending = False
+        self._var[:, 0] = col
         return col
+
+    def preview_refits(self, results: list[RefitResult]) -> np.ndarray:
+        """The pending bar's variance column with only ``results``' variants fitted (each
+        row equals what ``apply_refits`` will give it: the rows are independent) and the
+        other fitted rows NaN; the tables stay pending. A decision that reads one variant's
+        row needs only that fit before it is taken."""
+        if not self.pending:
+            raise ValueError("no refit is pending")
+        vs = self.state().vol
+        got = {r.variant for r in results}
+        fill = [RefitResult(v, vs.n_bars - 1, None, -1) for v in FITTED_VARIANTS
+                if v not in got]
+        col, _ = apply_refits(vs, [*results, *fill])
+        for r in fill:
+            col[FITTED_VARIANTS.index(r.variant)] = np.nan
+        return col
+
+    @property
+    def last_variance(self) -> np.ndarray:
+        """The last bar's variance forecasts (rows GARCH_VARIANTS; fitted rows NaN while a
+        refit is pending), read-only."""
+        out = self._var[:, 0].view()
+        out.flags.writeable = False
+        return out
+
+    @property
+    def last_rv(self) -> np.ndarray:
+        """The last bar's realised variances (rows RV_WINDOWS), read-only."""
+        out = self._rv[:, 0].view()
+        out.flags.writeable = False
+        return out
 
     def state(self) -> TablesState:
         """A copy of where the tables stand (for ``save_state``)."""

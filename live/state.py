@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Column,
     Engine,
     Float,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     func,
     insert,
@@ -58,7 +60,7 @@ from core.errors import EmpError
 from core.secrets import mask_text
 from core.sqlite import UTCDateTime, sqlite_transactions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the bars table (live bars and their decisions)
 FORMAT = "emp-live-state"
 BUSY_TIMEOUT_S = 30.0
 SIDES = ("buy", "sell")
@@ -113,6 +115,32 @@ class FillRow:
     qty: float
     px: float
     ts: datetime
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """An order to create with a bar's commit (its ClOrdID is made in the same transaction)."""
+
+    side: str
+    qty: float
+    stop: float | None
+    take_profit: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class BarRow:
+    """A live bar as stepped: OHLCV, the target position decided on it, the champion's sha."""
+
+    symbol: str
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    target: float
+    champion: str
 
 
 @dataclass(frozen=True)
@@ -186,10 +214,18 @@ strategy_t = Table("strategy_state", metadata, Column("symbol", String(64), prim
                    Column("shape", Text, nullable=False),
                    Column("data", LargeBinary, nullable=False),
                    Column("updated_at", UTCDateTime, nullable=False))
+bars_t = Table(  # every live bar stepped, with the decision taken on it (append-only)
+    "bars", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("symbol", String(64), nullable=False), Column("ts", BigInteger, nullable=False),
+    *(Column(f, Float, nullable=False) for f in ("open", "high", "low", "close", "volume")),
+    Column("target", Float, nullable=False), Column("champion", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("symbol", "ts", name="bars_symbol_ts"))
 audit_t = Table("audit", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
                 Column("at", UTCDateTime, nullable=False), Column("event", String(64), nullable=False),
                 Column("detail", Text, nullable=False))
-APPEND_ONLY = ("audit", "fills", "executions", "champions")
+APPEND_ONLY = ("audit", "fills", "executions", "champions", "bars")
+BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume")
 
 
 def _now() -> datetime:
@@ -230,6 +266,31 @@ def _finite(value: float, what: str, *, positive: bool = False, nonneg: bool = F
     return v
 
 
+def _order_values(cl_ord_id: str, symbol: str, order: NewOrder, bar_ts: int,
+                  at: datetime) -> dict[str, Any]:
+    """A checked ``pending_new`` order row."""
+    if order.side not in SIDES:
+        raise StateError(f"add_order {cl_ord_id}: side {order.side!r} must be buy or sell")
+    if not symbol or not isinstance(symbol, str):
+        raise StateError(f"add_order {cl_ord_id}: symbol {symbol!r} must be a non-empty string")
+    qty = _finite(order.qty, f"add_order {cl_ord_id}: qty", positive=True)
+    stop = None if order.stop is None else _finite(order.stop, f"add_order {cl_ord_id}: stop")
+    tp = (None if order.take_profit is None
+          else _finite(order.take_profit, f"add_order {cl_ord_id}: take_profit"))
+    return dict(cl_ord_id=cl_ord_id, symbol=symbol, side=order.side, qty=qty, stop=stop,
+                take_profit=tp, status="pending_new", filled_qty=0.0, avg_px=None,
+                bar_ts=int(bar_ts), reason=str(order.reason), origin="emp", created_at=at,
+                updated_at=at)
+
+
+def _state_values(symbol: str, bar_ts: int, kernel_state: np.ndarray) -> dict[str, Any]:
+    arr = np.asarray(kernel_state)
+    if arr.dtype != np.float64:
+        raise StateError(f"save_strategy_state {symbol}: state must be float64, got {arr.dtype}")
+    return dict(bar_ts=int(bar_ts), shape=json.dumps(list(arr.shape)),
+                data=np.ascontiguousarray(arr, dtype="<f8").tobytes(), updated_at=_now())
+
+
 def _order_row(m: Any) -> OrderRow:
     return OrderRow(**{f: m[f] for f in OrderRow.__dataclass_fields__})
 
@@ -244,6 +305,12 @@ class StateStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        # The singleton writer mirrors what only it writes (positions, orders) in memory,
+        # updated inside each write transaction and dropped when one fails: the bar path
+        # reads them several times per bar. Readers (exclusive=False) always query.
+        self._caching = exclusive
+        self._pos: dict[str, float] | None = None
+        self._open: dict[str, OrderRow] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -313,10 +380,28 @@ class StateStore:
                 with eng.begin() as conn:
                     yield conn
             except StateError:
+                self._drop_cache()
                 raise
             except SQLAlchemyError as exc:
+                self._drop_cache()
                 detail = mask_text(str(getattr(exc, "orig", None) or exc).splitlines()[0])
                 raise StateError(f"state store {self.path}: {what} failed: {detail}") from None
+            except BaseException:
+                self._drop_cache()
+                raise
+
+    def _drop_cache(self) -> None:
+        self._pos = self._open = None
+
+    def _note_order(self, conn: Connection, cl_ord_id: str) -> None:
+        """Mirror one order's committed-to-be row (inside the writing transaction)."""
+        if self._open is None:
+            return
+        row = self._get_order(conn, cl_ord_id)
+        if row is not None and row.status in OPEN_STATUSES:
+            self._open[cl_ord_id] = row
+        else:
+            self._open.pop(cl_ord_id, None)
 
     def _check_schema(self) -> None:
         with self._tx("open") as conn:
@@ -333,6 +418,12 @@ class StateStore:
             if fmt != FORMAT:
                 raise StateError(f"state store {self.path}: not an EMP live state store "
                                  f"(another database is in this file)")
+            if version == 1:  # 1 -> 2: add the bars table
+                bars_t.create(conn)
+                self._append_only(conn, "bars")
+                conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._audit(conn, "store_migrated", "schema version 1 -> 2 (bars)")
+                return
             if version > SCHEMA_VERSION:
                 raise StateError(f"state store {self.path}: schema version {version} was written "
                                  f"by a newer EMP; this build reads version {SCHEMA_VERSION}")
@@ -343,10 +434,7 @@ class StateStore:
     def _create(self, conn: Connection) -> None:
         metadata.create_all(conn)
         for table in APPEND_ONLY:
-            for op in ("UPDATE", "DELETE"):
-                conn.exec_driver_sql(
-                    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+            self._append_only(conn, table)
         now = _now()
         conn.execute(insert(meta_t), [
             {"key": "format", "value": FORMAT},
@@ -358,6 +446,13 @@ class StateStore:
         conn.execute(insert(breaker_t).values(id=1, open=0, reason=None, since=None, hard=0))
         conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._audit(conn, "store_created", f"schema version {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _append_only(conn: Connection, table: str) -> None:
+        for op in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
 
     def settings(self) -> dict[str, Any]:
         """The SQLite settings the store runs with (journal mode, synchronous level, version)."""
@@ -385,8 +480,7 @@ class StateStore:
                          ).mappings().first()
         return None if m is None else _order_row(m)
 
-    @staticmethod
-    def _add_units(conn: Connection, symbol: str, delta: float, now: datetime) -> float:
+    def _add_units(self, conn: Connection, symbol: str, delta: float, now: datetime) -> float:
         cur = conn.execute(select(positions_t.c.units).where(positions_t.c.symbol == symbol)
                            ).scalar_one_or_none()
         units = (cur or 0.0) + delta
@@ -397,6 +491,8 @@ class StateStore:
         else:
             conn.execute(update(positions_t).where(positions_t.c.symbol == symbol)
                          .values(units=units, updated_at=now))
+        if self._pos is not None:
+            self._pos[symbol] = units
         return units
 
     # ---- orders ------------------------------------------------------------------------------
@@ -417,35 +513,87 @@ class StateStore:
         creation time (default the wall clock; a replay may pass its simulated clock)."""
         if not cl_ord_id or not isinstance(cl_ord_id, str):
             raise StateError(f"add_order: ClOrdID {cl_ord_id!r} must be a non-empty string")
-        if side not in SIDES:
-            raise StateError(f"add_order {cl_ord_id}: side {side!r} must be buy or sell")
-        if not symbol or not isinstance(symbol, str):
-            raise StateError(f"add_order {cl_ord_id}: symbol {symbol!r} must be a non-empty string")
-        qty = _finite(qty, f"add_order {cl_ord_id}: qty", positive=True)
-        stop = None if stop is None else _finite(stop, f"add_order {cl_ord_id}: stop")
-        take_profit = (None if take_profit is None
-                       else _finite(take_profit, f"add_order {cl_ord_id}: take_profit"))
         at = _now() if now is None else _aware(now, f"add_order {cl_ord_id}: now")
-        row = dict(cl_ord_id=cl_ord_id, symbol=symbol, side=side, qty=qty, stop=stop,
-                   take_profit=take_profit, status="pending_new", filled_qty=0.0, avg_px=None,
-                   bar_ts=int(bar_ts), reason=str(reason), origin="emp", created_at=at,
-                   updated_at=at)
+        order = NewOrder(side, qty, stop, take_profit, reason)
+        row = _order_values(cl_ord_id, symbol, order, bar_ts, at)
         with self._tx(f"add_order {cl_ord_id}") as conn:
-            if self._get_order(conn, cl_ord_id) is not None:
-                raise StateError(f"add_order: ClOrdID {cl_ord_id} already exists in "
-                                 f"{self.path}; ClOrdIDs are never reused")
-            conn.execute(insert(orders_t).values(**row))
-        return OrderRow(**row)
+            return self._insert_order(conn, row)
 
-    def mark_sent(self, cl_ord_id: str) -> None:
-        """pending_new -> sent (the NewOrderSingle left); later states are kept as they are."""
-        with self._tx(f"mark_sent {cl_ord_id}") as conn:
-            order = self._get_order(conn, cl_ord_id)
-            if order is None:
-                raise StateError(f"mark_sent: unknown ClOrdID {cl_ord_id!r}")
-            if order.status == "pending_new":
-                conn.execute(update(orders_t).where(orders_t.c.cl_ord_id == cl_ord_id)
-                             .values(status="sent", updated_at=_now()))
+    def _insert_order(self, conn: Connection, row: dict[str, Any]) -> OrderRow:
+        cl_ord_id = row["cl_ord_id"]
+        if self._get_order(conn, cl_ord_id) is not None:
+            raise StateError(f"add_order: ClOrdID {cl_ord_id} already exists in "
+                             f"{self.path}; ClOrdIDs are never reused")
+        conn.execute(insert(orders_t).values(**row))
+        out = OrderRow(**row)
+        if self._open is not None:
+            self._open[cl_ord_id] = out
+        return out
+
+    def commit_bar(self, bar: BarRow, kernel_state: np.ndarray,
+                   orders: list[NewOrder] = (), *, prefix: str = "EMP") -> list[OrderRow]:
+        """One transaction for a bar: the bar and its decision (append-only), the strategy's
+        state after it, and the orders that bring the position to the target, each with a new
+        ClOrdID as ``pending_new``. Committed before any of those orders is sent, in one
+        fsync instead of one per step: the bar path's latency."""
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+            raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
+        values = {f: _finite(getattr(bar, f), f"commit_bar {bar.symbol}: {f}")
+                  for f in ("open", "high", "low", "close", "volume", "target")}
+        state = _state_values(bar.symbol, bar.ts, kernel_state)
+        at = _now()
+        with self._tx(f"commit_bar {bar.symbol} {bar.ts}") as conn:
+            conn.execute(insert(bars_t).values(symbol=bar.symbol, ts=int(bar.ts),
+                                               champion=bar.champion, at=at, **values))
+            self._put_state(conn, bar.symbol, state)
+            return self._new_orders(conn, bar.symbol, bar.ts, orders, prefix, at)
+
+    def add_orders(self, symbol: str, bar_ts: int, orders: list[NewOrder], *,
+                   prefix: str = "EMP") -> list[OrderRow]:
+        """Create ``orders`` (new ClOrdIDs, ``pending_new``) in one transaction."""
+        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+            raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
+        with self._tx(f"add_orders {symbol}") as conn:
+            return self._new_orders(conn, symbol, bar_ts, orders, prefix, _now())
+
+    def _new_orders(self, conn: Connection, symbol: str, bar_ts: int, orders: list[NewOrder],
+                    prefix: str, at: datetime) -> list[OrderRow]:
+        if not orders:
+            return []
+        n = int(self._meta(conn, "cl_ord_seq"))
+        sid = self._meta(conn, "store_id")
+        rows = []
+        for order in orders:
+            n += 1
+            rows.append(self._insert_order(conn, _order_values(
+                f"{prefix}-{sid}-{n}", symbol, order, bar_ts, at)))
+        self._set_meta(conn, "cl_ord_seq", str(n))
+        return rows
+
+    def bars(self, symbol: str, *, since_ts: int | None = None,
+             until_ts: int | None = None) -> list[BarRow]:
+        """The live bars of ``symbol`` with ``since_ts < ts <= until_ts``, in time order."""
+        q = select(bars_t).where(bars_t.c.symbol == symbol).order_by(bars_t.c.ts)
+        if since_ts is not None:
+            q = q.where(bars_t.c.ts > int(since_ts))
+        if until_ts is not None:
+            q = q.where(bars_t.c.ts <= int(until_ts))
+        with self._tx("bars", write=False) as conn:
+            return [BarRow(**{f: m[f] for f in BarRow.__dataclass_fields__})
+                    for m in conn.execute(q).mappings()]
+
+    def mark_sent(self, *cl_ord_ids: str) -> None:
+        """pending_new -> sent (the NewOrderSingles left), in one transaction; later states
+        are kept as they are."""
+        with self._tx(f"mark_sent {' '.join(cl_ord_ids)}") as conn:
+            for cl_ord_id in cl_ord_ids:
+                order = self._get_order(conn, cl_ord_id)
+                if order is None:
+                    raise StateError(f"mark_sent: unknown ClOrdID {cl_ord_id!r}")
+                if order.status == "pending_new":
+                    conn.execute(update(orders_t).where(orders_t.c.cl_ord_id == cl_ord_id)
+                                 .values(status="sent", updated_at=_now()))
+                    self._note_order(conn, cl_ord_id)
 
     def set_order_status(self, cl_ord_id: str, status: str, *, reason: str) -> None:
         """Set an order's status from recovery (e.g. a pending_new order the venue does not
@@ -459,6 +607,7 @@ class StateStore:
                 raise StateError(f"set_order_status: unknown ClOrdID {cl_ord_id!r}")
             conn.execute(update(orders_t).where(orders_t.c.cl_ord_id == cl_ord_id)
                          .values(status=status, updated_at=_now()))
+            self._note_order(conn, cl_ord_id)
             self._audit(conn, "order_status",
                         f"{cl_ord_id}: {order.status} -> {status} ({reason})")
 
@@ -530,6 +679,7 @@ class StateStore:
                                side=order.side, qty=last_qty, px=last_px, ts=ts)
             conn.execute(update(orders_t).where(orders_t.c.cl_ord_id == cl_ord_id)
                          .values(**values))
+            self._note_order(conn, cl_ord_id)
             if cum_qty > 0 and abs(cum_qty - filled) > _QTY_TOL * max(1.0, cum_qty):
                 self._audit(conn, "cum_qty_mismatch",
                             f"{cl_ord_id}/{exec_id}: venue CumQty {cum_qty:g}, our fills "
@@ -565,10 +715,15 @@ class StateStore:
     def open_orders(self) -> list[OrderRow]:
         """Orders that may still be live at the venue: pending_new, sent, unknown (fate not yet
         resolved after a crash), new, partially_filled; oldest first."""
+        if self._open is not None:
+            return sorted(self._open.values(), key=lambda o: (o.created_at, o.cl_ord_id))
         with self._tx("open_orders", write=False) as conn:
             rows = conn.execute(select(orders_t).where(orders_t.c.status.in_(OPEN_STATUSES))
                                 .order_by(orders_t.c.created_at, orders_t.c.cl_ord_id)).mappings()
-            return [_order_row(m) for m in rows]
+            out = [_order_row(m) for m in rows]
+            if self._caching:
+                self._open = {o.cl_ord_id: o for o in out}
+            return out
 
     def fills(self, cl_ord_id: str | None = None) -> list[FillRow]:
         """Fills in time order, of one order or all."""
@@ -581,10 +736,13 @@ class StateStore:
 
     # ---- positions and equity ----------------------------------------------------------------
     def position(self, symbol: str) -> float:
+        if self._pos is not None:
+            return self._pos.get(symbol, 0.0)
         with self._tx("position", write=False) as conn:
-            units = conn.execute(select(positions_t.c.units)
-                                 .where(positions_t.c.symbol == symbol)).scalar_one_or_none()
-            return float(units or 0.0)
+            rows = dict(conn.execute(select(positions_t.c.symbol, positions_t.c.units)).all())
+            if self._caching:
+                self._pos = {s: float(u) for s, u in rows.items()}
+            return float(rows.get(symbol) or 0.0)
 
     def positions(self) -> dict[str, float]:
         """Every symbol with a non-zero position."""
@@ -644,6 +802,15 @@ class StateStore:
             return int(trades), None if eq is None else float(eq)
 
     # ---- circuit breaker ---------------------------------------------------------------------
+    def risk_state(self) -> tuple[BreakerState, float | None]:
+        """The breaker and the equity peak in one read (both change from outside the executor:
+        ``emp live reset-breaker``): what the bar path reads once per bar."""
+        with self._tx("risk_state", write=False) as conn:
+            m = conn.execute(select(breaker_t).where(breaker_t.c.id == 1)).mappings().one()
+            peak = self._meta(conn, "peak_equity")
+        return (BreakerState(open=bool(m["open"]), reason=m["reason"], since=m["since"],
+                             hard=bool(m["hard"])), None if peak == "" else float(peak))
+
     def breaker(self) -> BreakerState:
         with self._tx("breaker", write=False) as conn:
             m = conn.execute(select(breaker_t).where(breaker_t.c.id == 1)).mappings().one()
@@ -710,17 +877,16 @@ class StateStore:
 
     def save_strategy_state(self, symbol: str, bar_ts: int, kernel_state: np.ndarray) -> None:
         """Keep the kernel's state record after bar ``bar_ts`` (float64 bytes + shape)."""
-        arr = np.asarray(kernel_state)
-        if arr.dtype != np.float64:
-            raise StateError(f"save_strategy_state {symbol}: state must be float64, got {arr.dtype}")
-        data = np.ascontiguousarray(arr, dtype="<f8").tobytes()
-        values = dict(bar_ts=int(bar_ts), shape=json.dumps(list(arr.shape)), data=data,
-                      updated_at=_now())
+        values = _state_values(symbol, bar_ts, kernel_state)
         with self._tx(f"save_strategy_state {symbol}") as conn:
-            done = conn.execute(update(strategy_t).where(strategy_t.c.symbol == symbol)
-                                .values(**values)).rowcount
-            if not done:
-                conn.execute(insert(strategy_t).values(symbol=symbol, **values))
+            self._put_state(conn, symbol, values)
+
+    @staticmethod
+    def _put_state(conn: Connection, symbol: str, values: dict[str, Any]) -> None:
+        done = conn.execute(update(strategy_t).where(strategy_t.c.symbol == symbol)
+                            .values(**values)).rowcount
+        if not done:
+            conn.execute(insert(strategy_t).values(symbol=symbol, **values))
 
     def strategy_state(self, symbol: str) -> tuple[int, np.ndarray] | None:
         with self._tx("strategy_state", write=False) as conn:
@@ -752,5 +918,5 @@ class StateStore:
             return [(r[0], r[1], r[2]) for r in reversed(rows)]
 
 
-__all__ = ["BreakerState", "FillRow", "OrderRow", "StateError", "StateStore",
+__all__ = ["BarRow", "BreakerState", "FillRow", "NewOrder", "OrderRow", "StateError", "StateStore",
            "trading_day", "trading_day_window"]

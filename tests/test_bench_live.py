@@ -22,7 +22,7 @@ def emp(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 def test_bench_live_prints_one_json_line_with_every_figure(tmp_path: Path) -> None:
     proc = emp("bench", "live", "--bars", "24", "--warmup", "4", "--repeat", "1",
-               "--no-empty-cache-start", home=tmp_path)
+               "--no-empty-cache-start", "--refit-every", "5", home=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -33,7 +33,11 @@ def test_bench_live_prints_one_json_line_with_every_figure(tmp_path: Path) -> No
     assert lat["bars_with_orders"] >= 15 and rec["orders"] >= 15
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     parts = lat["parts"]
-    assert set(parts) == {"decide", "settle", "commit_state", "commit_order", "commit_fix"}
+    assert set(parts) == {"decide", "settle", "risk_read", "plan_checks", "commit",
+                          "commit_fix"}
+    # refit bars (every 5th) are reported apart from the others
+    assert lat["refit_bars"]["bars"] >= 2 and lat["other_bars"]["bars"] >= 10
+    assert lat["refit_bars"]["bars"] + lat["other_bars"]["bars"] == lat["bars_with_orders"]
     # every part happens before the order's bytes leave, so each is below the total
     assert 0 < parts["decide"]["p50_us"] < lat["p50_ms"] * 1e3
     assert 0 < lat["commits_p50_us"] < lat["max_ms"] * 1e3
@@ -44,6 +48,9 @@ def test_bench_live_prints_one_json_line_with_every_figure(tmp_path: Path) -> No
     groups = [g["rss_mb"] for g in rss["imports"]]
     assert groups == sorted(groups) and groups[0] > 0  # cumulative imports only add
     assert rss["vmrss_mb"] >= groups[0] and rss["anonymous_mb"] > 0
+    # the GARCH fits run in the refit worker process: arch is never in the executor
+    assert rss["refit_worker"]["vmrss_mb"] > 0 and rss["pss_total_mb"] > rss["pss_mb"]
+    assert not {"arch", "statsmodels", "matplotlib"} & set(rss["modules_in_executor"])
     assert "numpy" in rss["modules_in_executor"]
     assert not {"ray", "torch", "mlflow", "optuna", "deap"} & set(rss["modules_in_executor"])
     cold = rec["cold_start"]

@@ -22,7 +22,7 @@ from fitness.live import LiveStrategy
 from fitness.simulator import STATE_DTYPE, new_state, simulate, state_record
 from fitness.tables import LiveTables, build_tables, build_tables_state, load_state, save_state
 from market.config import VolatilityConfig
-from market.volatility import run_refit
+from market.volatility import FITTED_VARIANTS, GARCH_VARIANTS, run_refit
 
 VOL = VolatilityConfig(window=120, refit_every=37, min_bars=20)  # several refits while live
 
@@ -46,20 +46,30 @@ def test_snapshot_tables_and_live_step_trade_the_backtest(tmp_path: Path, split:
         backtests.append(simulate(g, whole, bars, META, 0, bars.n_bars, sim, close_out=False))
     refits = 0
     traded = set()
+    variants = {GARCH_VARIANTS[int(g.comp.ip[0][k.I_VARIANT])] for g in strategies}
     for t in range(split, bars.n_bars):
         col = live_tables.step(int(bars.ts[t]), *(float(getattr(bars, f)[0, t]) for f in
                                                   ("open", "high", "low", "close", "volume")))
-        variance = col.variance
-        if live_tables.pending:  # in the executor this runs in the background
-            variance = live_tables.apply_refits([run_refit(j) for j in live_tables.due_refits()])
+        results = None
+        if live_tables.pending:  # the executor fits each genome's own variant before deciding
+            results = [run_refit(j) for j in live_tables.due_refits()]
             refits += 1
         for i, (live, bt) in enumerate(zip(strategies, backtests, strict=True)):
+            variance = col.variance
+            if results is not None:
+                mine = GARCH_VARIANTS[int(live.comp.ip[0][k.I_VARIANT])]
+                variance = live_tables.preview_refits([r for r in results if r.variant == mine])
             d = live.step(t, bars.open[0, t], bars.high[0, t], bars.low[0, t], bars.close[0, t],
                           col.features, variance, col.rv, col.hour, col.weekday)
             assert d.equity == bt.equity[t], (i, t)
             assert live.state[k.ST_UNITS] == bt.position[t], (i, t)
             if live.state[k.ST_UNITS] != 0.0:
                 traded.add(i)
+        if results is not None:  # ... and the others after its orders are sent
+            full = live_tables.apply_refits(results)
+            assert np.array_equal(full, live_tables.last_variance)
+            assert np.array_equal(full[:3], whole.vol.variance[:3, t]), t
+    assert len(variants & set(FITTED_VARIANTS)) >= 2, variants
     assert refits >= 3, "the live stretch must cross refit bars"
     assert len(traded) >= 3, "most strategies must hold positions while live"
 

@@ -333,7 +333,7 @@ def test_a_restart_after_a_crash_between_commit_and_record_repairs_the_history(w
     """The strategy state names the champion that saved it: a crash after a swap's first bar
     commit but before its champion row restarts that champion and writes the missing row."""
     from fitness.tables import save_state
-    from live.executor.service import snapshot_dir
+    from live.executor.service import snapshot_path
 
     pub = install(w, tmp_path)
     old_sha = json.loads(_pointer(tmp_path).read_text())["sha256"]
@@ -343,9 +343,9 @@ def test_a_restart_after_a_crash_between_commit_and_record_repairs_the_history(w
     old = Executor(cfg)
     old.load()  # stands for "the old champion traded": its tables and kernel after a bar
     bar_ts = old.last_ts
-    snap = snapshot_dir(cfg)
-    snap.mkdir(parents=True, exist_ok=True)
-    save_state(snap / f"{bar_ts}.npz", old.runner.tables.state())
+    snap = snapshot_path(cfg, bar_ts, old_sha)
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    save_state(snap, old.runner.tables.state())
     extra = np.array([3.0, np.nan, np.nan, 0.0])
     old.store.save_strategy_state(SYMBOL, bar_ts, np.concatenate(
         [old.runner.strategy.state, extra, sha_floats(old_sha)]))

@@ -21,7 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from live.state import (
+    SCHEMA_VERSION,
+    BarRow,
     BreakerState,
+    NewOrder,
     StateError,
     StateStore,
     trading_day,
@@ -67,7 +70,8 @@ def _python(code: str) -> subprocess.Popen:
 
 # ---- durability and visibility ---------------------------------------------------------------
 def test_wal_and_synchronous_full(store, db):
-    assert store.settings() == {"journal_mode": "wal", "synchronous": 2, "user_version": 1}
+    assert store.settings() == {"journal_mode": "wal", "synchronous": 2,
+                                "user_version": SCHEMA_VERSION}
     with sqlite3.connect(db) as raw:  # WAL is a property of the file, not of our connection
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -390,3 +394,77 @@ def test_files_that_are_not_this_store_are_refused(tmp_path, db):
         raw.execute("PRAGMA user_version = 99")
     with pytest.raises(StateError, match="schema version 99 was written by a newer EMP"):
         StateStore(db)
+
+
+# ---- bars, the bar's one-transaction commit, the writer's mirror -----------------------------
+def _bar(ts: int, target: float = 1000.0) -> BarRow:
+    return BarRow("EURUSD", ts, 1.1, 1.2, 1.0, 1.15, 10.0, target, SHA)
+
+
+def test_commit_bar_is_one_transaction_with_fresh_cl_ord_ids(store, db):
+    before = _order(store)
+    rows = store.commit_bar(_bar(5), np.arange(4.0), [
+        NewOrder("sell", 1000.0, None, None, "reduce"),
+        NewOrder("buy", 2000.0, 0.01, None, "entry")])
+    assert [r.status for r in rows] == ["pending_new", "pending_new"]
+    ids = [before] + [r.cl_ord_id for r in rows]
+    assert len(set(ids)) == 3 and ids[1:] == [f"{before.rsplit('-', 1)[0]}-{n}" for n in (2, 3)]
+    assert store.next_cl_ord_id().endswith("-4")  # the counter moved with the bar's orders
+    with StateStore(db) as other:  # committed: a second store sees all of it
+        assert other.strategy_state("EURUSD")[0] == 5
+        assert [b.ts for b in other.bars("EURUSD")] == [5]
+        assert {o.cl_ord_id for o in other.open_orders()} == set(ids)
+    # a bar twice (a replayed bar) is refused and the whole commit with it: no order created
+    with pytest.raises(StateError, match="commit_bar EURUSD 5 failed"):
+        store.commit_bar(_bar(5), np.arange(4.0), [NewOrder("buy", 1.0, None, None, "x")])
+    assert len(store.open_orders()) == 3 and store.strategy_state("EURUSD")[0] == 5
+    store.commit_bar(_bar(6, 0.0), np.arange(4.0))
+    assert [(b.ts, b.target) for b in store.bars("EURUSD", since_ts=5)] == [(6, 0.0)]
+    with sqlite3.connect(db) as raw, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        raw.execute("UPDATE bars SET close = 2")
+
+
+def test_a_version_1_store_is_migrated_keeping_its_rows(db):
+    with StateStore(db) as s:
+        cl = _order(s)
+    with sqlite3.connect(db) as raw:  # what a version 1 store looked like
+        raw.execute("DROP TABLE bars")
+        raw.execute("PRAGMA user_version = 1")
+    with StateStore(db) as s:
+        assert s.settings()["user_version"] == SCHEMA_VERSION
+        assert s.order(cl) is not None
+        s.commit_bar(_bar(1), np.zeros(2))
+        assert [e for _, e, _ in s.audit_log()][-1] == "store_migrated"
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["order", "fill", "sent", "cancel", "bar", "set"]),
+                         st.integers(0, 5), st.sampled_from(["buy", "sell"])),
+               min_size=1, max_size=25)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_the_writers_mirror_equals_the_database(tmp_path, ops):
+    """The exclusive store answers position/open_orders from memory: after any sequence of
+    writes, a plain reader of the file gives the same answers."""
+    path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.db"
+    with StateStore(path, exclusive=True) as w, StateStore(path) as r:
+        ids: list[str] = []
+        for i, (op, n, side) in enumerate(ops):
+            if op == "order" or not ids:
+                ids.append(_order(w, side=side, qty=1000.0 * (n + 1)))
+            elif op == "bar":
+                ids += [o.cl_ord_id for o in w.commit_bar(
+                    _bar(i), np.zeros(3), [NewOrder(side, 500.0, None, None, "bar")] * (n % 2))]
+            else:
+                cl = ids[n % len(ids)]
+                if op == "fill":
+                    _fill(w, cl, f"F{i}", 250.0, 1.1, 250.0)
+                elif op == "sent":
+                    w.mark_sent(cl)
+                elif op == "cancel":
+                    w.set_order_status(cl, "canceled", reason="test")
+                else:
+                    w.set_position("EURUSD", float(n), reason="operator")
+            assert w.position("EURUSD") == r.position("EURUSD")
+            assert w.open_orders() == r.open_orders()

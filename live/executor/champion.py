@@ -11,11 +11,15 @@ Decisions:
   model. The paper venue fills exactly as that model does, so the two stay equal to the bit;
   a real broker's slippage, financing and partial fills make the shadow equity drift from the
   broker's. The parity test sets the account's cash equal to the backtest's capital.
-- **Refits** of the GARCH family run inline on the refit bar (daily/hourly bars leave time).
+- **Refits** of the GARCH family: on a refit bar the decision needs only the fit of the
+  genome's own variant (the kernel reads that one variance row), so that one is fitted before
+  deciding and the other two after the bar's orders are sent (``finish_refits``); both
+  through ``fit`` (the executor's ``live.executor.refits.RefitWorker``, a worker process).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +45,9 @@ from fitness.tables import LiveTables, TablesState
 from genome.features import N_ROWS, NAMES, FeatureTable
 from genome.primitives import PRIMITIVES
 from live.executor.errors import ChampionError
-from market.volatility import run_refit
+from market.volatility import FITTED_VARIANTS, GARCH_VARIANTS, RefitJob, RefitResult, run_refit
+
+Fit = Callable[[RefitJob], RefitResult]
 
 
 def layout_table() -> FeatureTable:
@@ -142,21 +148,51 @@ class Runner:
         self.tp_mult = float(fp[k.P_TP_MULT])
         self.use_tp = int(ip[k.I_USE_TP]) == 1
         self.trailing = int(ip[k.I_TRAIL]) == 1
+        # a refit bar's fits: still to do (a snapshot may be pending: all of them) and done
+        self._jobs: dict[str, RefitJob] = {j.variant: j for j in self.tables.due_refits()}
+        self._done: dict[str, RefitResult] = {}
 
     @property
     def last_ts(self) -> int:
         """Open time (UTC ns) of the last bar stepped."""
         return int(self.tables.state().features.tail["ts"][-1])
 
-    def step(self, ts: int, o: float, h: float, lo: float, c: float, v: float) -> Decision:
-        """Bar ``ts`` closed: extend the tables (refits inline) and take the kernel's decision."""
+    @property
+    def variant(self) -> str:
+        """The genome's GARCH-family variant: the one variance row its decisions read."""
+        return GARCH_VARIANTS[int(self.strategy.comp.ip[0][k.I_VARIANT])]
+
+    def step(self, ts: int, o: float, h: float, lo: float, c: float, v: float,
+             fit: Fit = run_refit) -> Decision:
+        """Bar ``ts`` closed: extend the tables and take the kernel's decision. On a refit bar
+        only the genome's variant is fitted first; ``finish_refits`` does the rest."""
+        self.finish_refits(fit)
         t = self.tables.n_bars
         col = self.tables.step(ts, o, h, lo, c, v)
         variance = col.variance
         if self.tables.pending:
-            variance = self.tables.apply_refits([run_refit(j) for j in self.tables.due_refits()])
+            self._jobs = {j.variant: j for j in self.tables.due_refits()}
+            self._done = {}
+            if self.variant in self._jobs:
+                self._done[self.variant] = fit(self._jobs.pop(self.variant))
+            variance = self.tables.preview_refits(list(self._done.values()))
         return self.strategy.step(t, o, h, lo, c, col.features, variance, col.rv, col.hour,
                                   col.weekday)
+
+    def refit_jobs(self) -> list[RefitJob]:
+        """The fits a pending refit bar still waits for (none: nothing pending)."""
+        return list(self._jobs.values()) if self.tables.pending else []
+
+    def finish_refits(self, fit: Fit = run_refit,
+                      results: list[RefitResult] | None = None) -> None:
+        """Complete a pending refit bar: ``results`` of ``refit_jobs`` (fitted here with
+        ``fit`` when not given). A no-op when nothing is pending."""
+        if not self.tables.pending:
+            return
+        got = results if results is not None else [fit(j) for j in self._jobs.values()]
+        done = {**self._done, **{r.variant: r for r in got}}
+        self.tables.apply_refits([done[v] for v in FITTED_VARIANTS])
+        self._jobs, self._done = {}, {}
 
     def entry_fields(self, d: Decision) -> tuple[float, float | None, bool]:
         """(stop distance, take-profit distance or None, trailing) of an order that opens."""

@@ -74,6 +74,8 @@ class LiveConfig(Strict):
                                  description="no quote this long: no new entries, an alert")
     reconcile_every_s: float = Field(300.0, gt=0, description="periodic reconciliation")
     pointer_poll_s: float = Field(5.0, gt=0)
+    refit_worker: bool = Field(True, description="GARCH refits in a worker process (false: in "
+                               "the executor, which then loads arch: +185 MB)")
     ops: OpsSettings = Field(default_factory=OpsSettings)
     risk: RiskLimits = Field(default_factory=RiskLimits, description="pre-trade limits and "
                              "the circuit breaker (defaults: DESIGN.md)")

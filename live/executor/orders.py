@@ -18,11 +18,12 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from live.fix.message import Message
 from live.ops.metrics import Metrics
 from live.risk import OrderIntent
-from live.state import FillRow, OrderRow, StateStore
+from live.state import FillRow, NewOrder, OrderRow, StateStore
 from live.venue.spec import SymbolSpec, fmt
 
 log = logging.getLogger("emp.live.orders")
@@ -32,6 +33,24 @@ STOP_DISTANCE, TP_DISTANCE, TRAILING = 9001, 9002, 9003
 OPEN_STATUSES = ("pending_new", "sent", "new", "partially_filled")
 _STATUS = {"0": "new", "1": "partially_filled", "2": "filled", "4": "canceled", "8": "rejected",
            "A": "pending_new", "6": "canceled", "C": "canceled"}
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One order of a plan toward a target: what the NewOrderSingle will carry."""
+
+    side: str
+    lots: str          # the wire quantity
+    qty: float         # units
+    stop: float | None
+    take_profit: float | None
+    trailing: bool
+    reason: str
+    target: float
+
+    @property
+    def order(self) -> NewOrder:
+        return NewOrder(self.side, self.qty, self.stop, self.take_profit, self.reason)
 
 
 def _utc(text: str | None) -> dt.datetime:
@@ -50,7 +69,7 @@ class OrderManager:
     def __init__(self, store: StateStore, symbol: str, spec: SymbolSpec,
                  send: Callable[[Message], Awaitable[int]], account: str | None = None,
                  metrics: Metrics | None = None) -> None:
-        self.store, self.symbol, self.spec, self.send = store, symbol, spec, send
+        self.store, self.symbol, self.spec, self.send_msg = store, symbol, spec, send
         self.account = account
         self.metrics = metrics
         self.on_sent: Callable[[], None] | None = None  # after each NewOrderSingle is written
@@ -92,14 +111,13 @@ class OrderManager:
         delta = self.spec.snap(target - cur)
         return [(delta, abs(target) > abs(cur))]
 
-    async def to_target(self, target: float, bar_ts: int, entry: tuple[float, float | None, bool]
-                        | None, reason: str, *, price: float | None = None,
-                        check: Check | None = None) -> list[OrderRow]:
-        """Send the orders that bring the position to ``target`` ([]: already there).
+    def plan(self, target: float, entry: tuple[float, float | None, bool] | None, reason: str,
+             *, price: float | None = None, check: Check | None = None) -> list[Leg]:
+        """The orders that bring the position to ``target`` ([]: already there).
         ``entry``: (stop distance, take-profit distance or None, trailing) of an opening leg;
-        ``check`` (with ``price``, the reference price) vets each leg before its ClOrdID is
-        made: a leg it blocks is audited and never leaves."""
-        rows: list[OrderRow] = []
+        ``check`` (with ``price``, the reference price) vets each leg: a leg it blocks is
+        audited and never gets a ClOrdID."""
+        out: list[Leg] = []
         for delta, opens in self.legs(target):
             if abs(delta) < self.spec.step / 2:
                 continue
@@ -114,8 +132,17 @@ class OrderManager:
                 if problems:
                     self._blocked(side, qty, problems)
                     continue
-            rows.append(await self._send_order(side, lots, qty, stop, tp, trailing, bar_ts,
-                                               reason, target))
+            out.append(Leg(side, lots, qty, stop, tp, trailing,
+                           reason + (" trailing" if trailing else ""), target))
+        return out
+
+    async def to_target(self, target: float, bar_ts: int, entry: tuple[float, float | None, bool]
+                        | None, reason: str, *, price: float | None = None,
+                        check: Check | None = None) -> list[OrderRow]:
+        """Plan, commit (one transaction) and send the orders toward ``target``."""
+        legs = self.plan(target, entry, reason, price=price, check=check)
+        rows = self.store.add_orders(self.symbol, bar_ts, [leg.order for leg in legs])
+        await self.send(rows, legs)
         return rows
 
     def _blocked(self, side: str, qty: float, problems: list[str]) -> None:
@@ -126,33 +153,34 @@ class OrderManager:
             for p in problems:
                 self.metrics.order_blocked(self.symbol, _check_name(p))
 
-    async def _send_order(self, side: str, lots: str, qty: float, stop: float | None,
-                          tp: float | None, trailing: bool, bar_ts: int, reason: str,
-                          target: float) -> OrderRow:
-        cl = self.store.next_cl_ord_id()
-        row = self.store.add_order(cl_ord_id=cl, symbol=self.symbol, side=side, qty=qty,
-                                   stop=stop, take_profit=tp, bar_ts=bar_ts,
-                                   reason=reason + (" trailing" if trailing else ""))
+    async def send(self, rows: list[OrderRow], legs: list[Leg]) -> None:
+        """NewOrderSingles for committed ``rows`` (made from ``legs``), then all marked sent."""
+        if not rows:
+            return
+        crash_point("after_commit")
+        for row, leg in zip(rows, legs, strict=True):
+            await self.send_msg(self._message(row.cl_ord_id, leg))
+            if self.on_sent is not None:
+                self.on_sent()
+            crash_point("after_send")
+            log.info("order %s %s %s lots %s (target %s)", row.cl_ord_id, leg.side, leg.lots,
+                     self.symbol, leg.target)
+        self.store.mark_sent(*(r.cl_ord_id for r in rows))
+
+    def _message(self, cl: str, leg: Leg) -> Message:
         msg = Message("D", [(11, cl)])
         if self.account:
             msg.append(1, self.account)
-        msg.append(55, self.spec.fix_id).append(54, "1" if side == "buy" else "2")
+        msg.append(55, self.spec.fix_id).append(54, "1" if leg.side == "buy" else "2")
         msg.append(60, dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H:%M:%S.%f")[:-3])
-        msg.append(38, lots).append(40, "1")
-        if stop is not None:
-            msg.append(STOP_DISTANCE, fmt(stop))
-        if tp is not None:
-            msg.append(TP_DISTANCE, fmt(tp))
-        if trailing:
+        msg.append(38, leg.lots).append(40, "1")
+        if leg.stop is not None:
+            msg.append(STOP_DISTANCE, fmt(leg.stop))
+        if leg.take_profit is not None:
+            msg.append(TP_DISTANCE, fmt(leg.take_profit))
+        if leg.trailing:
             msg.append(TRAILING, "Y")
-        crash_point("after_commit")
-        await self.send(msg)
-        if self.on_sent is not None:
-            self.on_sent()
-        crash_point("after_send")
-        self.store.mark_sent(cl)
-        log.info("order %s %s %s lots %s (target %s)", cl, side, lots, self.symbol, target)
-        return row
+        return msg
 
     # ---- reports ---------------------------------------------------------------------------
     def on_execution(self, msg: Message) -> FillRow | None:

@@ -65,6 +65,7 @@ from fitness import simulator_nb as k
 from fitness.tables import TablesState
 from live.executor.champion import (
     Champion,
+    Fit,
     Runner,
     adopt,
     flatten,
@@ -75,6 +76,7 @@ from live.executor.config import LiveConfig
 from live.executor.errors import ChampionError
 from live.state import StateStore
 from live.venue.spec import spec_from_meta
+from market.volatility import run_refit
 
 if TYPE_CHECKING:
     from live.executor.service import Executor
@@ -160,20 +162,23 @@ def bars_after(source: TablesState, last_ts: int) -> list[tuple[int, float, floa
     return [(int(ts[j]), *(float(x[j]) for x in f)) for j in range(i + 1, ts.size)]
 
 
-def catch_up(runner: Runner, source: TablesState) -> int:
-    """Step ``runner`` through the bars of ``source`` after its own last bar; their count."""
+def catch_up(runner: Runner, source: TablesState, fit: Fit = run_refit) -> int:
+    """Step ``runner`` through the bars of ``source`` after its own last bar (refits
+    completed); their count."""
     rows = bars_after(source, runner.last_ts)
     for row in rows:
-        runner.step(*row)
+        runner.step(*row, fit)
+    runner.finish_refits(fit)
     return len(rows)
 
 
-def warm_new(champ: Champion, source: TablesState, equity: float) -> Runner:
+def warm_new(champ: Champion, source: TablesState, equity: float,
+             fit: Fit = run_refit) -> Runner:
     """A runner for ``champ`` from its bundle's snapshot, brought to ``source``'s last bar
     (its account part is replaced at the swap; ``equity`` only keeps the warm-up sane)."""
     b = champ.bundle
     runner = Runner(champ, b.tables_state, flatten(b.kernel_state, equity))
-    catch_up(runner, source)
+    catch_up(runner, source, fit)
     return runner
 
 
@@ -343,7 +348,7 @@ class Reloader:
                 return self.pending
             self._fits(champ)
             runner = await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
-                                             self.cfg.account_equity)
+                                             self.cfg.account_equity, ex.refits.fit)
         except (EmpError, ValueError) as exc:
             self._refuse("reload", exc)
             return None
@@ -358,7 +363,8 @@ class Reloader:
                 raise ReloadError("rollback needs a reason")
             if self.previous is not None:
                 champ, runner = self.previous
-                await asyncio.to_thread(catch_up, runner, ex.runner.tables.state())
+                await asyncio.to_thread(catch_up, runner, ex.runner.tables.state(),
+                                        ex.refits.fit)
             else:
                 sha = self._previous_sha()
                 champ = load_champion_sha(self.cfg.champions_root, self.cfg.symbol, sha,
@@ -366,7 +372,7 @@ class Reloader:
                                           allow_unsigned=self.cfg.allow_unsigned)
                 self._fits(champ)
                 runner = await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
-                                                 self.cfg.account_equity)
+                                                 self.cfg.account_equity, ex.refits.fit)
         except (EmpError, ValueError) as exc:
             self._refuse("rollback", exc)
             return None
@@ -422,7 +428,7 @@ class Reloader:
             return
         ex = self.ex
         try:
-            catch_up(cand.runner, ex.runner.tables.state())
+            catch_up(cand.runner, ex.runner.tables.state(), ex.refits.fit)
         except (EmpError, ValueError) as exc:
             self._refuse(cand.kind, exc)
             return

@@ -3,15 +3,22 @@ then one decision per bar close, orders to the target, everything committed befo
 
 Per bar (``on_bar``), in this order, so a ``kill -9`` anywhere leaves a state a restart can
 finish without a duplicate or a lost order:
-1. the tables and the kernel step (in memory);
-2. wait (``fill_wait_s`` at most) until the bar's fills have reached the store: the kernel's
-   own position after the bar is what the venue's reports must show;
-3. the tables' snapshot for the bar (an atomic file) and the kernel state with its decision
-   (target, stop/take-profit distances, trailing) are committed;
-4. the order that brings the position to the target: ClOrdID committed (pending_new), sent,
-   marked sent.
-A restart restores 3, reconciles the orders and positions with the venue (``reconcile``), and
-sends what is still missing to reach the committed target.
+1. the tables and the kernel step (in memory; on a refit bar only the genome's own GARCH
+   variant is fitted first, in the refit worker process: ``live.executor.refits``);
+2. wait (``fill_wait_s`` at most, woken by each ExecutionReport) until the bar's fills have
+   reached the store: the kernel's own position after the bar is what the venue's reports
+   must show;
+3. the risk state (breaker, equity peak: one read), the pre-trade checks of the orders that
+   bring the position to the target;
+4. one transaction (``StateStore.commit_bar``): the bar with its decision, the kernel state
+   with the decision's target, stop/take-profit distances and trailing, and the orders, each
+   with its new ClOrdID as pending_new;
+5. the orders sent, then marked sent;
+6. off the latency path: the other refits, the tables' snapshot (an atomic file, named by bar
+   and champion), the equity record and the metrics.
+A restart restores 4 (the tables from their latest snapshot of that champion, stepped through
+the state store's bars up to the committed one), reconciles the orders and positions with the
+venue (``reconcile``), and sends what is still missing to reach the committed target.
 
 Risk (``live.risk``): every order leg passes ``pre_trade`` (a reversal is a reducing and an
 opening leg); a blocked leg is audited and counted (``emp_orders_blocked``), never sent. The
@@ -31,8 +38,8 @@ pings while bars are processed without error; STOPPING=1 on SIGTERM. No quote fo
 metric. Reconciliation also runs after every TRADE reconnect and every
 ``reconcile_every_s``; the QUOTE session re-subscribes after a reconnect.
 
-Live bars are not appended to the history store yet: the restart state is the per-bar tables
-snapshot under ``<state dir>/tables/``, which makes the store unnecessary after the first start.
+Every live bar is kept in the state store (``bars``): the restart's source, and the paper
+record a promotion to live is judged on.
 """
 
 from __future__ import annotations
@@ -51,14 +58,15 @@ import numpy as np
 
 from fitness import simulator_nb as k
 from fitness.live import Decision
-from fitness.tables import SnapshotError, TablesState, load_state, save_state
+from fitness.tables import LiveTables, SnapshotError, TablesState, load_state, save_state
 from live.executor.bars import LiveBar, quotes
 from live.executor.champion import Champion, Runner, flatten
 from live.executor.config import LiveConfig
 from live.executor.errors import ExecutorError
-from live.executor.orders import OrderManager
+from live.executor.orders import Leg, OrderManager
 from live.executor.reconcile import Requests, reconcile
-from live.executor.reload import Reloader, champion_at_start, sha_floats
+from live.executor.refits import RefitWorker
+from live.executor.reload import Reloader, champion_at_start, sha_floats, sha_of_state
 from live.fix.config import InitiatorSettings, SessionSettings
 from live.fix.errors import SessionError
 from live.fix.initiator import Initiator, start_initiator
@@ -67,7 +75,7 @@ from live.ops import systemd
 from live.ops.http import OpsServer, ReadyConditions
 from live.ops.metrics import Metrics
 from live.risk import Account, Breaker, OrderIntent, drawdown, pre_trade
-from live.state import StateStore, trading_day
+from live.state import BarRow, OrderRow, StateStore, trading_day
 from live.venue.spec import SymbolSpec, spec_from_meta
 from market.calendars import day_start_offset_ns
 
@@ -122,12 +130,18 @@ class Executor:
         self._day_trades = 0
         self._day_start_eq: float | None = None
         self._bar_lock = asyncio.Lock()
-        self._snap_dir = cfg.live_dir / "tables" / cfg.symbol
+        self._snap_dir = snapshot_dir(cfg)
+        self.refits = RefitWorker(inline=not cfg.refit_worker)
+        self._settled = asyncio.Event()  # set by every ExecutionReport applied
+        self._halted = False              # the breaker, as read once per bar
+        self._peak: float | None = None   # the equity peak, as read once per bar
+        self._stored_day: tuple[dt.date, int, float | None, int] | None = None
 
     # ---- start -----------------------------------------------------------------------------
     def load(self) -> None:
         """Pointer -> verified bundle -> tables and kernel state (restored or first start)."""
         cfg = self.cfg
+        self.refits.start()  # arch loads in the worker while the rest starts
         champ = champion_at_start(self.store, cfg)  # the store's (after a swap) or the pointer's
         b = champ.bundle
         link = cfg.symbols[cfg.symbol]
@@ -153,14 +167,11 @@ class Executor:
 
     def _restore(self, champ: Champion) -> tuple[TablesState, np.ndarray] | None:
         saved = self.store.strategy_state(self.symbol)
-        if saved is None or self.store.champion(self.symbol) != champ.sha256:
+        if saved is None or (sha_of_state(saved[1]) or self.store.champion(self.symbol)
+                             ) != champ.sha256:
             return None
         bar_ts, arr = saved
-        try:
-            tables = load_state(self._snap_dir / f"{bar_ts}.npz")
-        except SnapshotError as exc:
-            raise ExecutorError(f"restart: {exc}; the state store's strategy is at bar {bar_ts}"
-                                ) from None
+        tables = self._tables_at(champ, bar_ts)
         kernel, extra = arr[:k.N_STATE].copy(), arr[k.N_STATE:]
         self.target = float(extra[0])
         self.entry = (None if math.isnan(extra[1]) else
@@ -168,6 +179,34 @@ class Executor:
                        bool(extra[3])))
         log.info("restored %s at bar %d (target %g)", self.symbol, bar_ts, self.target)
         return tables, kernel
+
+    def _tables_at(self, champ: Champion, bar_ts: int) -> TablesState:
+        """``champ``'s tables after bar ``bar_ts``: its latest snapshot at or before that bar
+        (else its bundle's), stepped through the state store's bars up to it (a crash after
+        the bar's commit and before its snapshot leaves one bar to step)."""
+        tag = champ.sha256[:12]
+        snaps = sorted((ts, p) for p in self._snap_dir.glob(f"*-{tag}.npz")
+                       if (ts := _snap_ts(p)) is not None and ts <= bar_ts)
+        try:
+            base = load_state(snaps[-1][1]) if snaps else champ.bundle.tables_state
+        except SnapshotError as exc:
+            raise ExecutorError(f"restart: {exc}; the state store's strategy is at bar {bar_ts}"
+                                ) from None
+        base_ts = int(base.features.tail["ts"][-1])
+        bars = self.store.bars(self.symbol, since_ts=base_ts, until_ts=bar_ts)
+        if base_ts != bar_ts and (not bars or bars[-1].ts != bar_ts):
+            raise ExecutorError(f"restart: no tables snapshot of champion {tag} at bar {bar_ts} "
+                                f"and the state store lacks the bars to rebuild it from "
+                                f"{'its snapshot' if snaps else 'the bundle'} at bar {base_ts}")
+        if not bars:
+            return base
+        lt = LiveTables(base)
+        for b in bars:
+            lt.step(b.ts, b.open, b.high, b.low, b.close, b.volume)
+            if lt.pending:
+                lt.apply_refits([self.refits.fit(j) for j in lt.due_refits()])
+        log.info("restart: tables of %s rebuilt through %d stored bar(s)", tag, len(bars))
+        return lt.state()
 
     def _session(self, sub: str) -> InitiatorSettings:
         f = self.cfg.fix
@@ -264,7 +303,7 @@ class Executor:
         if not state.open or (hard and not state.hard):
             self.store.trip(reason, hard=hard)
             self.metrics.breaker_tripped(key)
-        self._diverged = True
+        self._diverged = self._halted = True
         log.error("ALERT breaker tripped: %s", reason)
         return not state.open
 
@@ -355,6 +394,7 @@ class Executor:
 
     def _on_report(self, msg: Message) -> None:
         fill = self.orders.on_execution(msg)
+        self._settled.set()
         if fill is not None:
             self.metrics.fill(self.symbol, fill.side, fill.qty)
             self.metrics.set_position(self.symbol, self.orders.held())
@@ -391,23 +431,36 @@ class Executor:
         self._roll_day(bar.ts)
         if self.reloader is not None:
             self.reloader.at_boundary()  # a warmed champion is swapped in here
-        d = self.runner.step(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        r = self.runner
+        d = r.step(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, self.refits.fit)
         self.metrics.observe_signal(time.perf_counter() - t0)
         self._update_sigma()
-        await self._settle(float(self.runner.strategy.state[k.ST_UNITS]))
+        await self._settle(float(r.strategy.state[k.ST_UNITS]))
         self.target = d.target_units
-        self.entry = self.runner.entry_fields(d) if d.target_units != 0.0 else None
-        self._commit(bar.ts)
-        if self.reloader is not None:
-            self.reloader.committed(bar.ts)  # the swap's champion row and audit entry
-        self.last_ts = bar.ts
-        self.last_close = bar.close
+        self.entry = r.entry_fields(d) if d.target_units != 0.0 else None
+        self.last_ts, self.last_close = bar.ts, bar.close
         self.decisions.append(d)
+        breaker, self._peak = self.store.risk_state()
+        self._halted = breaker.open
         equity = self.equity()
         self._check_breaker(equity)
-        if not self.stopping:
-            await self._to_target(bar.ts, d.reason if d.exit else "signal")
+        target, entry, reason = self._aim(d.reason if d.exit else "signal")
+        legs = [] if self.stopping else self.orders.plan(
+            target, entry, reason, price=self.last_close, check=self._check)
+        rows = self.store.commit_bar(
+            BarRow(self.symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
+                   self.target, self.champion.sha256),
+            self._saved_state(), [leg.order for leg in legs])
+        if self.reloader is not None:
+            self.reloader.committed(bar.ts)  # the swap's champion row and audit entry
+        await self._send(rows, legs, target)
+        # off the latency path
+        if r.tables.pending:
+            r.finish_refits(results=await self.refits.run(r.refit_jobs()))
+            self._update_sigma()
+        self._snapshot(bar.ts)
         self.store.record_equity(dt.datetime.now(dt.UTC), equity)
+        self._peak = equity if self._peak is None else max(self._peak, equity)
         self._bar_metrics(equity)
         self.bars_done += 1
         log.info("bar done %d", bar.ts)
@@ -424,11 +477,8 @@ class Executor:
         r = self.runner
         fp, ip = r.strategy.comp.fp[0], r.strategy.comp.ip[0]
         w = float(fp[k.P_BLEND])
-        var = getattr(r.tables, "_var", None)
-        rv = getattr(r.tables, "_rv", None)
-        if var is None or rv is None:
-            return
-        s2 = w * float(var[int(ip[k.I_VARIANT]), 0]) + (1 - w) * float(rv[int(ip[k.I_RVWIN]), 0])
+        s2 = (w * float(r.tables.last_variance[int(ip[k.I_VARIANT])])
+              + (1 - w) * float(r.tables.last_rv[int(ip[k.I_RVWIN])]))
         if math.isfinite(s2) and s2 > 0:
             self.sigma = math.sqrt(s2)
 
@@ -451,15 +501,18 @@ class Executor:
     def account(self, equity: float) -> Account:
         """What the pre-trade checks and the breaker look at. Trades today and the day's
         start equity come from this process's count of the bar's trading day; when that day
-        is today by the clock, the state store's count (which survives a restart) is used
-        when it is larger."""
-        peak = self.store.peak_equity()
+        is today by the clock, the state store's count (which survives a restart: read once
+        a day, then advanced by this process's orders) is used when it is larger. The peak
+        is the one read at the bar's start."""
+        peak = self._peak
         trades, dse = self._day_trades, self._day_start_eq
-        now = dt.datetime.now(dt.UTC)
-        if self._day is None or self._day == trading_day(now, self._roll_hour):
-            stored, stored_eq = self.store.day_stats(trading_day(now, self._roll_hour),
-                                                     roll_hour_utc=self._roll_hour)
-            trades = max(trades, stored)
+        today = trading_day(dt.datetime.now(dt.UTC), self._roll_hour)
+        if self._day is None or self._day == today:
+            if self._stored_day is None or self._stored_day[0] != today:
+                stored, eq = self.store.day_stats(today, roll_hour_utc=self._roll_hour)
+                self._stored_day = (today, stored, eq, self._day_trades)
+            _, stored, stored_eq, base = self._stored_day
+            trades = max(trades, stored + self._day_trades - base)
             dse = dse if dse is not None else stored_eq
         return Account(equity=equity, day_start_equity=dse if dse is not None else equity,
                        peak_equity=equity if peak is None else max(peak, equity),
@@ -484,10 +537,9 @@ class Executor:
     def _bar_metrics(self, equity: float) -> None:
         m = self.metrics
         m.set_equity(equity)
-        peak = self.store.peak_equity()
-        m.set_drawdown(drawdown(Account(equity, equity, peak or equity, 0)))
+        m.set_drawdown(drawdown(Account(equity, equity, self._peak or equity, 0)))
         m.set_position(self.symbol, self.orders.held())
-        m.set_breaker(self.store.breaker().open)
+        m.set_breaker(self._halted)
         if math.isfinite(self.sigma):
             fp = self.runner.strategy.comp.fp[0]
             ann = self.sigma * math.sqrt(self.runner.tables.bars_per_year)
@@ -507,46 +559,68 @@ class Executor:
     async def _settle(self, expected: float) -> None:
         """Wait until the store shows the bar's fills (the kernel's position, no order left
         open; only the latter when the account has left the kernel's path: a blocked or
-        rejected order, the breaker); reconcile when they do not come."""
+        rejected order, the breaker); reconcile when they do not come. Each ExecutionReport
+        applied wakes the wait."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.fill_wait_s
         tol = self.spec.step / 2
-        while loop.time() < deadline:
+        while True:
+            self._settled.clear()
             if not self.orders.open_orders() and (
                     self._diverged or abs(self.orders.held() - expected) < tol):
                 return
-            await asyncio.sleep(0.002)
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), left)
         log.warning("%s: fills not settled after %.1f s (store %g, kernel %g); reconciling",
                     self.symbol, self.cfg.fill_wait_s, self.orders.held(), expected)
         await self._reconcile_quietly("fills not settled")
 
-    def _commit(self, bar_ts: int) -> None:
-        self._snap_dir.mkdir(parents=True, exist_ok=True)
-        save_state(self._snap_dir / f"{bar_ts}.npz", self.runner.tables.state())
+    def _saved_state(self) -> np.ndarray:
+        """The kernel state, the decision (target, stop/take-profit distances, trailing) and
+        the champion's sha256: the strategy state a restart resumes from."""
         e = self.entry
         extra = np.array([self.target, np.nan if e is None else e[0],
                           np.nan if e is None or e[1] is None else e[1],
                           0.0 if e is None else float(e[2])])
-        self.store.save_strategy_state(self.symbol, bar_ts, np.concatenate(
-            [self.runner.strategy.state, extra, sha_floats(self.champion.sha256)]))
-        old = sorted(self._snap_dir.glob("*.npz"), key=lambda p: int(p.stem))[:-KEEP_SNAPSHOTS]
-        for p in old:
+        return np.concatenate([self.runner.strategy.state, extra,
+                               sha_floats(self.champion.sha256)])
+
+    def _snapshot(self, bar_ts: int) -> None:
+        """The tables after the bar (``<ts>-<sha12>.npz``); the last few are kept."""
+        self._snap_dir.mkdir(parents=True, exist_ok=True)
+        save_state(snapshot_path(self.cfg, bar_ts, self.champion.sha256),
+                   self.runner.tables.state())
+        snaps = sorted((ts, p) for p in self._snap_dir.glob("*.npz")
+                       if (ts := _snap_ts(p)) is not None)
+        for _, p in snaps[:-KEEP_SNAPSHOTS]:
             with contextlib.suppress(OSError):
                 p.unlink()
 
-    async def _to_target(self, bar_ts: int, reason: str) -> None:
-        """Orders toward the kernel's target, or toward flat while the breaker is open."""
-        halted = self.store.breaker().open
-        target = 0.0 if halted else self.target
-        if halted:
-            reason = "breaker open: flatten"
+    def _aim(self, reason: str) -> tuple[float, tuple[float, float | None, bool] | None, str]:
+        """(target, entry, reason): the kernel's, or flat while the breaker is open."""
+        if self._halted:
+            return 0.0, None, "breaker open: flatten"
+        return self.target, self.entry, reason
+
+    async def _send(self, rows: list[OrderRow], legs: list[Leg], target: float) -> None:
         try:
-            await self.orders.to_target(target, bar_ts, None if halted else self.entry, reason,
-                                        price=self.last_close, check=self._check)
+            await self.orders.send(rows, legs)
         except SessionError as exc:  # TRADE down: reconciled and completed after the reconnect
             log.warning("order toward %g not sent: %s", target, exc)
         held = self.orders.held() + self.orders.leaves()
-        self._diverged = halted or abs(held - self.target) >= self.spec.step / 2
+        self._diverged = self._halted or abs(held - self.target) >= self.spec.step / 2
+
+    async def _to_target(self, bar_ts: int, reason: str) -> None:
+        """Orders toward the kernel's target, or toward flat while the breaker is open
+        (restart, reconnect, breaker: outside the bar path)."""
+        self._halted = self.store.breaker().open
+        target, entry, reason = self._aim(reason)
+        legs = self.orders.plan(target, entry, reason, price=self.last_close, check=self._check)
+        rows = self.store.add_orders(self.symbol, bar_ts, [leg.order for leg in legs])
+        await self._send(rows, legs, target)
 
     # ---- stop ------------------------------------------------------------------------------
     async def stop(self) -> None:
@@ -566,8 +640,20 @@ class Executor:
                 await ini.close()
         if self.ops is not None:
             await self.ops.close()
+        self.refits.close()
         self.store.close()
 
 
 def snapshot_dir(cfg: LiveConfig) -> Path:
     return cfg.live_dir / "tables" / cfg.symbol
+
+
+def snapshot_path(cfg: LiveConfig, bar_ts: int, sha256: str) -> Path:
+    """Where the tables after bar ``bar_ts`` of champion ``sha256`` are kept."""
+    return snapshot_dir(cfg) / f"{bar_ts}-{sha256[:12]}.npz"
+
+
+def _snap_ts(path: Path) -> int | None:
+    """The bar of a snapshot file ``<ts>-<sha12>.npz`` (None: not one of ours)."""
+    ts, _, tag = path.stem.partition("-")
+    return int(ts) if ts.isdigit() and len(tag) == 12 else None
