@@ -83,7 +83,8 @@ FIXED_START_PERSISTENCE = 0.95  # the ladder's last start: a typical, well-insid
 CLAMP_RATIO = 10.0  # fitted forecasts are kept within [ewma / C, ewma * C] at the same bar
 # 2: fits under one BLAS thread, the start ladder, the persistence cap and FTOL (tables built
 # by version 1 depended on the process's BLAS thread count and must not be reused)
-CACHE_VERSION = 2  # bump when the table's definition changes, so old caches miss
+# 3: a NaN fitted forecast (EGARCH log-variance run to -inf) is clamped to the EWMA value
+CACHE_VERSION = 3  # bump when the table's definition changes, so old caches miss
 
 
 @dataclass(frozen=True)
@@ -340,14 +341,16 @@ def _digest(variance: np.ndarray, rv: np.ndarray, counts: np.ndarray, bpy: float
 def _clamp(v: np.ndarray, ewma: np.ndarray) -> tuple[np.ndarray, int]:
     """Keep a fitted forecast within CLAMP_RATIO of the EWMA forecast at the same bar.
 
+    A NaN forecast (an EGARCH whose log-variance ran to -inf) takes the EWMA value.
     A stationary fit can still run away out of sample: an EGARCH with negative size and
     leverage terms drives the variance towards zero in a calm rally, and the next shock then
     multiplies it by e^30 (S&P 500, Feb 2018). The EWMA reference is causal; GARCH(1,1) and GJR
     stay within 0.2x-5.4x of it on the S&P 500, so the band only bites on such runaways.
     """
     ok = ewma > 0.0
-    out = np.where(ok, np.clip(v, ewma / CLAMP_RATIO, ewma * CLAMP_RATIO), v)
-    return out, int(np.count_nonzero(out != v))
+    band = np.where(np.isnan(v), ewma, np.clip(v, ewma / CLAMP_RATIO, ewma * CLAMP_RATIO))
+    out = np.where(ok, band, v)
+    return out, int(np.count_nonzero((out != v) & ~(np.isnan(out) & np.isnan(v))))
 
 
 _COUNTS = ("fits", "failures", "clamped", "retried", "capped")

@@ -119,9 +119,12 @@ def recursion_end(code: int, par: np.ndarray, e: np.ndarray, start: float) -> tu
 
 @nb.njit(cache=True, error_model="numpy")
 def clamp_to_ewma(v: float, ewma: float, ratio: float) -> float:
-    """``v`` kept within [ewma / ratio, ewma * ratio] when ewma > 0, as np.clip does."""
+    """``v`` kept within [ewma / ratio, ewma * ratio] when ewma > 0, as np.clip does; a NaN
+    forecast (an EGARCH whose log-variance ran to -inf) is the EWMA value itself."""
     if not ewma > 0.0:
         return v
+    if v != v:
+        return ewma
     lo = ewma / ratio
     hi = ewma * ratio
     if v < lo:

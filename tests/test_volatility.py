@@ -345,3 +345,20 @@ def test_spx_full_build(spx):
     assert np.isfinite(table.variance[:, 20:]).all()
     sigma = annualised_sigma(table.variance[:, 500:], 252.0)
     assert ((sigma > 0.01) & (sigma < 2.0)).all()  # EGARCH dips to 1.8 % (clamped)
+
+
+def test_an_egarch_forecast_run_to_nan_takes_the_ewma_value():
+    """An EGARCH fit at its bound drives ln sigma^2 to -inf and the forecast to NaN (seed 3,
+    70 bars, 30-bar windows): the table carries the EWMA value there instead, counted as
+    clamped, and the live path agrees with the batch."""
+    rng = np.random.default_rng(3)
+    h, r = 1e-4, np.empty(70)
+    for t in range(70):
+        r[t] = np.sqrt(h) * rng.standard_normal()
+        h = 5e-6 + 0.10 * r[t] ** 2 + 0.85 * h
+    close = 100.0 * np.exp(np.cumsum(r))
+    table = build_vol_table(close, 252.0, window=30, refit_every=20, min_bars=10)
+    ewma = table.variance[GARCH_VARIANTS.index("ewma")]
+    defined = np.isfinite(ewma)
+    assert np.isfinite(table.variance[:, defined]).all()
+    assert table.clamped["egarch"] > 0
