@@ -74,6 +74,9 @@ class LiveConfig(Strict):
                                  description="no quote this long: no new entries, an alert")
     reconcile_every_s: float = Field(300.0, gt=0, description="periodic reconciliation")
     pointer_poll_s: float = Field(5.0, gt=0)
+    bars_from: Literal["refresh", "ticks"] = Field(
+        "refresh", description="refresh: the feed's refreshes carry each bar's OHLC (the "
+        "paper venue); ticks: bars are built from bid/ask ticks by the store's ingest rules")
     refit_worker: bool = Field(True, description="GARCH refits in a worker process (false: in "
                                "the executor, which then loads arch: +185 MB)")
     ops: OpsSettings = Field(default_factory=OpsSettings)

@@ -59,7 +59,7 @@ import numpy as np
 from fitness import simulator_nb as k
 from fitness.live import Decision
 from fitness.tables import LiveTables, SnapshotError, TablesState, load_state, save_state
-from live.executor.bars import LiveBar, quotes
+from live.executor.bars import LiveBar, TickBars, quotes
 from live.executor.champion import Champion, Runner, flatten
 from live.executor.config import LiveConfig
 from live.executor.errors import ExecutorError
@@ -116,6 +116,7 @@ class Executor:
         self.last_quote = time.monotonic()
         self.decisions: list[Decision] = []
         self.reloader: Reloader | None = None
+        self._ticks: TickBars | None = None  # bars_from: ticks
         self.breaker = Breaker(self.limits)
         self.metrics = Metrics([cfg.symbol], drawdown_limit=self.limits.breaker_drawdown,
                                stale_after_s=cfg.stale_after_s)
@@ -163,6 +164,8 @@ class Executor:
         if "close" in tail and len(tail["close"]):
             self.last_close = float(tail["close"][-1])
         self.metrics.set_champion(champ.sha256)
+        self._ticks = (TickBars(self.spec.fix_id, b.timeframe, b.meta.calendar)
+                       if cfg.bars_from == "ticks" else None)
         self._roll_hour = day_start_offset_ns(b.meta.calendar) // 3_600_000_000_000
 
     def _restore(self, champ: Champion) -> tuple[TablesState, np.ndarray] | None:
@@ -384,8 +387,13 @@ class Executor:
             if self.stale:
                 self.check_stale()
             for q in quotes(msg):
-                if q.bar is not None and q.symbol == self.spec.fix_id:
-                    await self.on_bar(q.bar)
+                if q.symbol != self.spec.fix_id:
+                    continue
+                bar = q.bar
+                if self._ticks is not None and q.bid is not None and q.ask is not None:
+                    bar = self._ticks.add(q.ts, q.bid, q.ask)
+                if bar is not None:
+                    await self.on_bar(bar)
             return
         if self.requests.offer(msg):
             return
