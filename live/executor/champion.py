@@ -7,10 +7,15 @@ Decisions:
   account holds no position of the backtest, so trading the backtest's open position would
   mean entering at a price nobody got; the first entry waits for the strategy's next signal.
 - **Sizing equity.** The kernel sizes from its own state record (cash + marked position),
-  seeded with the account's equity at the first start and then advanced by the kernel's fill
-  model. The paper venue fills exactly as that model does, so the two stay equal to the bit;
-  a real broker's slippage, financing and partial fills make the shadow equity drift from the
-  broker's. The parity test sets the account's cash equal to the backtest's capital.
+  seeded at the first start with the equity the venue reports (CollateralReport; the config's
+  ``account_equity`` only when the venue sends none) and then advanced by the kernel's fill and
+  cost model. The paper venue fills exactly as that model does, so the two stay equal to the
+  bit. A real broker's slippage, fees, financing and partial fills make this shadow equity
+  drift from the broker's: the executor polls the venue's equity after every bar (metrics
+  ``emp_equity``, ``emp_sizing_equity``, ``emp_equity_divergence_ratio``) and re-bases the
+  shadow equity on the broker's when they differ by more than ``equity_resync``: the kernel's
+  cash moves by the difference, its position, entry and stop levels stay. The backtest's
+  equity, by contrast, is simulated from the start capital with the bundle's cost model.
 - **Refits** of the GARCH family: on a refit bar the decision needs only the fit of the
   genome's own variant (the kernel reads that one variance row), so that one is fitted before
   deciding and the other two after the bar's orders are sent (``finish_refits``); both

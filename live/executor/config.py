@@ -66,7 +66,10 @@ class LiveConfig(Strict):
     state_path: Path | None = Field(None, description="state store; default <home>/live/state.db")
     history: Path | None = Field(None, description="history store; default <home>/history")
     account_equity: float = Field(100_000.0, gt=0,
-                                  description="the account's equity at the first start")
+                                  description="the account's equity at the first start when "
+                                  "the venue sends no collateral report")
+    equity_resync: float = Field(0.005, gt=0, description="sizing equity re-based to the "
+                                 "venue's when they differ by more than this ratio")
     fix: FixLink = Field(default_factory=FixLink)
     symbols: dict[str, SymbolLink]
     fill_wait_s: float = Field(5.0, gt=0, description="wait for a bar's fills before deciding")

@@ -23,7 +23,8 @@ LOT_TOLERANCE = 0.01
 
 
 class Requests:
-    """Request/answer correlation on the TRADE session (H by 790, AF by 584, AN by 710)."""
+    """Request/answer correlation on the TRADE session (H by 790, AF by 584, AN by 710, BB by
+    909)."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
@@ -37,13 +38,13 @@ class Requests:
 
     def offer(self, msg: Message) -> bool:
         """Route an answer to its request; True when it was one."""
-        for tag in (790, 584, 710):
+        for tag in (790, 584, 710, 909):
             rid = msg.get(tag)
             if rid is None or (tag, rid) not in self._waiting:
                 continue
             fut, got = self._waiting[(tag, rid)]
             got.append(msg)
-            done = tag == 790 or (tag == 584 and msg.get(912) in ("Y", None)) or (
+            done = tag in (790, 909) or (tag == 584 and msg.get(912) in ("Y", None)) or (
                 tag == 710 and ((msg.msg_type == "AO" and msg.get(727) in ("0", None))
                                 or len([m for m in got if m.msg_type == "AP"])
                                 >= int(msg.get(727) or 0)))
@@ -90,6 +91,23 @@ async def reconcile(orders: OrderManager, requests: Requests,
         problems.append(f"position mismatch on {orders.symbol}: venue {venue_units:g} units, "
                         f"state store {ours_units:g} (tolerance {LOT_TOLERANCE} lot)")
     return problems
+
+
+async def account_balance(requests: Requests, send: Callable[[Message], Awaitable[int]],
+                          account: str | None, timeout: float) -> tuple[float, float]:
+    """(equity, cash) of the account as the venue reports them (CollateralInquiry BB ->
+    CollateralReport BA, TotalNetValue 900 and CashOutstanding 901). TimeoutError when the
+    venue does not answer (a broker without collateral reports: the caller falls back);
+    ValueError when it answers without the figures."""
+    rid, fut = requests.new(909)
+    await send(Message("BB", [(909, rid), (263, "0"), (1, account or "1"), (581, "1")]))
+    answer = (await asyncio.wait_for(fut, timeout))[0]
+    try:
+        if answer.get(910) != "0":
+            raise ValueError(answer.get(58) or f"CollStatus {answer.get(910)}")
+        return float(answer.get(900)), float(answer.get(901))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the venue's collateral report is unusable: {exc}") from None
 
 
 def _now() -> str:

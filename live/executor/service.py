@@ -64,7 +64,7 @@ from live.executor.champion import Champion, Runner, flatten
 from live.executor.config import LiveConfig
 from live.executor.errors import ExecutorError
 from live.executor.orders import Leg, OrderManager
-from live.executor.reconcile import Requests, reconcile
+from live.executor.reconcile import Requests, account_balance, reconcile
 from live.executor.refits import RefitWorker
 from live.executor.reload import Reloader, champion_at_start, sha_floats, sha_of_state
 from live.fix.config import InitiatorSettings, SessionSettings
@@ -137,6 +137,10 @@ class Executor:
         self._halted = False              # the breaker, as read once per bar
         self._peak: float | None = None   # the equity peak, as read once per bar
         self._stored_day: tuple[dt.date, int, float | None, int] | None = None
+        self._first_start = False
+        self.venue_equity: float | None = None  # the last collateral report's
+        self._resync_delta: float | None = None  # re-base the sizing equity at the next bar
+        self._account_poll: asyncio.Task[None] | None = None
 
     # ---- start -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -157,6 +161,7 @@ class Executor:
                                             f"equity {cfg.account_equity:g}")
         else:
             tables, kernel = restored
+        self._first_start = restored is None
         self.champion = champ
         self.runner = Runner(champ, tables, kernel)
         tail = tables.features.tail
@@ -251,6 +256,8 @@ class Executor:
         except TimeoutError:
             raise ExecutorError(f"reconciliation: the venue did not answer within "
                                 f"{f.request_timeout_s:g} s") from None
+        if self._first_start:
+            await self._seed_equity()
         await self._to_target(self.last_ts, "restart: complete the committed target")
         await self._subscribe()
         self.last_quote = time.monotonic()
@@ -261,9 +268,58 @@ class Executor:
         self._spawn(self._watch_quotes(), "stale quotes")
         systemd.ready(f"trading {self.symbol} champion {self.champion.sha256[:12]}")
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    async def _seed_equity(self) -> None:
+        """First start: the kernel sizes from the equity the venue reports (flat: checked by
+        the reconciliation before), not from the config's ``account_equity``."""
+        try:
+            equity, _ = await account_balance(self.requests, self._send_trade,
+                                              self.orders.account, self.cfg.fix.request_timeout_s)
+        except (TimeoutError, ValueError, SessionError) as exc:
+            log.warning("no collateral report from the venue (%s): sizing from account_equity "
+                        "%g", str(exc) or "no answer", self.cfg.account_equity)
+            return
+        self.venue_equity = equity
+        self.runner.strategy.state[:] = flatten(self.runner.strategy.state, equity)
+        self.store.audit("sizing_equity", f"{self.symbol}: {equity:g} as the venue reports it "
+                                          f"(config account_equity {self.cfg.account_equity:g})")
+        log.info("sizing equity %g from the venue's collateral report", equity)
+
+    async def _poll_account(self) -> None:
+        """After a bar: the venue's equity (metrics, divergence). A divergence beyond
+        ``equity_resync`` re-bases the sizing equity at the next bar: the kernel's cash moves
+        by the difference (position, entry and stop levels untouched), for the fees,
+        slippage and financing of a real broker that the kernel's cost model missed."""
+        try:
+            equity, _ = await account_balance(self.requests, self._send_trade,
+                                              self.orders.account,
+                                              self.cfg.fix.request_timeout_s)
+        except (TimeoutError, ValueError, SessionError):
+            return
+        self.venue_equity = equity
+        ours = self.equity()
+        div = (ours - equity) / equity if equity > 0 else 0.0
+        self.metrics.set_equity(equity)
+        self.metrics.set_sizing_equity(ours, div)
+        if abs(div) > self.cfg.equity_resync:
+            log.warning("ALERT sizing equity %g differs from the venue's %g by %.2f %%: "
+                        "re-based at the next bar", ours, equity, 100 * div)
+            self._resync_delta = equity - ours
+
+    def _resync(self) -> None:
+        delta, self._resync_delta = self._resync_delta, None
+        st = self.runner.strategy.state
+        before = self.equity()
+        st[k.ST_CASH] += delta
+        st[k.ST_PREV_EQ] += delta
+        self.store.audit("sizing_equity_resync", f"{self.symbol}: {before:g} -> "
+                                                 f"{self.equity():g} (the venue's equity)")
+        log.warning("sizing equity re-based to the venue's: %g -> %g", before, self.equity())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         self._tasks = [t for t in self._tasks if not t.done()]
-        self._tasks.append(asyncio.create_task(coro, name=f"emp live {name}"))
+        task = asyncio.create_task(coro, name=f"emp live {name}")
+        self._tasks.append(task)
+        return task
 
     def readiness(self) -> dict[str, bool]:
         """``/ready``: both sessions up, reconciliation clean, champion loaded, breaker
@@ -439,6 +495,8 @@ class Executor:
         self._roll_day(bar.ts)
         if self.reloader is not None:
             self.reloader.at_boundary()  # a warmed champion is swapped in here
+        if self._resync_delta is not None:
+            self._resync()
         r = self.runner
         d = r.step(bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, self.refits.fit)
         self.metrics.observe_signal(time.perf_counter() - t0)
@@ -470,6 +528,8 @@ class Executor:
         self.store.record_equity(dt.datetime.now(dt.UTC), equity)
         self._peak = equity if self._peak is None else max(self._peak, equity)
         self._bar_metrics(equity)
+        if self._account_poll is None or self._account_poll.done():
+            self._account_poll = self._spawn(self._poll_account(), "account")
         self.bars_done += 1
         log.info("bar done %d", bar.ts)
         return d
@@ -544,7 +604,9 @@ class Executor:
 
     def _bar_metrics(self, equity: float) -> None:
         m = self.metrics
-        m.set_equity(equity)
+        if self.venue_equity is None:
+            m.set_equity(equity)
+        m.set_sizing_equity(equity)
         m.set_drawdown(drawdown(Account(equity, equity, self._peak or equity, 0)))
         m.set_position(self.symbol, self.orders.held())
         m.set_breaker(self._halted)

@@ -2,7 +2,8 @@
 
 Transcribed from the FIX 4.4 specification (QuickFIX's FIX44.xml) for the message types EMP
 uses: the session messages, orders (D F G H 8 9), market data (V W X Y), positions and
-reconciliation (AN AP AF), SecurityDefinition (d) and BusinessMessageReject (j). Other valid
+reconciliation (AN AP AF), the account's collateral (BB CollateralInquiry, BA CollateralReport:
+its equity and cash), SecurityDefinition (d) and BusinessMessageReject (j). Other valid
 FIX 4.4 message types are recognised (so they get a BusinessMessageReject, not an "Invalid
 MsgType"), but their bodies are only checked field by field (types, enumerations, tags).
 
@@ -41,6 +42,8 @@ for _ty, _tags in _TYPED.items():
 # corrections: 432 ExpireDate and 273 MDEntryTime are dates/times, 585 is an INT, 39 a CHAR;
 # 584 MassStatusReqID is a STRING (an OrderMassStatusRequest's id need not be a number)
 FIELD_TYPES.update({432: DATE, 273: TIME, 585: INT, 39: CHAR, 1: STR, 58: STR})
+# CollateralReport: TotalNetValue(900), CashOutstanding(901) amounts; CollStatus(910)
+FIELD_TYPES.update({900: FLOAT, 901: FLOAT, 910: INT})
 
 # EMP's user-defined fields (FIX reserves 5000-9999 for bilateral use): the venue's protection
 # on a NewOrderSingle, as distances in price from the fill (the kernel's form; see
@@ -77,6 +80,7 @@ ENUMS: dict[int, frozenset[str]] = {t: frozenset(v.split()) for t, v in {
     581: "1 2 3 4 6 7 8",
     585: "1 2 3 4 5 6 7 8",
     724: "0 1 2 3",
+    910: "0 1 2 3 4",
     728: "0 1 2 3 4 99",
     167: "EUSUPRA FAC FADN FAMCC FAMCCN FHLMC FNMA FRN GNMA SBA SDN SPCLA SPCLO SPCLT STRUCT "
          "SUPRA USTB UST USTN USTBILL USTBOND TBA TBILL TBOND TCAL TD TECP TERM TINT TIPS "
@@ -190,6 +194,9 @@ MESSAGES: dict[str, list] = {
            ("G", 711, [("C", "UnderlyingInstrument"), 732, 733]),
            ("G", 702, [703, 704, 705, 706, ("C", "NestedParties")]),
            ("G", 753, [707, 708]), 506, *_TEXT],
+    "BB": [909, ("G", 938, [896]), 263, 725, 726, ("C", "Parties"), 1, 581, 15, *_TEXT],
+    "BA": [("R", 908), 909, ("R", 910), 911, 912, ("C", "Parties"), 1, 581, 15, 900, 901, 60,
+           *_TEXT],
     "AF": [("R", 584), ("R", 585), ("C", "Parties"), 1, 660, 336, 625, ("C", "Instrument"),
            _UND, 54],
     "d": [("R", 320), ("R", 322), ("R", 323), ("C", "Instrument"), ("C", "InstrumentExtension"),

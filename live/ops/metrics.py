@@ -66,6 +66,12 @@ class Metrics:
 
         self._equity = Gauge("emp_equity", "Account equity the venue reports (portfolio "
                              "value), account currency", registry=r)
+        self._sizing_equity = Gauge("emp_sizing_equity", "Equity the strategy sizes with (the "
+                                    "kernel's cash + marked position), account currency",
+                                    registry=r)
+        self._divergence = Gauge("emp_equity_divergence_ratio", "(sizing equity - venue "
+                                 "equity) / venue equity at the last collateral report",
+                                 registry=r)
         self._drawdown = Gauge("emp_drawdown_ratio", "Drawdown from the equity high-water "
                                "mark, 0..1", registry=r)
         self._max_drawdown = Gauge("emp_max_drawdown_ratio", "Largest drawdown seen, 0..1",
@@ -178,8 +184,14 @@ class Metrics:
 
     # -- account -----------------------------------------------------------------------
     def set_equity(self, equity: float) -> None:
-        """The account equity the venue reports (what sizing uses)."""
+        """The account equity the venue reports."""
         self._equity.set(_finite("equity", equity))
+
+    def set_sizing_equity(self, equity: float, divergence: float | None = None) -> None:
+        """The equity the kernel sizes with, and its divergence from the venue's."""
+        self._sizing_equity.set(_finite("sizing equity", equity))
+        if divergence is not None:
+            self._divergence.set(_finite("divergence", divergence))
 
     def set_drawdown(self, drawdown: float, max_drawdown: float | None = None) -> None:
         """Current drawdown (0..1); the max is kept here unless the executor passes its

@@ -47,7 +47,7 @@ from live.venue.spec import SymbolSpec
 log = logging.getLogger("emp.venue")
 
 QUOTE, TRADE = "quote", "trade"
-TRADE_TYPES = ("D", "F", "H", "AN", "AF")
+TRADE_TYPES = ("D", "F", "H", "AN", "AF", "BB")
 
 
 class SessionLike(Protocol):
@@ -141,7 +141,8 @@ class Venue:
             if role != TRADE:
                 return [business_reject(msg, 3, f"MsgType {mt} belongs on the TRADE session")]
             return {"D": self._new_order, "F": self._cancel, "H": self._status,
-                    "AN": self._positions, "AF": self._mass_status}[mt](msg)
+                    "AN": self._positions, "AF": self._mass_status,
+                    "BB": self._collateral}[mt](msg)
         return [business_reject(msg, 3, f"MsgType {mt} is not supported by the venue")]
 
     def _new_order(self, msg: Message) -> list[Message]:
@@ -191,6 +192,9 @@ class Venue:
         return [self.reports.status(o, ((584, mass_id), (911, str(n)),
                                         (912, "Y" if i == n - 1 else "N")))
                 for i, o in enumerate(open_)]
+
+    def _collateral(self, msg: Message) -> list[Message]:
+        return [self.reports.collateral(msg, self.exchange.equity(), self.exchange.cash)]
 
     def _positions(self, msg: Message) -> list[Message]:
         ts = max((b.ts for b in self.latest.values()), default=None)

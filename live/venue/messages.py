@@ -176,6 +176,19 @@ class Reports:
                 (753, "1"), (707, "FMTM"), (708, fmt(unrealized[s]))]))
         return out
 
+    def collateral(self, req: Message, equity: float, cash: float) -> Message:
+        """CollateralInquiry (BB) -> CollateralReport (BA): the account's equity (TotalNetValue
+        900: cash + positions marked at their last close) and cash (CashOutstanding 901)."""
+        self._rpt += 1
+        out = Message("BA", [(908, f"C{self._rpt}")])
+        if req.get(909):
+            out.append(909, req.get(909))
+        acct = req.get(1)
+        if acct is not None and acct != self.account:
+            return out.append(910, "4").append(1, acct).append(58, f"unknown Account(1) {acct!r}")
+        return (out.append(910, "0").append(1, self.account).append(900, fmt(equity))
+                .append(901, fmt(cash)).append(60, utc_now()))
+
     def no_open_orders(self, mass_id: str) -> Message:
         return Message("8", [(37, "NONE"), (11, "NONE"), (17, self._exec_id()),
                              (150, ORDER_STATUS), (39, REJECTED), (1, self.account),
