@@ -29,6 +29,7 @@ EXPECTED_TYPES = {
     "emp_market_open": "gauge", "emp_sigma_ann": "gauge", "emp_sigma_garch_ann": "gauge",
     "emp_sigma_rv_ann": "gauge", "emp_regime": "gauge", "emp_var95_1d": "gauge",
     "emp_sizing_multiplier": "gauge", "emp_vol_quality": "gauge",
+    "emp_sizing_equity": "gauge", "emp_equity_divergence_ratio": "gauge",
 }
 
 
@@ -46,6 +47,7 @@ def exercised(clock: FakeClock | None = None) -> Metrics:
     """Every update method called once, so every labelled family has a sample."""
     m = Metrics(["EURUSD", "GBPUSD"], clock=clock or FakeClock())
     m.set_equity(10_250.5)
+    m.set_sizing_equity(10_240.0, (10_240.0 - 10_250.5) / 10_250.5)
     m.set_drawdown(0.03)
     m.set_position("EURUSD", -12_000)
     m.order_sent("EURUSD")
@@ -97,6 +99,8 @@ def test_values_after_updates() -> None:
     clock.now += 42.5
     f = parse(m)
     assert value(f, "emp_equity") == 10_250.5
+    assert value(f, "emp_sizing_equity") == 10_240.0
+    assert value(f, "emp_equity_divergence_ratio") == (10_240.0 - 10_250.5) / 10_250.5
     assert value(f, "emp_drawdown_ratio") == 0.03
     assert value(f, "emp_drawdown_limit_ratio") == 0.08
     assert value(f, "emp_position_units", symbol="EURUSD") == -12_000
