@@ -290,12 +290,13 @@ def paper_gate(champ: Champion, bundle: Bundle, state_path: Path,
     """The champion's paper record in ``state_path`` checked against its bundle; a
     PromoteError naming the store, the champion and the reason unless it passes."""
     from live.paper import PaperError, compare_paper, paper_record
+    from live.state import StateError
 
     who_ = f"champion #{champ.id} ({champ.bundle_sha256[:12]})"
     try:
         check = compare_paper(paper_record(state_path, champ.symbol, champ.bundle_sha256),
                               bundle, policy)
-    except PaperError as exc:
+    except (PaperError, StateError) as exc:
         raise PromoteError(f"paper gate refused {who_}: {exc}") from None
     if not check.ok:
         more = f" (+{len(check.reasons) - 2} more)" if len(check.reasons) > 2 else ""

@@ -21,12 +21,14 @@ Conventions and their reasons:
   others at UTC midnight), as the executor's daily risk counters count them, among the bars
   compared.
 - **The compared bars** are the champion's latest uninterrupted run in the store, from its
-  first bar at which the account was flat with nothing pending: the first bar after the
-  executor's first start with it, or else the first bar whose previous bar's target was 0
-  (a champion hot-reloaded into a position is judged from its first flat bar).
-- **Start equity**: the executor's ``first_start`` audit entry for this champion (the
-  account equity its kernel was flattened to), else the store's first ``first_start``
-  equity plus the cash flows of every fill before the compared bars.
+  first bar at which the account was flat with nothing pending: the store's first bar (the
+  executor's first start), or else the first bar of the run whose previous bar's target was 0
+  (a champion hot-reloaded into a position is judged from its first flat bar; the bars before
+  only warm its replay up, as the executor's warm-up did).
+- **Start equity**: the executor's ``first_start`` audit entry for this champion when the
+  compared bars begin with its run (the account equity its kernel was flattened to, as the
+  entry writes it: ``%g``, six significant digits), else the store's first ``first_start``
+  equity plus the cash flows of every fill before the compared bars (financing left out).
 - **Returns** of both sides are the fills' P&L marked at the last close; financing is left out
   of both (the store does not record the broker's financing), so the difference measures
   execution and decisions, not carry.
@@ -273,10 +275,11 @@ def _replay_fills(trades: np.ndarray, state: np.ndarray, bar_of: dict[int, int])
 
 
 def _start(record: PaperRecord) -> int:
-    """Index (into store_bars) of the first bar compared: the run's first bar when the
-    executor first started with this champion (flat), else its first flat bar."""
+    """Index (into store_bars) of the first bar compared: the run's first bar when it is the
+    store's first (the executor's first start: flat), else the run's first bar whose previous
+    bar's target was 0 (the account flat, nothing pending)."""
     first, last = record.run
-    if record.first_start is not None or first == 0:
+    if first == 0:
         return first
     for i in range(first, last + 1):
         if record.store_bars[i - 1].target == 0.0:
@@ -284,6 +287,16 @@ def _start(record: PaperRecord) -> int:
     raise PaperError(f"state store {record.path}: champion {record.sha256[:12]} never had a "
                      f"flat account in its paper run (it took over a position and kept one): "
                      f"nothing to compare from a flat start")
+
+
+def _start_equity(record: PaperRecord, s: int, before: list[PaperFill], vpu: float) -> float:
+    """The equity the compared run starts from (see the module docstring)."""
+    if record.first_start is not None and s == record.run[0]:
+        return record.first_start
+    if record.account_start is None:
+        raise PaperError(f"state store {record.path}: no first_start entry in its audit log: "
+                         f"the account's starting equity is unknown")
+    return record.account_start + sum(_flow(f, vpu) for f in before)
 
 
 def _flow(f: PaperFill | _Fill, vpu: float) -> float:
@@ -322,13 +335,7 @@ def compare_paper(record: PaperRecord, bundle: Bundle,
     fills = [f for f in record.fills
              if window_ts <= f.decided_ts <= bars[last].ts
              and (f.origin != "emp" or (f.bar_ts is not None and f.bar_ts <= bars[last].ts))]
-    if record.first_start is not None:
-        equity = record.first_start
-    elif record.account_start is not None:
-        equity = record.account_start + sum(_flow(f, vpu) for f in before)
-    else:
-        raise PaperError(f"state store {record.path}: no first_start entry in its audit log: "
-                         f"the account's starting equity is unknown")
+    equity = _start_equity(record, s, before, vpu)
 
     runner = Runner(Champion(None, b, Path(f"<bundle {b.sha256[:12]}>")), b.tables_state,
                     flatten(b.kernel_state, equity))
@@ -366,21 +373,26 @@ def compare_paper(record: PaperRecord, bundle: Bundle,
     max_bps = 0.0
     if len(fills) != len(replay):
         reasons.append(f"{len(fills)} paper fills, {len(replay)} in the replay")
+    found: dict[str, list[str]] = {}  # kind -> its lines (the first is reported, then a count)
     for p, q in zip(fills, replay, strict=False):
         bps = abs(p.px - q.px) / abs(q.px) * 1e4 if q.px else math.inf
         max_bps = max(max_bps, bps)
         if p.side != q.side:
-            reasons.append(f"fill {p.cl_ord_id}: paper {p.side}, replay {q.side} at bar "
-                           f"{_iso(q.bar_ts)}")
+            found.setdefault("side", []).append(
+                f"fill {p.cl_ord_id}: paper {p.side}, replay {q.side} at bar {_iso(q.bar_ts)}")
         elif p.bar_ts is not None and p.bar_ts != q.bar_ts:
-            reasons.append(f"fill {p.cl_ord_id}: at bar {_iso(p.bar_ts)}, replay at "
-                           f"{_iso(q.bar_ts)}")
+            found.setdefault("bar", []).append(
+                f"fill {p.cl_ord_id}: at bar {_iso(p.bar_ts)}, replay at {_iso(q.bar_ts)}")
         if abs(p.qty - q.qty) / lot > policy.max_unit_diff_lots + _EPS:
-            reasons.append(f"fill {p.cl_ord_id}: {p.qty:g} units, replay {q.qty:g} (tolerance "
-                           f"{policy.max_unit_diff_lots:g} lot)")
+            found.setdefault("qty", []).append(
+                f"fill {p.cl_ord_id}: {p.qty:g} units, replay {q.qty:g} (tolerance "
+                f"{policy.max_unit_diff_lots:g} lot)")
         if bps > policy.max_fill_bps:
-            reasons.append(f"fill {p.cl_ord_id}: price {p.px:.6g}, replay {q.px:.6g} "
-                           f"({bps:.2f} bps, tolerance {policy.max_fill_bps:g})")
+            found.setdefault("px", []).append(
+                f"fill {p.cl_ord_id}: price {p.px:.6g}, replay {q.px:.6g} ({bps:.2f} bps, "
+                f"tolerance {policy.max_fill_bps:g})")
+    for lines in found.values():
+        reasons.append(lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
     close = compared[-1].close
     paper_ret = _marked_return(fills, close, vpu, equity)
     replay_ret = _marked_return(replay, close, vpu, equity)

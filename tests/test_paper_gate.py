@@ -48,7 +48,9 @@ def run_paper(home: Path, bars: Bars, meta, n: int, *, state_path: Path | None =
     replays the first ``n`` of ``bars``; returns the state store it wrote. ``venue_meta``:
     the venue's symbol metadata (default ``meta``: fills at the kernel's prices)."""
     pub = home / "keys" / "emp-signing.pub"
-    over = {} if state_path is None else {"state_path": str(state_path)}
+    # refits in this process (arch is loaded here already): no worker process to start
+    over = {"refit_worker": False} | ({} if state_path is None
+                                      else {"state_path": str(state_path)})
 
     async def go() -> Path:
         vc = parse_venue_config(venue_config())
