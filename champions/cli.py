@@ -41,7 +41,11 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                     "alias 'paper' or 'champion'; and the stage's pointer "
                     "$EMP_HOME/champions/SYMBOL/{paper,current}.json swapped atomically. "
                     "Promoting to live retires the previous live champion of the symbol "
-                    "(`emp champions rollback` restores it).")
+                    "(`emp champions rollback` restores it). Live only from paper: the paper "
+                    "champion goes live (its own bundle) when the executor's state store "
+                    "holds at least --paper-days trading days of its paper results within "
+                    "tolerance of its bundle replayed on the same bars (targets, fills, "
+                    "return); otherwise it is refused and nothing is written.")
     p.add_argument("run_id", metavar="RUN_ID", help="a judged run under $EMP_HOME/runs, or 'latest'")
     p.add_argument("--candidate", required=True, metavar="KEY",
                    help="the candidate's key, as `emp gates` lists it")
@@ -53,6 +57,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     p.add_argument("--key", type=Path, default=None, metavar="PATH",
                    help="signing key (default: $EMP_SIGNING_KEY, else "
                         "$EMP_HOME/keys/emp-signing.key; create one with `emp champions keygen`)")
+    _paper_args(p)
     _registry_arg(p)
     _mlflow_arg(p)
     add_config(p)  # type: ignore[operator]
@@ -143,6 +148,63 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     v.set_defaults(func=cmd_verify)
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1")
+    return n
+
+
+def _tolerance(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a finite number >= 0")
+    return v
+
+
+def _positive(text: str) -> float:
+    v = _tolerance(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return v
+
+
+def _paper_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("paper gate (--to live)")
+    g.add_argument("--paper-state", type=Path, default=None, metavar="PATH",
+                   help="the paper executor's state store (default $EMP_HOME/live/state.db)")
+    g.add_argument("--paper-days", type=_count, default=None, metavar="N",
+                   help="trading days of paper results required (default 5)")
+    g.add_argument("--paper-max-return-diff", type=_tolerance, default=None, metavar="X",
+                   help="largest |paper - replay| return, a fraction (default 0.005)")
+    g.add_argument("--paper-max-fill-bps", type=_tolerance, default=None, metavar="BPS",
+                   help="largest fill price deviation from the replay, bps (default 5)")
+    g.add_argument("--paper-max-unit-diff", type=_tolerance, default=None, metavar="LOTS",
+                   help="largest target or fill units difference, lots (default 0.01)")
+    g.add_argument("--paper-lot-size", type=_positive, default=None, metavar="UNITS",
+                   help="units per lot, as the live config's symbols.SYMBOL.lot_size "
+                        "(default: 100 volume steps)")
+
+
+def _paper_policy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The PaperPolicy of the flags given (None: every default)."""
+    given = {name: getattr(args, flag) for name, flag in (
+        ("min_days", "paper_days"), ("max_return_diff", "paper_max_return_diff"),
+        ("max_fill_bps", "paper_max_fill_bps"), ("max_unit_diff_lots", "paper_max_unit_diff"),
+        ("lot_size", "paper_lot_size")) if getattr(args, flag) is not None}
+    if not given:
+        return None
+    from live.paper import PaperPolicy
+
+    return PaperPolicy(**given)
+
+
 def _url(args: argparse.Namespace, cfg: EmpConfig) -> str:
     from champions.registry import default_url
 
@@ -159,13 +221,17 @@ def cmd_promote(args: argparse.Namespace, cfg: EmpConfig) -> int:
 
     res = promote(cfg.home, args.run_id, args.candidate, args.to, args.reason,
                   accept_peeking=args.accept_peeking, signing_key=args.key,
-                  registry_url=_url(args, cfg), log_mlflow=not args.no_mlflow, progress=_say)
+                  registry_url=_url(args, cfg), log_mlflow=not args.no_mlflow,
+                  paper_state=args.paper_state, paper_policy=_paper_policy(args),
+                  progress=_say)
     c = res.champion
     print(f"champion #{c.id} {c.symbol}/{c.timeframe} candidate {c.key} is now {c.state}")
     print(f"bundle:  {res.bundle_path} (sha256 {res.sha256[:16]}, signed by "
           f"{res.pointer.key_id})")
     print(f"pointer: {res.pointer.path}")
     print(f"registry: {mask_uri(_url(args, cfg))}")
+    if res.paper is not None:
+        print(f"paper gate: {res.paper.summary()}")
     if res.model_version is not None:
         from champions.mlflow_models import ALIASES, model_name
 

@@ -15,6 +15,14 @@ Then, in this order (each step safe to repeat if a later one fails):
 4. the registry: the champion's state change and its audit row (``champions.registry``);
 5. the stage's pointer (``current.json`` for live, ``paper.json`` for paper), swapped atomically;
 6. the MLflow alias (``champion`` for live, ``paper`` for paper) moved to the new version.
+
+Live comes only after paper (``go_live``): a candidate not in ``paper`` is refused ("promote to
+paper first"), and one in paper goes live only with a passing paper check of ITS bundle in the
+executor's state store (``live.paper``: at least ``min_days`` trading days of paper results
+within tolerance of the bundle replayed on the same bars). What goes live is that very bundle
+(same sha256, no rebuild): what was checked on paper is what trades. The check's figures go
+into the audit event's reason and the MLflow version's tags. A refusal writes nothing.
+Rollback to a previous live champion is not gated (it was live).
 """
 
 from __future__ import annotations
@@ -24,19 +32,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from champions import mlflow_models
 from champions.bundle import (
+    Bundle,
     code_identity,
     encode,
     read_bundle,
     versions,
 )
 from champions.keys import default_private_key, key_id, load_private_key
-from champions.lifecycle import leave_stage
+from champions.lifecycle import leave_stage, load_bundle
 from champions.pointer import Pointer, champions_root, sha256_hex, store_bundle, write_pointer
 from champions.registry import Champion, Registry, default_url, who
 from champions.snapshot import state_after
@@ -46,6 +55,9 @@ from core.jsonio import read_json
 from fitness.tables import origin_of
 from gates.judge import REPORT_SHA, RunContext, load_run, resolve_run_id
 from genome.codec import from_json
+
+if TYPE_CHECKING:  # live.paper is imported on the live path only
+    from live.paper import PaperCheck, PaperPolicy
 
 STAGES = ("paper", "live")
 Progress = Callable[[str], None]
@@ -67,6 +79,7 @@ class Promotion:
     pointer: Pointer
     model_version: str | None  # the MLflow model version (None with log_mlflow=False)
     warnings: tuple[str, ...]
+    paper: PaperCheck | None = None  # the paper check a promotion to live passed
 
 
 def read_report(run_dir: Path) -> tuple[dict[str, Any], str]:
@@ -192,9 +205,12 @@ def build_body(ctx: RunContext, report: dict[str, Any], report_sha: str,
 def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
             accept_peeking: str | None = None, signing_key: Path | None = None,
             registry_url: str | None = None, log_mlflow: bool = True,
+            paper_state: Path | None = None, paper_policy: PaperPolicy | None = None,
             progress: Progress = _quiet) -> Promotion:
     """Promote candidate ``key`` of run ``run_id`` to ``to`` (paper or live); see the module
-    docstring for what is refused and what is written."""
+    docstring for what is refused and what is written. ``paper_state``/``paper_policy``: the
+    state store and the tolerances of the paper check a promotion to live needs (default
+    ``$EMP_HOME/live/state.db``, ``PaperPolicy()``)."""
     if to not in STAGES:
         raise PromoteError(f"--to {to!r}: must be one of {', '.join(STAGES)}")
     if not reason.strip():
@@ -207,6 +223,10 @@ def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
     key = cand["key"]
     reads = check_peeking(run_dir, accept_peeking)
     private = load_private_key(signing_key or default_private_key(home))
+    if to == "live":
+        return go_live(home, run_id, key, reason, registry_url=registry_url,
+                       paper_state=paper_state, policy=paper_policy, log_mlflow=log_mlflow,
+                       progress=progress)
     by = who()
     progress(f"loading run {run_id} and its history")
     ctx = load_run(home, run_id, progress=progress)
@@ -249,3 +269,101 @@ def promote(home: Path, run_id: str, key: str, to: str, reason: str, *,
             warnings.append(f"MLflow alias not moved ({type(exc).__name__}); the registry and "
                             f"the pointer are updated")
     return Promotion(champ, path, sha, pointer, version, tuple(warnings))
+
+
+def default_paper_state(home: Path) -> Path:
+    """The executor's state store by default (``emp live``'s ``state_path``)."""
+    return Path(home) / "live" / "state.db"
+
+
+def _not_paper(champ: Champion | None, run_id: str, key: str, min_days: int) -> PromoteError:
+    state = "not promoted yet" if champ is None else f"{champ.state} (#{champ.id})"
+    if champ is not None and champ.state == "live":
+        return PromoteError(f"candidate {key} of run {run_id} is already live (#{champ.id})")
+    return PromoteError(f"candidate {key} of run {run_id} is {state}, not paper: promote to "
+                        f"paper first (emp promote {run_id} --candidate {key} --to paper), "
+                        f"let `emp live` trade it for {min_days} paper days, then to live")
+
+
+def paper_gate(champ: Champion, bundle: Bundle, state_path: Path,
+               policy: PaperPolicy) -> PaperCheck:
+    """The champion's paper record in ``state_path`` checked against its bundle; a
+    PromoteError naming the store, the champion and the reason unless it passes."""
+    from live.paper import PaperError, compare_paper, paper_record
+    from live.state import StateError
+
+    who_ = f"champion #{champ.id} ({champ.bundle_sha256[:12]})"
+    try:
+        check = compare_paper(paper_record(state_path, champ.symbol, champ.bundle_sha256),
+                              bundle, policy)
+    except (PaperError, StateError) as exc:
+        raise PromoteError(f"paper gate refused {who_}: {exc}") from None
+    if not check.ok:
+        more = f" (+{len(check.reasons) - 2} more)" if len(check.reasons) > 2 else ""
+        raise PromoteError(f"paper gate refused {who_} on state store {state_path}: "
+                           f"{'; '.join(check.reasons[:2])}{more}")
+    return check
+
+
+def go_live(home: Path, run_id: str, key: str, reason: str, *, registry_url: str | None = None,
+            paper_state: Path | None = None, policy: PaperPolicy | None = None,
+            log_mlflow: bool = True, progress: Progress = _quiet) -> Promotion:
+    """Paper -> live for candidate ``key`` of run ``run_id`` (already resolved and checked
+    eligible by ``promote``): refused unless it is the paper champion and its paper record
+    passes ``paper_gate``; then its own bundle goes live (registry, pointer, alias)."""
+    from live.paper import PaperPolicy
+
+    policy = policy or PaperPolicy()
+    home = Path(home)
+    url = registry_url or default_url(home)
+    with Registry(url) as reg:
+        champ = reg.find(run_id, key)
+    if champ is None or champ.state != "paper":
+        raise _not_paper(champ, run_id, key, policy.min_days)
+    bundle = load_bundle(home, champ)  # verified with the trusted keys, as the executor does
+    state_path = Path(paper_state) if paper_state is not None else default_paper_state(home)
+    progress(f"checking the paper record of champion #{champ.id} in {state_path}")
+    check = paper_gate(champ, bundle, state_path, policy)
+    root = champions_root(home)
+    path = root / champ.bundle_path
+    version = None
+    if log_mlflow:
+        version = (mlflow_models.version_of(home, champ.symbol, champ.timeframe,
+                                            champ.bundle_sha256)
+                   or mlflow_models.register(home, run_id, path, bundle))
+    audit = f"{reason.strip()} [paper gate passed on {state_path}: {check.summary()}]"
+    with Registry(url) as reg:
+        reg.transition(champ.id, "live", action="promote", who=who(), reason=audit,
+                       expected_state="paper")
+        champ = reg.get(champ.id)
+    pointer = write_pointer(root, stage="live", symbol=champ.symbol, timeframe=champ.timeframe,
+                            sha256=champ.bundle_sha256, signature=bundle.signature,
+                            key_id=bundle.key_id, champion_id=champ.id, run_id=run_id, key=key)
+    leave_stage(home, champ, "paper", log_mlflow)
+    warnings = []
+    if version is not None:
+        try:
+            _tag_paper(home, champ, version, check, state_path)
+            mlflow_models.set_alias(home, champ.symbol, champ.timeframe, "live", version)
+        except Exception as exc:  # the promotion stands; only the MLflow view lags
+            warnings.append(f"MLflow alias or tags not set ({type(exc).__name__}); the registry "
+                            f"and the pointer are updated")
+    return Promotion(champ, path, champ.bundle_sha256, pointer, version, tuple(warnings), check)
+
+
+def _tag_paper(home: Path, champ: Champion, version: str, check: PaperCheck,
+               state_path: Path) -> None:
+    """The paper check's figures on the model version (the MLflow view of the audit)."""
+    from mlflow import MlflowClient
+
+    from core.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(home)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = mlflow_models.model_name(champ.symbol, champ.timeframe)
+    for tag, value in {"paper_days": check.days, "paper_bars": check.bars,
+                       "paper_fills": check.trades, "paper_return": f"{check.paper_return:.6g}",
+                       "paper_return_diff": f"{check.return_diff:.6g}",
+                       "paper_max_fill_bps": f"{check.max_fill_bps:.4g}",
+                       "paper_state": str(state_path)}.items():
+        client.set_model_version_tag(name, version, tag, str(value))

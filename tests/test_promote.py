@@ -3,7 +3,9 @@ strength (annualised Sharpe 2 after costs), the default evolution, the gates (wh
 candidates eligible), a real MLflow store, a real SQLite registry, real files.
 
 Refusals leave nothing behind; every state change is one audit row; the MLflow aliases, the
-pointers and the registry agree after promotion, replacement, rollback and retirement."""
+pointers and the registry agree after promotion, replacement, rollback and retirement. Live
+only after paper: the life cycle runs the real executor on paper (``test_paper_gate.run_paper``,
+a few daily bars after the judged history) before each promotion to live."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from fitness.simulator import build_tables, simulate
 from gates.judge import judge_run
 from market.loader import load_bars
 from market.store import HistoryStore
+
+PAPER_BARS = 3  # daily bars traded on paper before going live (--paper-days 2)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,7 @@ def test_a_changed_history_is_refused(judged, tmp_path):
     close[-5] *= 1.01  # one hold-out bar moved by 1 %
     ingest_generated(home, "EDGE", report["timeframe"], close, {"unit": "bps", "spread": 1.0}, 3)
     with pytest.raises(Exception, match="changed since run"):
-        promote(home, run_id, report["eligible"][0], "live", "test", log_mlflow=False)
+        promote(home, run_id, report["eligible"][0], "paper", "test", log_mlflow=False)
     assert _nothing_promoted(home)
 
 
@@ -137,10 +141,26 @@ def _alias(home: Path, alias: str) -> dict:
     return client.get_model_version_by_alias(model_name("EDGE", "1d"), alias).tags
 
 
+def paper_bars(cfg, n: int):
+    """The ``n`` daily bars after the judged history (the generator continues the series)."""
+    from live_rig import cut
+
+    from benchmarks.power_data import generate, to_bars
+
+    hist = load_bars("EDGE", "1d", store=HistoryStore(cfg.store_root()))
+    series = generate("autocorr", 2.0, 2001, n=hist.n_bars + n)
+    bars = to_bars(series)
+    assert np.array_equal(bars.close[0][: hist.n_bars], hist.close[0])
+    return cut(bars, hist.n_bars, hist.n_bars + n), series.meta
+
+
 def test_promote_replace_rollback_retire_publish(judged, tmp_path, monkeypatch, capsys):
     """The whole life of two champions through the command line."""
+    from test_paper_gate import run_paper
+
     home = copy_home(judged, tmp_path)
-    _, run_id, report, _ = judged
+    _, run_id, report, cfg = judged
+    bars, meta = paper_bars(cfg, PAPER_BARS)
     monkeypatch.setenv("EMP_HOME", str(home))
     monkeypatch.chdir(tmp_path)
     a, b = report["eligible"][:2]
@@ -153,20 +173,40 @@ def test_promote_replace_rollback_retire_publish(judged, tmp_path, monkeypatch, 
     assert _alias(home, "paper")["bundle_sha256"] == paper.sha256
     assert len(_events(home)) == 2  # register (-> eligible) and promote (-> paper)
 
-    assert main(["promote", run_id, "--candidate", a[:8], "--to", "live", "--reason", "go"]) == 0
+    # live needs a paper record: straight from eligible, or with none yet, it is refused
+    assert main(["promote", run_id, "--candidate", b, "--to", "live", "--reason", "x"]) == 2
+    assert "promote to paper first" in capsys.readouterr().err
+    assert main(["promote", run_id, "--candidate", a, "--to", "live", "--reason", "x"]) == 2
+    assert "live/state.db: not found: no paper record" in capsys.readouterr().err
+    assert len(_events(home)) == 2 and read_pointer(home / "champions" / "EDGE", "paper")
+
+    run_paper(home, bars, meta, PAPER_BARS)  # the executor trades a on paper
+    assert main(["promote", run_id, "--candidate", a, "--to", "live", "--reason", "x",
+                 "--paper-days", str(PAPER_BARS + 1)]) == 2
+    assert f"{PAPER_BARS} of {PAPER_BARS + 1} paper days" in capsys.readouterr().err
+    assert main(["promote", run_id, "--candidate", a[:8], "--to", "live", "--reason", "go",
+                 "--paper-days", "2"]) == 0
+    assert f"paper gate: {PAPER_BARS} paper days" in capsys.readouterr().out
+    assert read_pointer(home / "champions" / "EDGE", "live").sha256 == paper.sha256
+    assert _alias(home, "champion")["paper_days"] == str(PAPER_BARS)
     # it left paper: the paper pointer and alias no longer name it
     assert not (home / "champions" / "EDGE" / "paper.json").exists()
     with pytest.raises(Exception, match="alias"):
         _alias(home, "paper")
-    assert main(["promote", run_id, "--candidate", b, "--to", "live", "--reason", "better"]) == 0
+    assert main(["promote", run_id, "--candidate", b, "--to", "paper", "--reason", "next"]) == 0
+    b_state = tmp_path / "b" / "state.db"
+    run_paper(home, bars, meta, PAPER_BARS, state_path=b_state)
+    assert main(["promote", run_id, "--candidate", b, "--to", "live", "--reason", "better",
+                 "--paper-state", str(b_state), "--paper-days", "2"]) == 0
     live = read_pointer(home / "champions" / "EDGE", "live")
     assert live.key == b and _alias(home, "champion")["candidate"] == b
     with Registry(default_url(home)) as reg:
         states = {c.key: c.state for c in reg.champions(symbol="EDGE")}
         assert states == {a: "retired", b: "live"}
-        # one row per state change: a eligible, paper, live, retired (replaced); b eligible, live
+        # one row per state change: a eligible, paper, live, retired (replaced); b eligible,
+        # paper, live
         actions = [(e.action, e.from_state, e.to_state) for e in reg.events()]
-    assert len(actions) == 6 and ("replace", "live", "retired") in actions
+    assert len(actions) == 7 and ("replace", "live", "retired") in actions
 
     capsys.readouterr()
     assert main(["champions", "rollback", "EDGE", "--reason", "b misbehaves"]) == 0
@@ -176,7 +216,7 @@ def test_promote_replace_rollback_retire_publish(judged, tmp_path, monkeypatch, 
     resolve(live)
     with Registry(default_url(home)) as reg:
         assert {c.key: c.state for c in reg.champions(symbol="EDGE")} == {a: "live", b: "retired"}
-        assert len(reg.events()) == 8
+        assert len(reg.events()) == 9
         ids = {c.key: c.id for c in reg.champions(symbol="EDGE")}
 
     assert main(["champions", "list"]) == 0
@@ -205,7 +245,7 @@ def test_promote_replace_rollback_retire_publish(judged, tmp_path, monkeypatch, 
     assert main(["champions", "retire", str(ids[a]), "--reason", "end of test"]) == 0
     assert not (home / "champions" / "EDGE" / "current.json").exists()
     with Registry(default_url(home)) as reg:
-        assert reg.get(ids[a]).state == "retired" and len(reg.events()) == 9
+        assert reg.get(ids[a]).state == "retired" and len(reg.events()) == 10
     assert main(["champions", "rollback", "EDGE", "--timeframe", "1d", "--reason", "x"]) == 2
 
 
@@ -214,7 +254,7 @@ def test_the_bundle_alone_reproduces_the_judged_candidate(judged, tmp_path):
     the hold-out figures the gates reported."""
     home = copy_home(judged, tmp_path)
     _, run_id, report, _ = judged
-    res = promote(home, run_id, report["eligible"][0], "live", "reproduce", log_mlflow=False)
+    res = promote(home, run_id, report["eligible"][0], "paper", "reproduce", log_mlflow=False)
     b = read_bundle(res.bundle_path, load_trusted_keys([home / "keys"]))
     bars = load_bars(b.symbol, b.timeframe, store=HistoryStore(home / "history"))
     assert bars.fingerprint() == b.body["history"]["sha256"]
