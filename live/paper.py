@@ -25,9 +25,10 @@ Conventions and their reasons:
   executor's first start), or else the first bar of the run whose previous bar's target was 0
   (a champion hot-reloaded into a position is judged from its first flat bar; the bars before
   only warm its replay up, as the executor's warm-up did).
-- **Start equity**: the executor's ``first_start`` audit entry for this champion when the
-  compared bars begin with its run (the account equity its kernel was flattened to, as the
-  entry writes it: ``%g``, six significant digits), else the store's first ``first_start``
+- **Start equity**: the executor's ``first_start`` audit entry for this champion, or the
+  ``sizing_equity`` one after it when the venue reported the account's equity, when the
+  compared bars begin with its run (the equity its kernel was flattened to, written exactly
+  with ``repr``), else the store's first ``first_start``
   equity plus the cash flows of every fill before the compared bars (financing left out).
 - **Returns** of both sides are the fills' P&L marked at the last close; financing is left out
   of both (the store does not record the broker's financing), so the difference measures
@@ -63,7 +64,8 @@ HOUR_NS = 3_600_000_000_000
 AUDIT_ALL = 1 << 40  # audit_log(limit): every entry
 LOTS_PER_STEP_DEFAULT = 100.0  # no lot size given: a lot is 100 volume steps (fx: 1000 / 100000)
 _FIRST_START = re.compile(r"^(?P<symbol>\S+): champion (?P<sha>[0-9a-f]{12}), flat, "
-                          r"equity (?P<equity>\S+)$")
+                          r"equity (?P<equity>[^\s,]+)")
+START_EVENTS = ("first_start", "sizing_equity")  # the latter: seeded from the venue's report
 _EPS = 1e-9
 
 
@@ -206,8 +208,9 @@ def _order_fills(rows: Iterable, orders: dict, bars: tuple[BarRow, ...],
 
 def _start_equities(audit: list, symbol: str, sha256: str) -> tuple[float | None, float | None]:
     mine = account = None
+    seeded = False  # the store's first start sized from the venue's report: that figure counts
     for _, event, detail in audit:
-        m = _FIRST_START.match(detail) if event == "first_start" else None
+        m = _FIRST_START.match(detail) if event in START_EVENTS else None
         if m is None or m["symbol"] != symbol:
             continue
         try:
@@ -216,6 +219,8 @@ def _start_equities(audit: list, symbol: str, sha256: str) -> tuple[float | None
             continue
         if account is None:
             account = eq
+        elif event == "sizing_equity" and not seeded:
+            account, seeded = eq, True
         if m["sha"] == sha256[:12]:
             mine = eq
     return mine, account

@@ -145,7 +145,8 @@ def test_another_champions_decisions_are_refused(w, paper):
 
 def test_fills_at_other_prices_are_refused(w, tmp_path):
     """A second real run against a broker whose costs are 30 bps a side more than the
-    backtest's: the decisions agree, the fills and the return do not."""
+    backtest's: the fills and the return differ (and, once the executor re-bases its sizing
+    equity on the broker's lower one, the order sizes too): refused."""
     install(w, tmp_path)
     costly = w.meta.model_copy(update={"costs": w.meta.costs.model_copy(
         update={"slippage": w.meta.costs.slippage + 30.0})})
@@ -155,7 +156,7 @@ def test_fills_at_other_prices_are_refused(w, tmp_path):
     bundle = read_bundle(w.bundle, _trusted(w))
     check = compare_paper(paper_record(state, SYMBOL, bundle.sha256), bundle,
                           PaperPolicy(min_days=2))
-    assert not check.ok and check.max_target_diff_lots == 0.0
+    assert not check.ok
     assert check.max_fill_bps == pytest.approx(30.0, rel=0.02)
     assert any("bps, tolerance 5)" in r for r in check.reasons)
     assert check.paper_return < check.replay_return

@@ -158,7 +158,7 @@ class Executor:
             tables, kernel = b.tables_state, flatten(b.kernel_state, cfg.account_equity)
             self.store.set_champion(sha256=champ.sha256, symbol=cfg.symbol, stage=cfg.stage)
             self.store.audit("first_start", f"{cfg.symbol}: champion {champ.sha256[:12]}, flat, "
-                                            f"equity {cfg.account_equity:g}")
+                                            f"equity {cfg.account_equity!r}")
         else:
             tables, kernel = restored
         self._first_start = restored is None
@@ -280,7 +280,8 @@ class Executor:
             return
         self.venue_equity = equity
         self.runner.strategy.state[:] = flatten(self.runner.strategy.state, equity)
-        self.store.audit("sizing_equity", f"{self.symbol}: {equity:g} as the venue reports it "
+        self.store.audit("sizing_equity", f"{self.symbol}: champion {self.champion.sha256[:12]}, "
+                                          f"flat, equity {equity!r}, as the venue reports it "
                                           f"(config account_equity {self.cfg.account_equity:g})")
         log.info("sizing equity %g from the venue's collateral report", equity)
 
