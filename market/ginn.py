@@ -248,15 +248,16 @@ def _softplus(z: np.ndarray) -> np.ndarray:
         return np.where(z > SOFTPLUS_THRESHOLD, z, np.log1p(np.exp(np.minimum(z, SOFTPLUS_THRESHOLD))))
 
 
-def _run(w: GinnWeights, gx: np.ndarray) -> np.ndarray:
-    """LSTM over windows: gx [L, B, 4h] input projections (biases included) -> head [B]."""
+def _run(w: GinnWeights, proj: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """LSTM over the windows proj[s .. s+seq_len-1] for each s in ``starts`` (``proj``: input
+    projections with both biases, [rows, 4 hidden]) -> forecasts [len(starts)]. Memory is one
+    [windows, 4 hidden] block per step, not the stacked windows."""
     h_n = w.spec.hidden
-    b = gx.shape[1]
-    h = np.zeros((b, h_n))
-    c = np.zeros((b, h_n))
+    h = np.zeros((starts.shape[0], h_n))
+    c = np.zeros((starts.shape[0], h_n))
     w_hh_t = w.w_hh.T
-    for step in range(gx.shape[0]):
-        g = gx[step] + h @ w_hh_t
+    for step in range(w.spec.seq_len):
+        g = proj[starts + step] + h @ w_hh_t
         i = _sigmoid(g[:, :h_n])
         f = _sigmoid(g[:, h_n : 2 * h_n])
         gg = np.tanh(g[:, 2 * h_n : 3 * h_n])
@@ -296,8 +297,7 @@ def forecast(w: GinnWeights, x: np.ndarray) -> np.ndarray:
         return out
     xs = np.where(good_row[:, None], (x - w.x_mean) / w.x_std, 0.0)
     proj = xs @ w.w_ih.T + (w.b_ih + w.b_hh)
-    gx = np.stack([proj[ok - seq + 1 + k] for k in range(seq)])
-    out[ok] = _run(w, gx)
+    out[ok] = _run(w, proj, ok - seq + 1)
     return out
 
 
@@ -312,7 +312,7 @@ def forecast_last(w: GinnWeights, x_window: np.ndarray) -> float:
     if not np.all(np.isfinite(x)):
         return math.nan
     proj = ((x - w.x_mean) / w.x_std) @ w.w_ih.T + (w.b_ih + w.b_hh)
-    return float(_run(w, proj[:, None, :])[0])
+    return float(_run(w, proj, np.zeros(1, dtype=np.int64))[0])
 
 
 # ---- weights file --------------------------------------------------------------------------
