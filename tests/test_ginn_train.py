@@ -218,6 +218,18 @@ def test_too_little_history_is_a_one_line_error(ginn_home, capsys):
     assert code == 2 and err.count("\n") == 1 and "research" in err and "test" in err, err
 
 
+def test_an_error_inside_the_ray_task_comes_back_as_one_line(ginn_home, ray_cluster, capsys):
+    """20 walk-forward folds leave the first fold too short for one complete window: the
+    task's GinnError reaches the user as its one line, not as Ray's remote traceback."""
+    home, _ = ginn_home
+    cfg = home / "folds.yaml"
+    cfg.write_text(yaml.safe_dump({**SMALL, "home": str(home),
+                                   "train": {**SMALL["train"], "folds": 20}}))
+    code, out, err = emp("ginn", "train", "-c", str(cfg), capsys=capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "no complete samples" in err and "Traceback" not in err, err
+
+
 def test_ray_job_entry_point_reports_one_line(tmp_path):
     """``python -m workers.ginn_train CONFIG`` (what ``ray job submit`` runs)."""
     bad = tmp_path / "bad.yaml"
