@@ -63,7 +63,7 @@ def emp(*args: str, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_emp_ginn_train_end_to_end(ginn_home, ray_cluster, capsys):
+def test_emp_ginn_train_end_to_end(ginn_home, ray_cluster, capsys, monkeypatch):
     from mlflow import MlflowClient
 
     home, cfg = ginn_home
@@ -111,8 +111,9 @@ def test_emp_ginn_train_end_to_end(ginn_home, ray_cluster, capsys):
     assert {f"ginn/{summary['sha256'][:16]}/{path.name}",
             f"ginn/{summary['sha256'][:16]}/{path.name}.json"} <= arts
 
-    # emp ginn show: the latest model, verified
-    code, out, err = emp("ginn", "show", "-c", str(cfg), "--json", capsys=capsys)
+    # emp ginn show: the latest model, verified (the packaged config, EMP_HOME, --symbol)
+    monkeypatch.setenv("EMP_HOME", str(home))
+    code, out, err = emp("ginn", "show", "--symbol", SYMBOL, "--json", capsys=capsys)
     assert code == 0, err
     shown = json.loads(out)
     assert shown["sha256"] == summary["sha256"] and 0 <= shown["age_hours"] < 1

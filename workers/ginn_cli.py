@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     sh.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH",
                     help="latest.json, a .npz, or its directory")
     _config_option(sh)
+    sh.add_argument("--symbol", help="the config's symbol otherwise (without PATH)")
+    sh.add_argument("--timeframe", help="the config's timeframe otherwise (without PATH)")
     sh.add_argument("--json", action="store_true", help="print one JSON line")
     sh.set_defaults(func=cmd_show)
 
@@ -110,12 +112,12 @@ def cmd_train(args: argparse.Namespace, _cfg: Any = None) -> int:
     return 0
 
 
-def resolve_model(path: Path | None, cfg_path: Path | None) -> tuple[Path, dict | None]:
+def resolve_model(path: Path | None, args: argparse.Namespace) -> tuple[Path, dict | None]:
     """(weights .npz, the latest.json pointer or None) for ``emp ginn show``."""
     from workers.ginn_train import LATEST
 
     if path is None:
-        path = ginn_config(cfg_path).ginn_dir() / LATEST
+        path = with_overrides(ginn_config(args.ginn_config), args).ginn_dir() / LATEST
     if path.is_dir():
         path = path / LATEST
     if path.suffix == ".npz":
@@ -154,7 +156,7 @@ def describe(npz: Path, pointer: dict | None, now: datetime | None = None) -> di
 
 
 def cmd_show(args: argparse.Namespace, _cfg: Any = None) -> int:
-    npz, pointer = resolve_model(args.path, args.ginn_config)
+    npz, pointer = resolve_model(args.path, args)
     d = describe(npz, pointer)
     if args.json:
         print(json.dumps(d))
