@@ -52,7 +52,7 @@ def _gpu_refit(prep: Any, cfg: GinnConfig, lam: float, cpu_forecast: np.ndarray)
     r = prep.research_end
     val_n = max(prep.spec.seq_len + 1, round(r * t.val_fraction))
     settings = TrainSettings(epochs=t.epochs, lr=t.lr, batch=t.batch, seed=t.seed,
-                             patience=t.patience, device="cuda")
+                             patience=t.patience, device="cuda", dtype=t.dtype)
     res = train_ginn(prep.x, prep.y, prep.garch, slice(0, r - val_n), slice(r - val_n, r),
                      prep.spec, lam, settings, {})
     f = forecast(res.weights, prep.x)[r - 1:-1]

@@ -17,6 +17,8 @@ from typing import Any
 from core.errors import EmpError
 from workers.ginn_config import GinnConfig, GinnConfigError, load_ginn_config, parse_ginn_config
 
+FARM = ("torch", "ray", "mlflow", "arch", "numba")  # what the training job imports
+
 
 class GinnShowError(EmpError):
     """``emp ginn show`` found no usable model at the path given."""
@@ -175,14 +177,32 @@ def cmd_show(args: argparse.Namespace, _cfg: Any = None) -> int:
 
 
 def module_main(argv: list[str]) -> int:
-    """``python -m workers.ginn_train CONFIG [options]``: the train command for ray job submit."""
-    from core.secrets import mask_text
+    """``python -m workers.ginn_train CONFIG [options]``: the train command for ray job submit
+    (quiet third-party logs, masked errors, one line each, as under ``emp``)."""
+    import os
+
+    from core.secrets import install_log_masking, mask_text
+    from emp_cli.main import quiet_third_party
+    from evolution.__main__ import missing_modules
+
+    missing = missing_modules(FARM)
+    if missing:  # under `ray job submit` the job's python may not be the project's venv
+        print(f"emp: error: this Python ({sys.executable}) cannot import {', '.join(missing)}: "
+              f"run the job with the project's venv (`ray job submit ... -- "
+              f"/abs/path/to/emp/.venv/bin/python -m workers.ginn_train CONFIG`)",
+              file=sys.stderr)
+        return 2
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    install_log_masking()
 
     p = argparse.ArgumentParser(prog="python -m workers.ginn_train",
                                 description="Train tonight's GINN model (see emp ginn train).")
     p.add_argument("ginn_config", type=Path, metavar="CONFIG", help="the GINN config")
     _train_options(p)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show third-party INFO logs (MLflow, Ray) on stderr")
     args = p.parse_args(argv)
+    quiet_third_party(args.verbose)
     try:
         return cmd_train(args)
     except EmpError as exc:

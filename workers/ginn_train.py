@@ -204,7 +204,7 @@ def fit_models(prep: Prepared, cfg: GinnConfig, device: str) -> tuple[float, dic
 
     t = cfg.train
     settings = TrainSettings(epochs=t.epochs, lr=t.lr, batch=t.batch, seed=t.seed,
-                             patience=t.patience, device=device)
+                             patience=t.patience, device=device, dtype=t.dtype)
     r = prep.research_end
     lam, table = select_lambda(prep.x, prep.y, prep.garch, slice(0, r), prep.spec, settings,
                                lams=tuple(t.lambdas), folds=t.folds)
