@@ -143,8 +143,12 @@ def describe(npz: Path, pointer: dict | None, now: datetime | None = None) -> di
         raise GinnShowError(f"{npz}: sha256 {side['sha256'][:16]}... is not the one "
                             f"latest.json names ({str(pointer.get('sha256'))[:16]}...)")
     meta = w.meta
-    trained = datetime.fromisoformat(str(meta.get("trained_at")))
-    age_h = ((now or datetime.now(UTC)) - trained).total_seconds() / 3600.0
+    try:
+        trained = datetime.fromisoformat(str(meta.get("trained_at")))
+        age_h = ((now or datetime.now(UTC)) - trained).total_seconds() / 3600.0
+    except (TypeError, ValueError):  # no ISO time, or one without a zone
+        raise GinnShowError(f"{npz}: meta.trained_at {meta.get('trained_at')!r} is not an ISO "
+                            f"UTC time") from None
     metrics = meta.get("metrics", {})
     return {"file": str(npz), "sha256": side["sha256"], "trained_at": meta.get("trained_at"),
             "age_hours": round(age_h, 2), "data_end": meta.get("data_end"),
