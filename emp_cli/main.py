@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     from live.executor import cli as live_cli
     from live.venue import cli as venue_cli
     from market import cli as market_cli
+    from workers import ginn_cli
 
     parser = EmpParser(
         prog="emp",
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     champions_cli.register(sub, add_config)
     venue_cli.register(sub, add_config)
     live_cli.register(sub, add_config)
+    ginn_cli.register(sub, add_config)
     for _, p in walk_parsers(parser):  # -c/--config on every command, one convention
         if _is_leaf(p) and "--config" not in p._option_string_actions:
             add_config(p)
