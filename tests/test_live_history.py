@@ -263,7 +263,8 @@ def test_the_executor_appends_its_live_bars_at_day_rolls_and_at_stop(w, tmp_path
     history = tmp_path / "history"
     write_store(history, w, 0, SPLIT)
     pub = install(w, tmp_path, bundle(w, SPLIT, snapshot=True))  # the replay: tested above
-    raw = live_config(tmp_path, pub, 0, history=str(history), fill_wait_s=0.3)
+    raw = live_config(tmp_path, pub, 0, history=str(history), fill_wait_s=0.3,
+                      refit_worker=False)  # the worker is tested above; fewer processes here
     n = 4
 
     async def run():
@@ -287,3 +288,29 @@ def test_the_executor_appends_its_live_bars_at_day_rolls_and_at_stop(w, tmp_path
     want = named(w.bars, 0, SPLIT + n)
     assert (got["ts"].astype("int64").to_numpy() == want.ts).all()
     assert got["close"].to_numpy().tobytes() == want.close[0].tobytes()
+
+
+def test_a_restart_before_the_first_tables_snapshot_rebuilds_the_gap(w, tmp_path):
+    """A crash after the first live bar's commit, before its tables snapshot: the restart
+    rebuilds the first start's tables (bundle + the store's bars before the first live bar)
+    and steps the stored live bar; the result is the batch build through that bar."""
+    history = tmp_path / "history"
+    write_store(history, w, 0, SPLIT)
+    cfg, _ = setup(w, tmp_path, history, bundle(w, EARLY, snapshot=True), refit_worker=False)
+    ex = Executor(cfg)
+    ex.load()
+    bar = named(w.bars, SPLIT, SPLIT + 1)
+    row = [int(bar.ts[0]), *(float(getattr(bar, f)[0, 0]) for f in FIELDS)]
+    ex.runner.step(*row, ex.refits.fit)
+    ex.store.commit_bar(BarRow(SYMBOL, *row, 0.0, ex.champion.sha256), ex._saved_state())
+    kernel = ex.runner.strategy.state.copy()
+    ex.store.close()  # killed here: no snapshot file written
+    assert not list((cfg.live_dir / "tables").rglob("*.npz"))
+    again = Executor(cfg)
+    again.load()
+    try:
+        assert state_bytes(again.runner.tables.state()) == expected_after(
+            w, SPLIT + 1, cfg.account_equity)[0]
+        assert again.runner.strategy.state.tobytes() == kernel.tobytes()
+    finally:
+        again.store.close()

@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
                                      "       emp live reset-breaker CONFIG --reason TEXT [--hard]"
                                      "\n       emp live rollback CONFIG --reason TEXT"
                                      "\n       emp live status CONFIG"
-                                    "\n       emp live append-bars CONFIG",
+                                     "\n       emp live append-bars CONFIG",
                        help="run the live executor (paper mode against emp venue), "
                                     "reset its breaker, roll its champion back, show its status",
                        description="Trade the promoted champion over FIX: pointer -> verified "

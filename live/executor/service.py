@@ -186,8 +186,9 @@ class Executor:
 
     def _tables_at(self, champ: Champion, bar_ts: int) -> TablesState:
         """``champ``'s tables after bar ``bar_ts``: its latest snapshot at or before that bar
-        (else its bundle's), stepped through the state store's bars up to it (a crash after
-        the bar's commit and before its snapshot leaves one bar to step)."""
+        (else its first start's: ``initial_state`` up to the first live bar), stepped through
+        the state store's bars up to it (a crash after the bar's commit and before its
+        snapshot leaves one bar to step)."""
         tag = champ.sha256[:12]
         snaps = sorted((ts, p) for p in self._snap_dir.glob(f"*-{tag}.npz")
                        if (ts := _snap_ts(p)) is not None and ts <= bar_ts)
