@@ -29,7 +29,7 @@ from fitness.simulator import new_state
 from fitness.tables import state_bytes
 from live.executor.champion import load_champion
 from live.executor.config import parse_live_config
-from live.executor.history import HistoryError, initial_state, partition_file
+from live.executor.history import HistoryError, append_bars, initial_state, partition_file
 from live.executor.reload import trusted_keys
 from live.executor.service import Executor
 from live.fix.acceptor import start_acceptor
@@ -211,6 +211,17 @@ def test_append_bars_merges_is_idempotent_and_refuses_a_conflict(w, tmp_path):
     assert len(err.splitlines()) == 1 and "differs from the stored one" in err, err
     assert "close" in err and "nothing was appended" in err
     assert part.read_bytes() == before
+
+
+def test_append_bars_extends_only_an_existing_partition(w, tmp_path):
+    state = tmp_path / "state.db"
+    with StateStore(state, exclusive=True) as st:
+        live_bars(w, st, SPLIT, SPLIT + 2)
+    with pytest.raises(HistoryError, match=r"holds no EDGE/1d history to extend"):
+        append_bars(state, tmp_path / "history", SYMBOL, "1d")
+    assert not (tmp_path / "history").exists()
+    with pytest.raises(HistoryError, match="no state store"):
+        append_bars(tmp_path / "none.db", tmp_path / "history", SYMBOL, "1d")
 
 
 def test_the_executor_process_never_loads_pandas_pyarrow_or_arch(w, tmp_path):

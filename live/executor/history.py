@@ -302,11 +302,12 @@ def append_bars(state_file: Path, history_root: Path, symbol: str, timeframe: st
     if not state_file.exists():
         raise HistoryError(f"append-bars: no state store at {state_file} (the executor never "
                            f"ran with this config)")
+    if not partition_file(history_root, symbol, timeframe).exists():  # before opening (mkdir)
+        raise _no_partition(history_root, symbol, timeframe)
     store = HistoryStore(history_root, wait=wait)
     with store.writing(f"append live bars of {symbol}/{timeframe}"):
         if not store.has(symbol, timeframe):
-            raise HistoryError(f"append-bars: {history_root} holds no {symbol}/{timeframe} "
-                               f"history to extend; ingest it first (emp ingest)")
+            raise _no_partition(history_root, symbol, timeframe)
         meta = store.meta(symbol)
         if meta is None:
             raise HistoryError(f"append-bars: {history_root} has no metadata for {symbol}; "
@@ -331,6 +332,11 @@ def append_bars(state_file: Path, history_root: Path, symbol: str, timeframe: st
             text = "; ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
             raise HistoryError(f"append-bars: {text}") from None
     return AppendResult(symbol, timeframe, history_root, len(new), new[-1].ts)
+
+
+def _no_partition(root: Path, symbol: str, timeframe: str) -> HistoryError:
+    return HistoryError(f"append-bars: {root} holds no {symbol}/{timeframe} history to extend; "
+                        f"ingest it first (emp ingest)")
 
 
 def _stored_tail(store: Any, symbol: str, timeframe: str) -> dict[str, Any] | None:
