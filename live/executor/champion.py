@@ -114,9 +114,7 @@ def load_champion_sha(root: Path, symbol: str, sha256: str,
 def _check_loaded(bundle: Bundle, symbol: str, path: Path) -> None:
     if bundle.symbol != symbol:
         raise ChampionError(f"{path}: bundle is for {bundle.symbol}, the pointer for {symbol}")
-    if bundle.tables_state is None or bundle.kernel_state is None:
-        raise ChampionError(f"{path}: bundle has no state snapshot; replaying the history from "
-                            "the origin is not supported by this executor yet")
+    # a bundle without a state snapshot is started from the history store (live.executor.history)
 
 
 def flatten(kernel_state: np.ndarray, equity: float) -> np.ndarray:

@@ -41,15 +41,18 @@ class LiveUsageError(EmpError, ValueError):
 
 
 USAGE = ("emp live CONFIG | emp live reset-breaker CONFIG --reason TEXT | "
-         "emp live rollback CONFIG --reason TEXT | emp live status CONFIG")
+         "emp live rollback CONFIG --reason TEXT | emp live status CONFIG | "
+         "emp live append-bars CONFIG")
 
 
 def _parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("words", nargs="+", metavar="[ACTION] CONFIG",
                    help="the executor's YAML (configs/live.yaml), optionally after an action: "
                         "reset-breaker (close the halted breaker, audited), rollback (put the "
-                        "previous champion back at the next bar, audited) or status (breaker, "
-                        "champion, positions, last bar); none: run the executor")
+                        "previous champion back at the next bar, audited), status (breaker, "
+                        "champion, positions, last bar) or append-bars (the state store's live "
+                        "bars into the history store; the executor also does it at each "
+                        "trading-day roll and at stop); none: run the executor")
     p.add_argument("--i-understand-live", action="store_true",
                    help="needed on the first start of mode: live (real money)")
     p.add_argument("--reason", default=None,
@@ -62,7 +65,8 @@ def register(sub: argparse._SubParsersAction, add_config: object) -> None:
     p = sub.add_parser("live", usage="emp live [-c EMP_CONFIG] [--i-understand-live] CONFIG\n"
                                      "       emp live reset-breaker CONFIG --reason TEXT [--hard]"
                                      "\n       emp live rollback CONFIG --reason TEXT"
-                                     "\n       emp live status CONFIG",
+                                     "\n       emp live status CONFIG"
+                                     "\n       emp live append-bars CONFIG",
                        help="run the live executor (paper mode against emp venue), "
                                     "reset its breaker, roll its champion back, show its status",
                        description="Trade the promoted champion over FIX: pointer -> verified "
@@ -170,7 +174,17 @@ def rollback(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
-ACTIONS.update({"reset-breaker": reset_breaker, "status": status, "rollback": rollback})
+def append_bars(cfg, args: argparse.Namespace) -> int:
+    """The state store's live bars into the history store (operators, cron); the same as the
+    executor's own run at each trading-day roll and at stop. Safe while it runs."""
+    from live.executor.history import append_for_config
+
+    print(append_for_config(cfg).summary())
+    return 0
+
+
+ACTIONS.update({"reset-breaker": reset_breaker, "status": status, "rollback": rollback,
+                "append-bars": append_bars})
 
 
 async def _serve(cfg) -> None:

@@ -392,6 +392,9 @@ class Reloader:
         if new.timeframe != cur.timeframe:
             raise ReloadError(f"{where}: timeframe {new.timeframe}, the executor trades "
                               f"{cur.timeframe}")
+        if new.tables_state is None:
+            raise ReloadError(f"{where}: no state snapshot; a hot reload warms from it: restart "
+                              "the executor to start this bundle from the history store")
         bpy = new.tables_state.bars_per_year
         if bpy != self.ex.runner.tables.bars_per_year:
             raise ReloadError(f"{where}: {bpy:g} bars per year, the executor's tables "

@@ -63,6 +63,7 @@ from live.executor.bars import LiveBar, TickBars, quotes
 from live.executor.champion import Champion, Runner, flatten
 from live.executor.config import LiveConfig
 from live.executor.errors import ExecutorError
+from live.executor.history import BarAppender, initial_state
 from live.executor.orders import Leg, OrderManager
 from live.executor.reconcile import Requests, account_balance, reconcile
 from live.executor.refits import RefitWorker
@@ -141,6 +142,7 @@ class Executor:
         self.venue_equity: float | None = None  # the last collateral report's
         self._resync_delta: float | None = None  # re-base the sizing equity at the next bar
         self._account_poll: asyncio.Task[None] | None = None
+        self.appender: BarAppender | None = None  # live bars -> history store (load)
 
     # ---- start -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -150,18 +152,20 @@ class Executor:
         champ = champion_at_start(self.store, cfg)  # the store's (after a swap) or the pointer's
         b = champ.bundle
         link = cfg.symbols[cfg.symbol]
-        self.spec = spec_from_meta(cfg.symbol, link.id, link.lot_size, b.meta,
-                                   b.tables_state.bars_per_year, tick_size=link.tick_size,
-                                   financing=b.sim.financing)
         restored = self._restore(champ)
-        if restored is None:
-            tables, kernel = b.tables_state, flatten(b.kernel_state, cfg.account_equity)
+        if restored is None:  # first start: the bundle's snapshot or its history replayed,
+            # then the history store's bars since (live.executor.history)
+            tables, kernel = initial_state(cfg, champ, fit=self.refits.fit)
             self.store.set_champion(sha256=champ.sha256, symbol=cfg.symbol, stage=cfg.stage)
             self.store.audit("first_start", f"{cfg.symbol}: champion {champ.sha256[:12]}, flat, "
                                             f"equity {cfg.account_equity!r}")
         else:
             tables, kernel = restored
         self._first_start = restored is None
+        self.spec = spec_from_meta(cfg.symbol, link.id, link.lot_size, b.meta,
+                                   tables.bars_per_year, tick_size=link.tick_size,
+                                   financing=b.sim.financing)
+        self.appender = BarAppender(cfg, b.timeframe)
         self.champion = champ
         self.runner = Runner(champ, tables, kernel)
         tail = tables.features.tail
@@ -190,16 +194,21 @@ class Executor:
 
     def _tables_at(self, champ: Champion, bar_ts: int) -> TablesState:
         """``champ``'s tables after bar ``bar_ts``: its latest snapshot at or before that bar
-        (else its bundle's), stepped through the state store's bars up to it (a crash after
-        the bar's commit and before its snapshot leaves one bar to step)."""
+        (else its first start's: ``initial_state`` up to the first live bar), stepped through
+        the state store's bars up to it (a crash after the bar's commit and before its
+        snapshot leaves one bar to step)."""
         tag = champ.sha256[:12]
         snaps = sorted((ts, p) for p in self._snap_dir.glob(f"*-{tag}.npz")
                        if (ts := _snap_ts(p)) is not None and ts <= bar_ts)
         try:
-            base = load_state(snaps[-1][1]) if snaps else champ.bundle.tables_state
+            base = load_state(snaps[-1][1]) if snaps else None
         except SnapshotError as exc:
             raise ExecutorError(f"restart: {exc}; the state store's strategy is at bar {bar_ts}"
                                 ) from None
+        if base is None:  # what the first start stepped: up to the first live bar
+            first = self.store.bars(self.symbol, until_ts=bar_ts)
+            base = initial_state(self.cfg, champ, fit=self.refits.fit,
+                                 before_ts=first[0].ts if first else None)[0]
         base_ts = int(base.features.tail["ts"][-1])
         bars = self.store.bars(self.symbol, since_ts=base_ts, until_ts=bar_ts)
         if base_ts != bar_ts and (not bars or bars[-1].ts != bar_ts):
@@ -564,6 +573,8 @@ class Executor:
         its bars' days); the day's start equity is the equity at the previous bar's close."""
         day = trading_day(dt.datetime.fromtimestamp(bar_ts / 1e9, dt.UTC), self._roll_hour)
         if day != self._day:
+            if self._day is not None and self.appender is not None:
+                self.appender.request("trading day roll")  # a child, off the bar path
             self._day, self._day_trades = day, 0
             self._day_start_eq = self.equity()
 
@@ -711,6 +722,8 @@ class Executor:
                 await ini.close()
         if self.ops is not None:
             await self.ops.close()
+        if self.appender is not None:
+            await self.appender.close()  # the day's live bars into the history store
         self.refits.close()
         self.store.close()
 
