@@ -41,9 +41,13 @@ run: $(STAMP)
 	$(BIN)/emp evolve -c configs/quickstart.yaml
 	$(BIN)/emp gates latest
 
-# pytest exits 5 when it collects nothing; say so and fail.
+# pytest exits 5 when it collects nothing; say so and fail. The tests run in one worker per CPU
+# (at most 4; pytest-xdist, whole files per worker so module fixtures are built once): most
+# of them wait on processes, sockets and fsync, and each worker starts its own Ray and
+# PostgreSQL. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: sysdeps $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; \
+	$(BIN)/python -m pytest -q $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
