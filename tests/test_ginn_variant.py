@@ -280,3 +280,19 @@ def test_bad_models_and_inputs_are_refused(tmp_path) -> None:
         GinnModel.of(random_weights(5, data_end="2024-01-01T00:00:00"))
     with pytest.raises(GinnError, match="variants must be distinct names"):
         GinnSpec(variants=("garch11", "ginn"))
+
+
+def test_the_cache_keys_on_the_model(tmp_path, files, model, whole) -> None:
+    kw = {**BASE, "ts": BARS.ts, "cache_dir": tmp_path}
+    close = BARS.close[0]
+    a = build_vol_table(close, 8760.0, **kw, ginn=model)
+    assert a.variance.tobytes() == whole.vol.variance.tobytes()
+    assert len(list(tmp_path.glob("vol-*.npz"))) == 1
+    again = build_vol_table(close, 8760.0, **kw, ginn=model)  # a hit: same table, same model
+    assert again.variance.tobytes() == a.variance.tobytes() and again.ginn_sha256 == model.sha256
+    b = build_vol_table(close, 8760.0, **kw, ginn=GinnModel.load(files["b"]))
+    plain = build_vol_table(close, 8760.0, **kw)
+    assert len(list(tmp_path.glob("vol-*.npz"))) == 3
+    assert not np.array_equal(b.variance[GINN], a.variance[GINN])
+    assert plain.variance[GINN].tobytes() == plain.variance[GARCH].tobytes()
+    assert plain.ginn_sha256 == ""
