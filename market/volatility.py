@@ -742,7 +742,7 @@ def apply_refits(state: VolState, results: list[RefitResult], *, ginn: GinnModel
         col[GINN_ROW] = col[GARCH11_ROW]
         return col, (st.without_ginn() if st.ginn_sha256 else st)
     assert ginn is not None
-    xbuf, k = _ginn_buffer(ginn, st)
+    xbuf, k = ginn_rows_buffer(ginn, st)
     var = np.ascontiguousarray(col[:, None])
     k = _ginn_columns(ginn, st.returns, st.returns.shape[0] - 1, var,
                       np.ascontiguousarray(st.pending_rv[:, None]),
@@ -752,7 +752,7 @@ def apply_refits(state: VolState, results: list[RefitResult], *, ginn: GinnModel
                         pending_ts=0)
 
 
-def _ginn_buffer(ginn: GinnModel, state: VolState) -> tuple[np.ndarray, int]:
+def ginn_rows_buffer(ginn: GinnModel, state: VolState) -> tuple[np.ndarray, int]:
     """A full-size input-row buffer holding the state's rows, and their count."""
     xbuf = ginn.empty_rows()
     k = state.ginn_x.shape[0]
@@ -798,7 +798,7 @@ def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True,
     variance = np.full((len(GARCH_VARIANTS), m), np.nan)
     rv = np.full((len(RV_WINDOWS), m), np.nan)
     st = state.copy() if active or not state.ginn_sha256 else state.without_ginn()
-    xbuf, gk = _ginn_buffer(model, st) if model is not None else (None, 0)
+    xbuf, gk = ginn_rows_buffer(model, st) if model is not None else (None, 0)
 
     def ginn_block(a: int, b: int) -> None:  # columns [a, b) are final: their ginn values
         nonlocal gk
@@ -828,7 +828,7 @@ def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True,
         col, st = apply_refits(st, [run_refit(j) for j in due_refits(st)], ginn=model)
         variance[:, stop - k] = col
         if model is not None:
-            xbuf, gk = _ginn_buffer(model, st)
+            xbuf, gk = ginn_rows_buffer(model, st)
         t = done
     keep = r[max(0, k + m - cfg.keep) :]
     st = st.copy(n_bars=state.n_bars + m, last_close=float(close[-1]) if m else state.last_close,
