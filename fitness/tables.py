@@ -17,6 +17,12 @@ position changed on up to 3.9 % of recent bars). So the first bar is a stated **
   same origin over all the bars;
 - ``save_state`` / ``load_state``: a snapshot (npz arrays + JSON header, no pickle, atomic, with
   a format version and a digest) so live can start from it instead of replaying years of bars.
+
+The ``ginn`` variance row uses the GINN model named by ``VolatilityConfig.ginn_model`` (loaded
+and verified by ``ginn_model_of``); the state records its sha256 and the last input rows. The
+weights are not in the state: ``advance_tables``, ``extend_tables``, ``finish_refit`` and
+``LiveTables`` take the model (``ginn=``) and, given none or another one, continue the ginn row
+as garch11's (``market.volatility``'s "continuation").
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +54,15 @@ from genome.features import (
 from genome.primitives_nb import N_STATE, TAIL, live_step_rows
 from market.barset import Bars
 from market.config import SymbolMeta, VolatilityConfig
+from market.ginn_vol import GinnModel
 from market.timeframes import bars_per_year
 from market.volatility import (
     CLAMP_RATIO,
     EGARCH_ROW,
     FITTED_VARIANTS,
+    GARCH11_ROW,
     GARCH_VARIANTS,
+    GINN_ROW,
     RV_ARRAY,
     RV_WINDOWS,
     SCALE,
@@ -66,10 +76,13 @@ from market.volatility import (
     build_vol_state,
     build_vol_table,
     due_refits,
+    ginn_rows_buffer,
+    variant_fits,
 )
 from market.volatility_nb import vol_live_step
 
 _NS_HOUR = 3_600_000_000_000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NS_DAY = 24 * _NS_HOUR
 
 
@@ -84,6 +97,14 @@ class Tables:
     bars_per_year: float
 
 
+def ginn_model_of(vol: VolatilityConfig | None) -> GinnModel | None:
+    """The verified GINN model ``vol.ginn_model`` names (None when it names none); GinnError
+    naming the file when it is missing, altered or lacks meta.data_end."""
+    if vol is None or vol.ginn_model is None:
+        return None
+    return GinnModel.load(vol.ginn_model)
+
+
 def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
                  vol: VolatilityConfig | None = None, cache_dir: Path | None = None,
                  progress: Callable[[str | None, int, int], None] | None = None) -> Tables:
@@ -95,7 +116,8 @@ def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
     features = build_features(bars.ts, o, h, lo, c, v)
     vol_table = build_vol_table(c, bpy, window=vc.window, refit_every=vc.refit_every,
                                 ewma_lambda=vc.ewma_lambda, min_bars=vc.min_bars,
-                                cache_dir=cache_dir, progress=progress)
+                                cache_dir=cache_dir, progress=progress, ts=bars.ts,
+                                ginn=ginn_model_of(vc))
     hour, weekday = _calendar(bars.ts)
     return Tables(features, vol_table, hour, weekday, bpy)
 
@@ -160,7 +182,8 @@ def build_tables_state(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,
     o, h, lo, c, v = _fields(bars, symbol)
     bpy = bars_per_year(bars.timeframe, meta.calendar)
     features, fstate = build_features_state(bars.ts, o, h, lo, c, v)
-    vol_table, vstate = build_vol_state(c, _vol_settings(vol, bpy))
+    vol_table, vstate = build_vol_state(c, _vol_settings(vol, bpy), ts=bars.ts,
+                                        ginn=ginn_model_of(vol))
     hour, weekday = _calendar(bars.ts)
     state = TablesState(origin_of(bars, origin_index), bars.n_bars, float(bpy), fstate, vstate)
     return Tables(features, vol_table, hour, weekday, float(bpy)), state
@@ -177,13 +200,14 @@ class NewColumns:
     weekday: np.ndarray   # int64 [m]
 
 
-def advance_tables(state: TablesState, new_bars: Bars, symbol: int = 0, *, refit: bool = True
-                   ) -> tuple[NewColumns, TablesState]:
+def advance_tables(state: TablesState, new_bars: Bars, symbol: int = 0, *, refit: bool = True,
+                   ginn: GinnModel | None = None) -> tuple[NewColumns, TablesState]:
     """The new bars' columns and the state after them (``state`` is not changed).
 
     With ``refit=False`` the bars are consumed up to and including the first refit bar only;
-    its fitted variance rows are NaN and ``state.vol.pending`` is set until
+    its fitted variance rows (and ginn) are NaN and ``state.vol.pending`` is set until
     ``finish_refit`` applies the fits (``market.volatility.due_refits``/``run_refit``).
+    ``ginn``: the state's GINN model (none or another: the ginn row falls back to garch11).
     """
     if state.vol.pending:
         raise ValueError("a volatility refit is pending: finish_refit first")
@@ -192,7 +216,7 @@ def advance_tables(state: TablesState, new_bars: Bars, symbol: int = 0, *, refit
         raise ValueError(f"new bar 0 (ts {int(new_bars.ts[0])}) is not after the state's last "
                          f"bar (ts {int(last[-1])})")
     o, h, lo, c, v = _fields(new_bars, symbol)
-    variance, rv, vstate = advance_vol(state.vol, c, refit=refit)
+    variance, rv, vstate = advance_vol(state.vol, c, refit=refit, ts=new_bars.ts, ginn=ginn)
     m = variance.shape[1]
     feats, fstate = advance_features(state.features, new_bars.ts[:m], o[:m], h[:m], lo[:m],
                                      c[:m], v[:m])
@@ -201,29 +225,31 @@ def advance_tables(state: TablesState, new_bars: Bars, symbol: int = 0, *, refit
             TablesState(state.origin, state.n_bars + m, state.bars_per_year, fstate, vstate))
 
 
-def finish_refit(state: TablesState, results: list[RefitResult]) -> tuple[np.ndarray, TablesState]:
+def finish_refit(state: TablesState, results: list[RefitResult], *,
+                 ginn: GinnModel | None = None) -> tuple[np.ndarray, TablesState]:
     """Apply the pending bar's fits (``market.volatility.apply_refits``): that bar's variance
-    column (float64 [4]) and the state after it."""
-    col, vstate = apply_refits(state.vol, results)
+    column (float64 [5]) and the state after it (``ginn``: as ``advance_tables``)."""
+    col, vstate = apply_refits(state.vol, results, ginn=ginn)
     return col, TablesState(state.origin, state.n_bars, state.bars_per_year, state.features,
                             vstate)
 
 
-def extend_tables(tables: Tables, state: TablesState, new_bars: Bars, symbol: int = 0
-                  ) -> tuple[Tables, TablesState]:
+def extend_tables(tables: Tables, state: TablesState, new_bars: Bars, symbol: int = 0, *,
+                  ginn: GinnModel | None = None) -> tuple[Tables, TablesState]:
     """``tables`` with ``new_bars`` appended (refits performed), equal bit for bit to
-    ``build_tables`` from the same origin over all the bars, and the state after them."""
+    ``build_tables`` from the same origin over all the bars (with the same GINN model, passed
+    as ``ginn``), and the state after them."""
     if state.n_bars != tables.features.n_bars:
         raise ValueError(f"state is at bar {state.n_bars} but the tables have "
                          f"{tables.features.n_bars} bars")
-    cols, after = advance_tables(state, new_bars, symbol)
+    cols, after = advance_tables(state, new_bars, symbol, ginn=ginn)
     values = np.concatenate([tables.features.values, cols.features], axis=1)
     values.flags.writeable = False
     ft = tables.features
     features = FeatureTable(values, ft.offsets, ft.grid_len, ft.names)
     vol = VolTable(np.concatenate([tables.vol.variance, cols.variance], axis=1),
                    np.concatenate([tables.vol.rv, cols.rv], axis=1), tables.vol.bars_per_year,
-                   **after.vol.count_dicts())
+                   **after.vol.count_dicts(), ginn_sha256=after.vol.ginn_sha256)
     return Tables(features, vol, np.concatenate([tables.hour, cols.hour]),
                   np.concatenate([tables.weekday, cols.weekday]), tables.bars_per_year), after
 
@@ -231,10 +257,13 @@ def extend_tables(tables: Tables, state: TablesState, new_bars: Bars, symbol: in
 # ---- snapshot ----------------------------------------------------------------------------------
 
 SNAPSHOT_FORMAT = "emp-tables-state"
-SNAPSHOT_VERSION = 1
+# 2: the ginn variance row (header: the model's sha256, the pending bar's time; arrays: the
+# last GINN input rows and the pending bar's RV)
+SNAPSHOT_VERSION = 2
 _K = len(FITTED_VARIANTS)
 _FEATURE_FIELDS = ("ts", "open", "high", "low", "close", "volume")
-_VOL_ARRAYS = ("returns", "ewma", "params", "active", "start", "s", "ln_s", "counts")
+_VOL_ARRAYS = ("returns", "ewma", "params", "active", "start", "s", "ln_s", "counts", "ginn_x",
+               "pending_rv")
 
 
 class SnapshotError(EmpError, ValueError):
@@ -274,6 +303,7 @@ def _header(state: TablesState) -> dict[str, object]:
             "vol_n_bars": state.vol.n_bars, "vol_pending": state.vol.pending,
             "vol_settings": {"window": vs.window, "refit_every": vs.refit_every,
                              "ewma_lambda": vs.ewma_lambda.hex(), "min_bars": vs.min_bars},
+            "ginn_sha256": state.vol.ginn_sha256, "vol_pending_ts": state.vol.pending_ts,
             "layout": _layout_digest()}
 
 
@@ -344,7 +374,8 @@ def _state_of(doc: dict, arrays: dict[str, np.ndarray]) -> TablesState:
               "v_params": (np.float64, (_K, 4)), "v_active": (np.bool_, (_K,)),
               "v_start": (np.float64, (_K, 4)), "v_s": (np.float64, (_K,)),
               "v_ln_s": (np.float64, (_K,)), "v_counts": (np.int64, (5, _K)),
-              "v_last_close": (np.float64, (1,)), "bars_per_year": (np.float64, (1,))}
+              "v_last_close": (np.float64, (1,)), "bars_per_year": (np.float64, (1,)),
+              "v_pending_rv": (np.float64, (len(RV_WINDOWS),))}
     for name, (dtype, shape) in expect.items():
         a = arrays[name]
         if a.dtype != dtype or a.shape != shape:
@@ -357,6 +388,12 @@ def _state_of(doc: dict, arrays: dict[str, np.ndarray]) -> TablesState:
         raise ValueError("the kept bars differ in length or type")
     if int(doc["features_n_bars"]) != n or int(doc["vol_n_bars"]) > n:
         raise ValueError("bar counts disagree")
+    sha, gx = doc["ginn_sha256"], arrays["v_ginn_x"]
+    if not isinstance(sha, str) or (sha and not _SHA256.fullmatch(sha)):
+        raise ValueError(f"ginn_sha256 {sha!r} is neither empty nor 64 lowercase hex digits")
+    if gx.dtype != np.float64 or gx.ndim != 2 or (not sha and gx.size):
+        raise ValueError(f"GINN input rows are {gx.dtype}{gx.shape}, expected a float64 matrix "
+                         "(empty without a model)")
     vs = doc["vol_settings"]
     bpy = float(arrays["bars_per_year"][0])
     settings = VolSettings(bpy, int(vs["window"]), int(vs["refit_every"]),
@@ -365,7 +402,8 @@ def _state_of(doc: dict, arrays: dict[str, np.ndarray]) -> TablesState:
     vol = VolState(settings, int(doc["vol_n_bars"]), float(arrays["v_last_close"][0]),
                    arrays["v_returns"].astype(np.float64), arrays["v_ewma"], arrays["v_params"],
                    arrays["v_active"], arrays["v_start"], arrays["v_s"], arrays["v_ln_s"],
-                   arrays["v_counts"], bool(doc["vol_pending"]))
+                   arrays["v_counts"], bool(doc["vol_pending"]), sha, gx,
+                   arrays["v_pending_rv"], int(doc["vol_pending_ts"]))
     origin = Origin(int(doc["origin"]["index"]), int(doc["origin"]["ts_ns"]))
     return TablesState(origin, n, bpy, FeatureState(n, arrays["f_rows"], tail), vol)
 
@@ -387,10 +425,18 @@ class LiveTables:
     """The tables' state held in fixed buffers and advanced one bar at a time in place: the live
     executor's per-bar update (two numba calls, no allocation of tables). The values equal
     ``build_tables`` from the state's origin bit for bit, as ``advance_tables`` does; a refit
-    bar leaves ``pending`` set and its fitted variance rows NaN until ``apply_refits``, so the
-    fits (``due_refits`` -> ``market.volatility.run_refit``) can run in the background."""
+    bar leaves ``pending`` set and its fitted variance rows (and ginn) NaN until
+    ``apply_refits``, so the fits (``due_refits`` -> ``market.volatility.run_refit``) can run in
+    the background.
 
-    def __init__(self, state: TablesState) -> None:
+    ``ginn``: the GINN model for the ginn row. It is used only when its sha256 is the one the
+    state was built with (``state.vol.ginn_sha256``, recorded in the bundle's snapshot); given
+    none or another model, the ginn row is garch11's from the first bar stepped on, and
+    ``state()`` records no model (``ginn_active`` says which). Loading the model and refusing a
+    stale one is the caller's job (``market.ginn_vol.GinnModel.load(path, max_age_hours=...)``).
+    """
+
+    def __init__(self, state: TablesState, ginn: GinnModel | None = None) -> None:
         fs, vs = state.features, state.vol
         self.origin, self.bars_per_year = state.origin, state.bars_per_year
         self._kind, self._par = ROW_KIND, ROW_PAR
@@ -403,7 +449,14 @@ class LiveTables:
             self._px[i, :k] = fs.tail[f]
         self._k, self.n_bars = k, state.n_bars
         self._settings = vs.settings
-        self._vol = vs.copy()
+        active = vs.ginn_active(ginn)
+        self._vol = vs.copy() if active or not vs.ginn_sha256 else vs.without_ginn()
+        self._ginn = ginn if active else None
+        self._gx, self._gk = (ginn_rows_buffer(ginn, vs) if self._ginn is not None
+                              else (np.empty((0, 0)), 0))
+        self._ts1 = np.zeros(1, dtype=np.int64)
+        self._g1 = np.empty(1)
+        self._pending_rv, self._pending_ts = vs.pending_rv.copy(), vs.pending_ts
         kr = vs.returns.shape[0]
         self._r = np.zeros(vs.settings.keep + 1)
         self._r[:kr] = vs.returns
@@ -437,7 +490,17 @@ class LiveTables:
         self.n_bars += 1
         if refit:
             self._var[: len(FITTED_VARIANTS), 0] = np.nan
+            self._var[GINN_ROW, 0] = np.nan
+            self._pending_rv, self._pending_ts = self._rv[:, 0].copy(), int(ts)
             self.pending = True
+        elif self._ginn is not None:
+            self._ts1[0] = ts
+            self._gk = self._ginn.advance(self._r[: self._kr], self._kr - 1, self._var, self._rv,
+                                          self._ts1, cfg.bars_per_year, self._gx, self._gk,
+                                          self._g1)
+            self._var[GINN_ROW, 0] = self._g1[0]
+        else:
+            self._var[GINN_ROW, 0] = self._var[GARCH11_ROW, 0]
         return LiveColumn(self._feat[:, 0], self._var[:, 0], self._rv[:, 0],
                           int((ts // _NS_HOUR) % 24), int((ts // _NS_DAY + 3) % 7))
 
@@ -445,28 +508,44 @@ class LiveTables:
         """The pending bar's fit jobs (``market.volatility.RefitJob``; empty if none)."""
         return due_refits(self.state().vol)
 
+    @property
+    def ginn_active(self) -> bool:
+        """Whether the ginn row is the model's (False: garch11's)."""
+        return self._ginn is not None
+
+    def fits_for(self, variant: str) -> tuple[str, ...]:
+        """The fits a decision reading ``variant``'s row needs on a refit bar before
+        ``preview_refits`` gives that row (ginn with its model: all of them)."""
+        return variant_fits(variant, self.ginn_active)
+
     def apply_refits(self, results: list[RefitResult]) -> np.ndarray:
-        """Finish the pending bar with the fits' results; its variance column (float64 [4])."""
-        col, vs = apply_refits(self.state().vol, results)
+        """Finish the pending bar with the fits' results; its variance column (float64 [5])."""
+        col, vs = apply_refits(self.state().vol, results, ginn=self._ginn)
         self._vol = vs
+        if self._ginn is not None:
+            self._gx, self._gk = ginn_rows_buffer(self._ginn, vs)
+        self._pending_rv, self._pending_ts = vs.pending_rv.copy(), vs.pending_ts
         self.pending = False
         self._var[:, 0] = col
         return col
 
     def preview_refits(self, results: list[RefitResult]) -> np.ndarray:
         """The pending bar's variance column with only ``results``' variants fitted (each
-        row equals what ``apply_refits`` will give it: the rows are independent) and the
+        row equals what ``apply_refits`` will give it: the fitted rows are independent) and the
         other fitted rows NaN; the tables stay pending. A decision that reads one variant's
-        row needs only that fit before it is taken."""
+        row needs only ``fits_for(variant)`` before it is taken: the ginn row is given once
+        every fit it reads is (all with a model, garch11 without), NaN before."""
         if not self.pending:
             raise ValueError("no refit is pending")
         vs = self.state().vol
         got = {r.variant for r in results}
         fill = [RefitResult(v, vs.n_bars - 1, None, -1) for v in FITTED_VARIANTS
                 if v not in got]
-        col, _ = apply_refits(vs, [*results, *fill])
+        col, _ = apply_refits(vs, [*results, *fill], ginn=self._ginn)
         for r in fill:
             col[FITTED_VARIANTS.index(r.variant)] = np.nan
+        if fill:
+            col[GINN_ROW] = np.nan if self._ginn is not None else col[GARCH11_ROW]
         return col
 
     @property
@@ -490,6 +569,8 @@ class LiveTables:
         tail = {"ts": self._ts[:k].copy()}
         tail.update({f: self._px[i, :k].copy() for i, f in enumerate(_FEATURE_FIELDS[1:])})
         vol = self._vol.copy(n_bars=self.n_bars, last_close=self._last_close,
-                             returns=self._r[:kr].copy(), pending=self.pending)
+                             returns=self._r[:kr].copy(), pending=self.pending,
+                             ginn_x=self._gx[: self._gk].copy(), pending_rv=self._pending_rv.copy(),
+                             pending_ts=self._pending_ts)
         return TablesState(self.origin, self.n_bars, self.bars_per_year,
                            FeatureState(self.n_bars, self._rows.copy(), tail), vol)

@@ -4,7 +4,9 @@ The causality tests perturb the future of generated data; this audit replays a r
 on its own history. For each cut c the history is cut to bars [0, c), every table is rebuilt from
 scratch with the production builder, and the results must equal the full-history ones exactly:
 
-- feature rows, GARCH/EWMA variances, realised variances, hour and weekday over [0, c);
+- feature rows, GARCH/EWMA variances, the ginn row (the GINN model's forecasts when
+  ``vol.ginn_model`` names one, else garch11's), realised variances, hour and weekday over
+  [0, c);
 - each genome's position and equity after every close from ``start`` to c - 2 (decisions at the
   close of t fill at the open of t + 1, and the truncated run's last bar c - 1 closes out), and
   every trade entered by the open of c - 1 (plus its exit when it left before c - 1).
@@ -19,7 +21,8 @@ rebuilding them. So for each snapshot point s (by default the cut points) the ta
 from the origin on [0, s), their state is saved and restored (``fitness.tables``'s snapshot
 format), and the restored state is extended by the bars [s, n). The continued tables must equal
 the full history's bit for bit, and each genome's positions, equity and trades replayed on them
-must equal the full-history replay.
+must equal the full-history replay. The continuation is given the same GINN model, as the live
+executor must be.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from fitness.tables import (
     TablesState,
     build_tables_state,
     extend_tables,
+    ginn_model_of,
     load_state,
     save_state,
 )
@@ -70,6 +74,7 @@ class AuditResult:
     snapshots: list[int] = field(default_factory=list)  # continuation check: snapshot points
     # its position comparisons: snapshots x genomes x (n_bars - start)
     continued_compared: int = 0
+    ginn_sha256: str = ""  # the GINN model of the audited ginn row ("": none, garch11's row)
 
 
 def cut_points(n_bars: int, start: int, n_cuts: int, seed: int) -> list[int]:
@@ -253,7 +258,8 @@ def audit_lookahead(genomes: np.ndarray, bars: Bars, meta: SymbolMeta, *, start:
             _check_continued_replay(i, runs[i], simulate(x, cont, bars, meta, start, None, sim),
                                     s, bars)
             continued += bars.n_bars - start
-    return AuditResult(used, int(g.shape[0]), compared, points, continued)
+    return AuditResult(used, int(g.shape[0]), compared, points, continued,
+                       getattr(full.vol, "ginn_sha256", ""))
 
 
 def roundtrip(state: TablesState) -> TablesState:
@@ -272,7 +278,7 @@ def _continued(bars: Bars, meta: SymbolMeta, s: int, vol: VolatilityConfig | Non
             for f in ("open", "high", "low", "close", "volume")}
     new = Bars(bars.symbols, bars.timeframe, np.array(bars.ts[s:]), rest["open"], rest["high"],
                rest["low"], rest["close"], rest["volume"], None)
-    return extend_tables(tables, restore(state), new)[0]
+    return extend_tables(tables, restore(state), new, ginn=ginn_model_of(vol))[0]
 
 
 def _check_continued_tables(full: Tables, cont: Tables, s: int, bars: Bars) -> None:

@@ -89,7 +89,8 @@ def _build() -> tuple[Gene, ...]:
         Gene("vol.rv_window", "cat", 0, len(RV_WINDOWS) - 1, "vol",
              tuple(str(w) for w in RV_WINDOWS), "realised-variance window (bars)"),
         Gene("vol.garch_variant", "cat", 0, len(GARCH_VARIANTS) - 1, "vol", GARCH_VARIANTS,
-             "conditional-variance model"),
+             "conditional-variance model (ginn: the GINN forecast where the tables have a "
+             "model, else GARCH(1,1)'s)"),
         Gene("vol.calm_below", "cont", 0.02, 0.30, "vol", (), "annualised σ̂ below which: calm"),
         Gene("vol.storm_above", "cont", 0.05, 0.80, "vol", (), "annualised σ̂ above which: storm"),
     ]

@@ -6,6 +6,7 @@ composes section models into the file-level schema.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -144,3 +145,6 @@ class VolatilityConfig(Strict):
     refit_every: int = Field(21, ge=1, description="bars between refits")
     ewma_lambda: float = Field(0.94, gt=0, lt=1, description="EWMA decay; the fallback model")
     min_bars: int = Field(20, ge=2, description="bars before any σ̂ is produced")
+    ginn_model: Path | None = Field(
+        None, description="GINN weights file (.npz with its .json sidecar) for the 'ginn' "
+        "variance row; none: that row is GARCH(1,1)'s. Its sha256 is part of the tables' key.")

@@ -38,6 +38,7 @@ import numpy as np
 from core.atomic import atomic_write_bytes
 from core.errors import EmpError
 from market.volatility import (
+    GARCH_FAMILY,
     GARCH_VARIANTS,
     RV_WINDOWS,
     VolTable,
@@ -82,7 +83,8 @@ class GinnSpec:
     seq_len: int = 20                              # LSTM window ending at bar t
     hidden: int = 16
     rv_windows: tuple[int, ...] = RV_WINDOWS      # realised-variance windows (VolTable rows)
-    variants: tuple[str, ...] = GARCH_VARIANTS    # GARCH-family forecasts used as inputs
+    variants: tuple[str, ...] = GARCH_FAMILY      # GARCH-family forecasts used as inputs
+    # (never the ginn row itself: that row is this model's output)
     calm_below: float = 0.10                       # regime flags (annualised sigma)
     storm_above: float = 0.30
 
@@ -98,9 +100,9 @@ class GinnSpec:
         if bad_w or len(set(self.rv_windows)) != len(self.rv_windows):
             problems.append(f"rv_windows must be distinct values of {RV_WINDOWS}, "
                             f"got {self.rv_windows}")
-        bad_v = [v for v in self.variants if v not in GARCH_VARIANTS]
+        bad_v = [v for v in self.variants if v not in GARCH_FAMILY]
         if bad_v or len(set(self.variants)) != len(self.variants):
-            problems.append(f"variants must be distinct names of {GARCH_VARIANTS}, "
+            problems.append(f"variants must be distinct names of {GARCH_FAMILY}, "
                             f"got {self.variants}")
         if not (0.0 < self.calm_below < self.storm_above and math.isfinite(self.storm_above)):
             problems.append(f"need 0 < calm_below < storm_above, got {self.calm_below!r}, "

@@ -8,6 +8,11 @@ with a numba recursion; a failed fit falls back to EWMA for its block and is cou
 The refit grid (bars window, window + refit_every, ...) and the EWMA seed count from the first
 close given, the table's origin. ``VolState`` / ``advance_vol`` / ``extend_vol_table`` continue a
 table from its state with the batch's exact arithmetic (see "continuation" below).
+
+Rows: the GARCH family (``GARCH_FAMILY``: garch11, egarch, gjr, ewma), then ``ginn``: a GINN
+model's forecast from the family rows, RV and returns where a model is given and the bar opens
+after its training data, else the garch11 row (``market.ginn_vol``). Without a model the ginn row
+is a copy of garch11, so a genome that selects it trades GARCH(1,1).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,9 +48,14 @@ from market.volatility_nb import (
     vol_advance,
 )
 
+if TYPE_CHECKING:
+    from market.ginn_vol import GinnModel
+
 __all__ = [
     "FITTED_VARIANTS",
+    "GARCH_FAMILY",
     "GARCH_VARIANTS",
+    "GINN_ROW",
     "RV_WINDOWS",
     "VolTable",
     "annualised_sigma",
@@ -57,10 +68,14 @@ __all__ = [
     "regime",
     "regime_code",
     "var95",
+    "variant_fits",
     "variant_variance",
 ]
 
-GARCH_VARIANTS = ("garch11", "egarch", "gjr", "ewma")
+GARCH_FAMILY = ("garch11", "egarch", "gjr", "ewma")  # the rows GINN reads as inputs
+GARCH_VARIANTS = (*GARCH_FAMILY, "ginn")  # the variance rows a genome may select
+GINN_ROW = GARCH_VARIANTS.index("ginn")
+GARCH11_ROW = GARCH_VARIANTS.index("garch11")  # the ginn row's fallback
 RV_WINDOWS = (5, 10, 20, 60)  # bars; realised variance is kept per bar (sum of r² / window)
 
 FITTED_VARIANTS = ("garch11", "egarch", "gjr")
@@ -84,14 +99,15 @@ CLAMP_RATIO = 10.0  # fitted forecasts are kept within [ewma / C, ewma * C] at t
 # 2: fits under one BLAS thread, the start ladder, the persistence cap and FTOL (tables built
 # by version 1 depended on the process's BLAS thread count and must not be reused)
 # 3: a NaN fitted forecast (EGARCH log-variance run to -inf) is clamped to the EWMA value
-CACHE_VERSION = 3  # bump when the table's definition changes, so old caches miss
+# 4: the fifth row, ginn (the model's sha256 and first used bar are part of the key)
+CACHE_VERSION = 4  # bump when the table's definition changes, so old caches miss
 
 
 @dataclass(frozen=True)
 class VolTable:
     """Per-bar variance forecasts (rows in GARCH_VARIANTS order) and realised variances."""
 
-    variance: np.ndarray  # float64 [4, n]: forecast for bar t+1 made at the close of t
+    variance: np.ndarray  # float64 [5, n]: forecast for bar t+1 made at the close of t
     rv: np.ndarray  # float64 [len(RV_WINDOWS), n]: mean r² over the last w returns ending at t
     bars_per_year: float
     fits: dict[str, int]  # successful fits per fitted variant
@@ -100,6 +116,7 @@ class VolTable:
     # successful fits that needed a later start of the ladder than the first one tried
     retried: dict[str, int] = field(default_factory=dict)
     capped: dict[str, int] = field(default_factory=dict)  # fits on the persistence cap
+    ginn_sha256: str = ""  # the GINN model of the ginn row ("": none, the row is garch11's)
 
     def fit_report(self) -> dict[str, dict[str, float]]:
         """Per fitted variant: refits, failures, failure rate, retried and capped fits."""
@@ -119,6 +136,17 @@ class VolTable:
         """
         return prefix_sha256(self.variance, self.rv, n_cols=n_bars,
                              tag=f"vol-v1 bars_per_year={self.bars_per_year!r}")
+
+
+def variant_fits(variant: str, ginn_active: bool) -> tuple[str, ...]:
+    """The fitted variants whose refit a row of ``variant`` waits for on a refit bar: itself
+    (garch11, egarch, gjr), none (ewma), all of them (ginn with its model: its inputs are the
+    whole family) or garch11 (ginn falling back)."""
+    if variant not in GARCH_VARIANTS:
+        raise ValueError(f"unknown volatility variant {variant!r}; known: {GARCH_VARIANTS}")
+    if variant == "ginn":
+        return FITTED_VARIANTS if ginn_active else ("garch11",)
+    return (variant,) if variant in FITTED_VARIANTS else ()
 
 
 def persistence(variant: str, p: np.ndarray) -> float:
@@ -310,6 +338,8 @@ def variant_variance(
 
 
 def _cache_key(close: np.ndarray, settings: dict[str, object]) -> str:
+    """sha256 of the closes and everything the table depends on (``settings`` carries the GINN
+    model's sha256 and the first bar it is used at: the only way the bar times enter)."""
     import arch
 
     h = hashlib.sha256(close.astype("<f8").tobytes())
@@ -398,6 +428,40 @@ def _save_cache(path: Path, key: str, table: VolTable) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _check_ginn(ginn: GinnModel | None, ts: np.ndarray | None, n: int, keep: int
+                ) -> np.ndarray | None:
+    """``ts`` as int64 [n] when a GINN model needs it (GinnError naming the problem)."""
+    if ginn is None:
+        return None if ts is None else np.ascontiguousarray(ts, dtype=np.int64)
+    from market.ginn import GinnError
+
+    ginn.check_keep(keep)
+    if ts is None:
+        raise GinnError(f"GINN model {ginn.sha256[:12]}: the bars' times are needed to tell the "
+                        "bars after its training data end (data_end), none were given")
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    if ts.shape != (n,):
+        raise GinnError(f"GINN row: {ts.shape} bar times for {n} closes")
+    return ts
+
+
+def _ginn_columns(ginn: GinnModel | None, r: np.ndarray, t0: int, variance: np.ndarray,
+                  rv: np.ndarray, ts: np.ndarray | None, bpy: float, xbuf: np.ndarray | None,
+                  k: int) -> int:
+    """Fill ``variance[GINN_ROW]`` (its family rows final; column j's return is r[t0 + j]):
+    the model's forecasts (``GinnModel.advance``, ``xbuf`` holding the last ``k`` input rows),
+    or the garch11 row without a model. Returns the new fill count."""
+    if ginn is None or variance.shape[1] == 0:
+        variance[GINN_ROW] = variance[GARCH11_ROW]
+        return k
+    assert ts is not None and xbuf is not None
+    out = np.empty(variance.shape[1])
+    k = ginn.advance(r, t0, np.ascontiguousarray(variance), np.ascontiguousarray(rv), ts, bpy,
+                     xbuf, k, out)
+    variance[GINN_ROW] = out
+    return k
+
+
 def build_vol_table(
     close: np.ndarray,
     bars_per_year: float,
@@ -408,8 +472,13 @@ def build_vol_table(
     min_bars: int = 20,
     cache_dir: Path | None = None,
     progress: Callable[[str | None, int, int], None] | None = None,
+    ts: np.ndarray | None = None,
+    ginn: GinnModel | None = None,
 ) -> VolTable:
     """Causal variance table for one close series (see the module docstring).
+
+    ``ginn``: the model of the ginn row (None: the row is garch11's); it needs ``ts``, the bars'
+    open times (int64 UTC ns), to tell the bars after its training data.
 
     ``progress(variant, i, n)`` is called before fitting the i-th of n variants, and with
     ``(None, n, n)`` when all are fitted (not on a cache hit): the fits take tens of seconds.
@@ -428,22 +497,25 @@ def build_vol_table(
     if min_bars < 1 or window < max(10, min_bars) or refit_every < 1:
         raise ValueError("need min_bars >= 1, window >= max(10, min_bars), refit_every >= 1")
 
+    n = close.shape[0]
+    ts = _check_ginn(ginn, ts, n, max(window, max(RV_WINDOWS)))
     settings = {
         "bars_per_year": float(bars_per_year),
         "window": window,
         "refit_every": refit_every,
         "ewma_lambda": ewma_lambda,
         "min_bars": min_bars,
+        "ginn": None if ginn is None else ginn.sha256,
+        "ginn_from": None if ginn is None else int(np.count_nonzero(ts <= ginn.data_end_ns)),
     }
     path, key = None, ""
     if cache_dir is not None:
         key = _cache_key(close, settings)
         path = Path(cache_dir) / f"vol-{key}.npz"
-        cached = _load_cache(path, key, close.shape[0])
+        cached = _load_cache(path, key, n)
         if cached is not None:
-            return cached
+            return replace(cached, ginn_sha256=settings["ginn"] or "")
 
-    n = close.shape[0]
     r = log_returns(close)
     ewma = ewma_variance(r, ewma_lambda, min_bars)
     variance = np.tile(ewma, (len(GARCH_VARIANTS), 1))
@@ -476,8 +548,10 @@ def build_vol_table(
 
     if progress is not None:
         progress(None, len(FITTED_VARIANTS), len(FITTED_VARIANTS))
+    _ginn_columns(ginn, r, 0, variance, rv, ts, float(bars_per_year),
+                  None if ginn is None else ginn.empty_rows(), 0)
     table = VolTable(variance, rv, float(bars_per_year), fits, failures, clamped, retried,
-                     capped)
+                     capped, "" if ginn is None else ginn.sha256)
     if path is not None:
         _save_cache(path, key, table)
     return table
@@ -493,8 +567,15 @@ def build_vol_table(
 # runs ``volatility_nb.vol_advance``; at a refit bar it stops, and the refit is a separate,
 # deterministic step (``due_refits`` -> ``run_refit`` -> ``apply_refits``) that a live executor
 # can run in the background. The result equals ``build_vol_table`` over all the bars, bit for bit.
+#
+# The ginn row: the state records the sha256 of the GINN model it was built with and the last
+# seq_len input rows (``ginn_x``); a pending refit bar also keeps its RV column and open time,
+# which its ginn value needs once the fits are applied. The weights are not part of the state:
+# each call that advances it takes the model (``ginn=``). Given no model, or one of another
+# sha256, the ginn row falls back to garch11 from that bar on and the state forgets the model
+# (sha256 "", no rows): continuing it later with the model would not equal a build with it.
 
-VOL_STATE_VERSION = 1
+VOL_STATE_VERSION = 2
 EGARCH_ROW = FITTED_VARIANTS.index("egarch")  # the fitted row run by the EGARCH step
 RV_ARRAY = np.array(RV_WINDOWS, dtype=np.int64)
 _N_PARAMS = {"garch11": 3, "egarch": 4, "gjr": 4}
@@ -538,24 +619,45 @@ class VolState:
     ln_s: np.ndarray       # float64 [3]: EGARCH's ln variance (NaN for the others)
     counts: np.ndarray     # int64 [5, 3]: fits, failures, clamped, retried, capped per variant
     pending: bool = False  # the last bar is a refit bar whose fits are not applied yet
+    ginn_sha256: str = ""  # the GINN model the ginn row continues with ("": garch11's row)
+    # float64 [min(bars, seq_len), n_features]: the last GINN input rows, oldest first (the
+    # pending bar's excluded); [0, 0] without a model
+    ginn_x: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    # the pending refit bar's RV column (float64 [len(RV_WINDOWS)]) and open time (UTC ns):
+    # its ginn value is computed when the fits are applied. NaN / 0 otherwise.
+    pending_rv: np.ndarray = field(default_factory=lambda: np.full(len(RV_WINDOWS), np.nan))
+    pending_ts: int = 0
 
     def copy(self, **changes: object) -> VolState:
         arrays = {k: getattr(self, k).copy() for k in
-                  ("returns", "ewma", "params", "active", "start", "s", "ln_s", "counts")}
+                  ("returns", "ewma", "params", "active", "start", "s", "ln_s", "counts",
+                   "ginn_x", "pending_rv")}
         return replace(self, **{**arrays, **changes})
+
+    def ginn_active(self, ginn: GinnModel | None) -> bool:
+        """Whether ``ginn`` is the model this state's ginn row continues with."""
+        return bool(self.ginn_sha256) and ginn is not None and ginn.sha256 == self.ginn_sha256
+
+    def without_ginn(self) -> VolState:
+        """This state with the ginn row falling back to garch11 from here on."""
+        return self.copy(ginn_sha256="", ginn_x=np.empty((0, 0)))
 
     def count_dicts(self) -> dict[str, dict[str, int]]:
         return {name: dict(zip(FITTED_VARIANTS, map(int, row), strict=True))
                 for name, row in zip(_COUNTS, self.counts, strict=True)}
 
 
-def initial_vol_state(settings: VolSettings) -> VolState:
-    """The state at the origin: no bar consumed."""
+def initial_vol_state(settings: VolSettings, ginn: GinnModel | None = None) -> VolState:
+    """The state at the origin: no bar consumed; its ginn row uses ``ginn`` (None: garch11)."""
     settings.check()
+    if ginn is not None:
+        ginn.check_keep(settings.keep)
     k = len(FITTED_VARIANTS)
     return VolState(settings, 0, float("nan"), np.empty(0), np.zeros(1), np.full((k, 4), np.nan),
                     np.zeros(k, dtype=bool), np.full((k, 4), np.nan), np.full(k, np.nan),
-                    np.full(k, np.nan), np.zeros((len(_COUNTS), k), dtype=np.int64))
+                    np.full(k, np.nan), np.zeros((len(_COUNTS), k), dtype=np.int64),
+                    ginn_sha256="" if ginn is None else ginn.sha256,
+                    ginn_x=np.empty((0, 0 if ginn is None else ginn.n_features)))
 
 
 @dataclass(frozen=True)
@@ -598,9 +700,11 @@ def _normalised(variant: str, p: np.ndarray) -> np.ndarray:
     return np.array([p[0], p[1], 0.0, p[2]]) if variant == "garch11" else np.array(p[:4])
 
 
-def apply_refits(state: VolState, results: list[RefitResult]) -> tuple[np.ndarray, VolState]:
-    """Finish the pending refit bar with the fits' results: its variance column (float64 [4])
-    and the state after it. Each fitted variant needs exactly one result for this bar."""
+def apply_refits(state: VolState, results: list[RefitResult], *, ginn: GinnModel | None = None
+                 ) -> tuple[np.ndarray, VolState]:
+    """Finish the pending refit bar with the fits' results: its variance column (float64 [5])
+    and the state after it. Each fitted variant needs exactly one result for this bar. The
+    ginn value uses ``ginn`` when it is the state's model (see "continuation")."""
     if not state.pending:
         raise ValueError("no refit is pending")
     bar = state.n_bars - 1
@@ -634,17 +738,43 @@ def apply_refits(state: VolState, results: list[RefitResult]) -> tuple[np.ndarra
         raw = s / SCALE**2
         col[i] = clamp_to_ewma(raw, ew, CLAMP_RATIO)
         st.counts[clamped, i] += col[i] != raw
-    return col, st
+    if not st.ginn_active(ginn):
+        col[GINN_ROW] = col[GARCH11_ROW]
+        return col, (st.without_ginn() if st.ginn_sha256 else st)
+    assert ginn is not None
+    xbuf, k = ginn_rows_buffer(ginn, st)
+    var = np.ascontiguousarray(col[:, None])
+    k = _ginn_columns(ginn, st.returns, st.returns.shape[0] - 1, var,
+                      np.ascontiguousarray(st.pending_rv[:, None]),
+                      np.array([st.pending_ts], dtype=np.int64), st.settings.bars_per_year, xbuf, k)
+    col[GINN_ROW] = var[GINN_ROW, 0]
+    return col, st.copy(ginn_x=xbuf[:k].copy(), pending_rv=np.full(len(RV_WINDOWS), np.nan),
+                        pending_ts=0)
 
 
-def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True
+def ginn_rows_buffer(ginn: GinnModel, state: VolState) -> tuple[np.ndarray, int]:
+    """A full-size input-row buffer holding the state's rows, and their count."""
+    xbuf = ginn.empty_rows()
+    k = state.ginn_x.shape[0]
+    if k > xbuf.shape[0] or (k and state.ginn_x.shape[1] != xbuf.shape[1]):
+        raise ValueError(f"the state's GINN input rows have shape {state.ginn_x.shape}, the "
+                         f"model {ginn.sha256[:12]} takes at most {xbuf.shape}")
+    xbuf[:k] = state.ginn_x
+    return xbuf, k
+
+
+def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True,
+                ts: np.ndarray | None = None, ginn: GinnModel | None = None
                 ) -> tuple[np.ndarray, np.ndarray, VolState]:
-    """Variance (float64 [4, m]) and RV (float64 [len(RV_WINDOWS), m]) of the new bars and the
+    """Variance (float64 [5, m]) and RV (float64 [len(RV_WINDOWS), m]) of the new bars and the
     state after them; ``state`` is not changed.
 
     With ``refit=False`` it stops after the first refit bar it meets (m may then be less than
-    the bars given): that bar's fitted rows are NaN and the state is ``pending`` until
-    ``apply_refits`` supplies them. The EWMA row and RV of that bar are final.
+    the bars given): that bar's fitted rows (and ginn) are NaN and the state is ``pending``
+    until ``apply_refits`` supplies them. The EWMA row and RV of that bar are final.
+
+    ``ginn``: the state's GINN model (see "continuation"); with it, ``ts`` (the new bars' open
+    times, int64 UTC ns) is required.
     """
     close = np.ascontiguousarray(close, dtype=np.float64)
     if close.ndim != 1:
@@ -655,6 +785,9 @@ def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True
     if state.pending:
         raise ValueError("a refit is pending: apply_refits before advancing")
     cfg = state.settings
+    active = state.ginn_active(ginn)
+    model = ginn if active else None
+    ts = _check_ginn(model, ts, close.shape[0], cfg.keep)
     if state.n_bars == 0:
         new_r = log_returns(close)
     else:
@@ -664,7 +797,15 @@ def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True
     m = close.shape[0]
     variance = np.full((len(GARCH_VARIANTS), m), np.nan)
     rv = np.full((len(RV_WINDOWS), m), np.nan)
-    st = state.copy()
+    st = state.copy() if active or not state.ginn_sha256 else state.without_ginn()
+    xbuf, gk = ginn_rows_buffer(model, st) if model is not None else (None, 0)
+
+    def ginn_block(a: int, b: int) -> None:  # columns [a, b) are final: their ginn values
+        nonlocal gk
+        block = variance[:, a:b]
+        gk = _ginn_columns(model, r, k + a, block, rv[:, a:b],
+                           None if ts is None else ts[a:b], cfg.bars_per_year, xbuf, gk)
+
     base = state.n_bars - k
     t = k
     while t < k + m:
@@ -672,40 +813,53 @@ def advance_vol(state: VolState, close: np.ndarray, *, refit: bool = True
                            cfg.min_bars, RV_ARRAY, SCALE, CLAMP_RATIO, EGARCH_ROW, st.ewma,
                            st.params, st.active, st.s, st.ln_s, st.counts[2],
                            variance[:, t - k:], rv[:, t - k:])
+        ginn_block(t - k, min(stop, k + m) - k)
         if stop >= k + m:
             break
         done = stop + 1  # bars of r consumed
         keep = r[max(0, done - cfg.keep) : done]
         st = st.copy(n_bars=base + done, last_close=float(close[stop - k]), returns=keep.copy(),
-                     pending=True)
+                     pending=True, pending_rv=rv[:, stop - k].copy(),
+                     pending_ts=0 if ts is None else int(ts[stop - k]))
+        if model is not None:
+            st = st.copy(ginn_x=xbuf[:gk].copy())
         if not refit:
             return variance[:, : done - k], rv[:, : done - k], st
-        col, st = apply_refits(st, [run_refit(j) for j in due_refits(st)])
+        col, st = apply_refits(st, [run_refit(j) for j in due_refits(st)], ginn=model)
         variance[:, stop - k] = col
+        if model is not None:
+            xbuf, gk = ginn_rows_buffer(model, st)
         t = done
     keep = r[max(0, k + m - cfg.keep) :]
     st = st.copy(n_bars=state.n_bars + m, last_close=float(close[-1]) if m else state.last_close,
                  returns=keep.copy())
+    if model is not None:
+        st = st.copy(ginn_x=xbuf[:gk].copy())
     return variance, rv, st
 
 
-def extend_vol_table(table: VolTable, state: VolState, close: np.ndarray
+def extend_vol_table(table: VolTable, state: VolState, close: np.ndarray, *,
+                     ts: np.ndarray | None = None, ginn: GinnModel | None = None
                      ) -> tuple[VolTable, VolState]:
     """``table`` with the new bars appended (refits performed), equal bit for bit to
-    ``build_vol_table`` from the same origin over all the bars, and the state after them."""
+    ``build_vol_table`` from the same origin over all the bars, and the state after them
+    (``ts``, ``ginn``: as ``advance_vol``)."""
     if state.n_bars != table.variance.shape[1]:
         raise ValueError(f"state is at bar {state.n_bars} but the table has "
                          f"{table.variance.shape[1]} bars")
-    variance, rv, st = advance_vol(state, close)
+    variance, rv, st = advance_vol(state, close, ts=ts, ginn=ginn)
     return _table_of(np.concatenate([table.variance, variance], axis=1),
                      np.concatenate([table.rv, rv], axis=1), st), st
 
 
 def _table_of(variance: np.ndarray, rv: np.ndarray, state: VolState) -> VolTable:
-    return VolTable(variance, rv, float(state.settings.bars_per_year), **state.count_dicts())
+    return VolTable(variance, rv, float(state.settings.bars_per_year), **state.count_dicts(),
+                    ginn_sha256=state.ginn_sha256)
 
 
-def build_vol_state(close: np.ndarray, settings: VolSettings) -> tuple[VolTable, VolState]:
-    """The table from the origin (``close[0]``) by the continuation path, and its state."""
-    variance, rv, st = advance_vol(initial_vol_state(settings), close)
+def build_vol_state(close: np.ndarray, settings: VolSettings, *, ts: np.ndarray | None = None,
+                    ginn: GinnModel | None = None) -> tuple[VolTable, VolState]:
+    """The table from the origin (``close[0]``) by the continuation path, and its state
+    (``ginn``: the ginn row's model, which needs the bars' open times ``ts``)."""
+    variance, rv, st = advance_vol(initial_vol_state(settings, ginn), close, ts=ts, ginn=ginn)
     return _table_of(variance, rv, st), st

@@ -298,3 +298,111 @@ def vol_live_step(rbuf: np.ndarray, k: int, n_bars: int, last_close: float, clos
             rbuf[i] = rbuf[i + 1]
         m = keep
     return m, stop < k + 1
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _log_var(v: float, floor: float) -> float:
+    """market.ginn's input transform: log of the variance floored at ``floor``; NaN stays NaN."""
+    if v != v:
+        return np.nan
+    return np.log(max(v, floor))
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _sigmoid(z: float) -> float:
+    e = np.exp(-abs(z))
+    return 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def ginn_lstm(xbuf: np.ndarray, x_mean: np.ndarray, x_std: np.ndarray, w_ih: np.ndarray,
+              bias: np.ndarray, w_hh: np.ndarray, w_out: np.ndarray, b_out: float,
+              y_scale: float, softplus_threshold: float) -> float:
+    """``market.ginn.forecast_last`` over the rows of ``xbuf`` (all finite, [seq_len, F]): the
+    same LSTM, gate by gate, with every sum taken in one fixed order (inputs, bias, recurrent
+    term), so that the batch table and the live step, which both call this, agree bit for bit
+    (numpy's BLAS products change their summation order with the shapes)."""
+    seq, nf = xbuf.shape
+    hn = w_hh.shape[1]
+    h = np.zeros(hn)
+    c = np.zeros(hn)
+    g = np.empty(4 * hn)
+    xs = np.empty(nf)
+    for s in range(seq):
+        for f in range(nf):
+            xs[f] = (xbuf[s, f] - x_mean[f]) / x_std[f]
+        for j in range(4 * hn):
+            acc = 0.0
+            for f in range(nf):
+                acc += xs[f] * w_ih[j, f]
+            rec = 0.0
+            for m in range(hn):
+                rec += h[m] * w_hh[j, m]
+            g[j] = (acc + bias[j]) + rec
+        for m in range(hn):
+            i_g = _sigmoid(g[m])
+            f_g = _sigmoid(g[hn + m])
+            g_g = np.tanh(g[2 * hn + m])
+            o_g = _sigmoid(g[3 * hn + m])
+            c[m] = f_g * c[m] + i_g * g_g
+            h[m] = o_g * np.tanh(c[m])
+    z = 0.0
+    for m in range(hn):
+        z += h[m] * w_out[m]
+    z += b_out
+    if z > softplus_threshold:
+        return z * y_scale
+    return np.log1p(np.exp(z)) * y_scale
+
+
+@nb.njit(cache=True, error_model="numpy")
+def ginn_advance(r: np.ndarray, t0: int, var: np.ndarray, rv: np.ndarray, ts: np.ndarray,
+                 data_end: int, garch_row: int, lags: int, rv_rows: np.ndarray,
+                 var_rows: np.ndarray, bars_per_year: float, calm: float, storm: float,
+                 floor: float, x_mean: np.ndarray, x_std: np.ndarray, w_ih: np.ndarray,
+                 bias: np.ndarray, w_hh: np.ndarray, w_out: np.ndarray, b_out: float,
+                 y_scale: float, softplus_threshold: float, xbuf: np.ndarray, k: int,
+                 out: np.ndarray) -> int:
+    """The ginn variance row over columns j of ``var`` / ``rv`` (their GARCH-family rows final),
+    whose bar's log return is r[t0 + j] (returns before r[0] count as missing, as at the
+    origin), into out[j]. Returns the new fill count of ``xbuf``.
+
+    Per column: its input row (``market.ginn.ginn_inputs``' layout: r_{t-c} for c < lags, log
+    RV of ``rv_rows``, log variance of ``var_rows``, the regime one-hot of row ``garch_row``'s
+    annualised sigma) is appended to ``xbuf`` (the last seq_len rows, oldest first, the first
+    ``k`` filled); the forecast is ``ginn_lstm`` over a full window of finite rows. out[j] is
+    that forecast where ts[j] > data_end and it is not NaN, else var[garch_row, j] (GARCH).
+    """
+    seq, nf = xbuf.shape
+    nr = rv_rows.shape[0]
+    nv = var_rows.shape[0]
+    for j in range(var.shape[1]):
+        if k == seq:
+            for s in range(seq - 1):
+                for f in range(nf):
+                    xbuf[s, f] = xbuf[s + 1, f]
+            k = seq - 1
+        row = xbuf[k]
+        for c in range(lags):
+            i = t0 + j - c
+            row[c] = r[i] if i >= 0 else np.nan
+        for i in range(nr):
+            row[lags + i] = _log_var(rv[rv_rows[i], j], floor)
+        for i in range(nv):
+            row[lags + nr + i] = _log_var(var[var_rows[i], j], floor)
+        code = regime_code(np.sqrt(var[garch_row, j] * bars_per_year), calm, storm)
+        for i in range(3):
+            row[lags + nr + nv + i] = np.nan if code < 0 else (1.0 if code == i else 0.0)
+        k += 1
+        value = np.nan
+        if k == seq and ts[j] > data_end:
+            finite = True
+            for s in range(seq):
+                for f in range(nf):
+                    if not np.isfinite(xbuf[s, f]):
+                        finite = False
+            if finite:
+                value = ginn_lstm(xbuf, x_mean, x_std, w_ih, bias, w_hh, w_out, b_out, y_scale,
+                                  softplus_threshold)
+        out[j] = value if value == value else var[garch_row, j]
+    return k

@@ -267,7 +267,7 @@ def test_input_validation():
     with pytest.raises(ValueError):
         build_vol_table(_walk(0, 50), 252.0, window=5)
     table = build_vol_table(np.array([100.0]), 252.0)
-    assert table.variance.shape == (4, 1) and np.isnan(table.variance).all()
+    assert table.variance.shape == (len(GARCH_VARIANTS), 1) and np.isnan(table.variance).all()
 
 
 # --- cache ----------------------------------------------------------------------------------------
