@@ -513,6 +513,11 @@ class LiveTables:
         """Whether the ginn row is the model's (False: garch11's)."""
         return self._ginn is not None
 
+    @property
+    def ginn(self) -> GinnModel | None:
+        """The GINN model the ginn row continues with (None: the garch11 row)."""
+        return self._ginn
+
     def fits_for(self, variant: str) -> tuple[str, ...]:
         """The fits a decision reading ``variant``'s row needs on a refit bar before
         ``preview_refits`` gives that row (ginn with its model: all of them)."""

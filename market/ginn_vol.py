@@ -35,6 +35,7 @@ from market.ginn import (
     GinnWeights,
     _header,
     _npz_bytes,
+    _trained_at,
     load_weights,
 )
 from market.volatility import GARCH_FAMILY, RV_WINDOWS
@@ -88,6 +89,11 @@ class GinnModel:
     def load(cls, path: Path, **kwargs: object) -> GinnModel:
         """``market.ginn.load_weights(path, **kwargs)`` (sha256, header, shapes, age) as a model."""
         return cls.of(load_weights(Path(path), **kwargs), where=str(path))  # type: ignore[arg-type]
+
+    @property
+    def trained_at(self) -> datetime:
+        """When the model was trained (its meta's ``trained_at``): what freshness is checked on."""
+        return _trained_at(self.weights.meta, Path(f"GINN model {self.sha256[:12]}"))
 
     @property
     def seq_len(self) -> int:

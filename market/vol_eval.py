@@ -21,11 +21,11 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import EmpError
-from market.volatility import GARCH_VARIANTS, VolTable
+from market.volatility import GARCH_FAMILY, GARCH_VARIANTS, VolTable
 
 __all__ = ["VolEvalError", "baseline_forecasts", "ginn_gate", "losses", "mcs", "qlike_series"]
 
-BASELINES = GARCH_VARIANTS  # garch11, egarch, gjr, ewma: the VolTable rows, same names
+BASELINES = GARCH_FAMILY  # garch11, egarch, gjr, ewma: the VolTable rows, same names
 GINN = "ginn"  # the name the gate looks for in the MCS
 
 
@@ -81,8 +81,8 @@ def baseline_forecasts(close: np.ndarray, vol: VolTable) -> dict[str, np.ndarray
     if vol.variance.shape != (len(GARCH_VARIANTS), n):
         raise VolEvalError(f"volatility table has shape {vol.variance.shape}, expected "
                            f"({len(GARCH_VARIANTS)}, {n}) for {n} closes: built on other data?")
-    return {name: np.array(vol.variance[i], dtype=np.float64) for i, name in
-            enumerate(GARCH_VARIANTS)}
+    return {name: np.array(vol.variance[GARCH_VARIANTS.index(name)], dtype=np.float64)
+            for name in GARCH_FAMILY}
 
 
 def mcs(losses_by_model: dict[str, np.ndarray], size: float = 0.10, seed: int = 0,

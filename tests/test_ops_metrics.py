@@ -30,6 +30,7 @@ EXPECTED_TYPES = {
     "emp_sigma_rv_ann": "gauge", "emp_regime": "gauge", "emp_var95_1d": "gauge",
     "emp_sizing_multiplier": "gauge", "emp_vol_quality": "gauge",
     "emp_sizing_equity": "gauge", "emp_equity_divergence_ratio": "gauge",
+    "emp_ginn_fallback": "gauge",
 }
 
 
@@ -65,6 +66,7 @@ def exercised(clock: FakeClock | None = None) -> Metrics:
     m.set_champion(SHA, loaded_at=1_700_000_000.0)
     m.quote_received("EURUSD")
     m.set_market_open("GBPUSD", False)
+    m.set_ginn_fallback("EURUSD", True)
     m.set_volatility("EURUSD", sigma_ann=0.09, regime="storm", var95_1d=310.0,
                      sizing_multiplier=0.7, sigma_garch_ann=0.08, sigma_rv_ann=0.1,
                      quality=0.4)

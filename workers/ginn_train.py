@@ -43,14 +43,14 @@ from core.errors import EmpError
 from market.ginn import GinnSpec, GinnWeights, ginn_inputs, ginn_target, save_weights
 from market.ginn import forecast as ginn_forecast
 from market.vol_eval import GINN, baseline_forecasts, ginn_gate, losses, mcs, qlike_series
-from market.volatility import GARCH_VARIANTS, VolTable, build_vol_table
+from market.volatility import GARCH_FAMILY, GARCH_VARIANTS, VolTable, build_vol_table
 from workers.ginn_config import GinnConfig
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 MODELS = (GINN, "ginn0", "lstm")  # chosen lambda, lambda = 0, lambda = 1
-EVALUATED = (*MODELS, *GARCH_VARIANTS)
+EVALUATED = (*MODELS, *GARCH_FAMILY)
 GARCH_ROW = GARCH_VARIANTS.index("garch11")  # the GARCH forecast the loss is informed by
 
 

@@ -24,6 +24,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ from fitness.tables import LiveTables, TablesState
 from genome.features import N_ROWS, NAMES, FeatureTable
 from genome.primitives import PRIMITIVES
 from live.executor.errors import ChampionError
+from market.ginn import GinnError, sidecar_path
+from market.ginn_vol import GinnModel
 from market.volatility import FITTED_VARIANTS, GARCH_VARIANTS, RefitJob, RefitResult, run_refit
 
 Fit = Callable[[RefitJob], RefitResult]
@@ -138,13 +141,32 @@ def adopt(kernel_state: np.ndarray, held: np.ndarray) -> np.ndarray:
     return out
 
 
-class Runner:
-    """One champion's live tables and live step, advanced one bar at a time."""
+def find_ginn_model(root: Path, symbol: str, timeframe: str, sha256: str,
+                    max_age_hours: float) -> GinnModel:
+    """The GINN model ``sha256`` (the one a champion's tables were built with) among the
+    exported models ``<root>/<symbol>/<timeframe>/*.npz``, verified and no older than
+    ``max_age_hours``; GinnError naming the reason (absent, altered, stale)."""
+    folder = Path(root) / symbol / timeframe
+    for npz in sorted(folder.glob("*.npz")):
+        try:
+            meta = json.loads(sidecar_path(npz).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("sha256") == sha256:
+            return GinnModel.load(npz, max_age_hours=max_age_hours)
+    raise GinnError(f"GINN model {sha256[:12]} (the champion's) is not among the models in "
+                    f"{folder}")
 
-    def __init__(self, champion: Champion, tables: TablesState, kernel_state: np.ndarray) -> None:
+
+class Runner:
+    """One champion's live tables and live step, advanced one bar at a time. ``ginn``: the
+    GINN model its tables were built with (None or another: the ginn row is garch11's)."""
+
+    def __init__(self, champion: Champion, tables: TablesState, kernel_state: np.ndarray,
+                 ginn: GinnModel | None = None) -> None:
         b = champion.bundle
         self.champion = champion
-        self.tables = LiveTables(tables)
+        self.tables = LiveTables(tables, ginn=ginn)
         self.strategy = LiveStrategy(b.genome, layout_table(), b.meta, tables.bars_per_year,
                                      b.sim, kernel_state)
         fp, ip = self.strategy.comp.fp[0], self.strategy.comp.ip[0]
@@ -176,11 +198,17 @@ class Runner:
         if self.tables.pending:
             self._jobs = {j.variant: j for j in self.tables.due_refits()}
             self._done = {}
-            if self.variant in self._jobs:
-                self._done[self.variant] = fit(self._jobs.pop(self.variant))
+            for v in self.tables.fits_for(self.variant):
+                if v in self._jobs:
+                    self._done[v] = fit(self._jobs.pop(v))
             variance = self.tables.preview_refits(list(self._done.values()))
         return self.strategy.step(t, o, h, lo, c, col.features, variance, col.rv, col.hour,
                                   col.weekday)
+
+    def drop_ginn(self) -> None:
+        """Continue without the GINN model: the ginn row is garch11's from the next bar on."""
+        self.finish_refits()
+        self.tables = LiveTables(self.tables.state(), ginn=None)
 
     def refit_jobs(self) -> list[RefitJob]:
         """The fits a pending refit bar still waits for (none: nothing pending)."""

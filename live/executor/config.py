@@ -80,6 +80,10 @@ class LiveConfig(Strict):
     bars_from: Literal["refresh", "ticks"] = Field(
         "refresh", description="refresh: the feed's refreshes carry each bar's OHLC (the "
         "paper venue); ticks: bars are built from bid/ask ticks by the store's ingest rules")
+    ginn_dir: Path | None = Field(None, description="GINN models (<dir>/<SYMBOL>/<TF>/*.npz); "
+                                  "default <home>/ginn")
+    ginn_max_age_hours: float = Field(36.0, gt=0, description="a GINN model trained longer "
+                                      "ago is refused: the ginn row falls back to GARCH(1,1)")
     refit_worker: bool = Field(True, description="GARCH refits in a worker process (false: in "
                                "the executor, which then loads arch: +185 MB)")
     ops: OpsSettings = Field(default_factory=OpsSettings)
@@ -106,6 +110,10 @@ class LiveConfig(Strict):
     @property
     def live_dir(self) -> Path:
         return self.state_file.parent
+
+    @property
+    def ginn_root(self) -> Path:
+        return self.ginn_dir if self.ginn_dir is not None else self.home / "ginn"
 
     @property
     def history_root(self) -> Path:

@@ -58,6 +58,7 @@ from fitness.tables import SnapshotError, TablesState, state_from_bytes
 from live.executor.champion import Champion, Fit, Runner, flatten
 from live.executor.errors import ExecutorError
 from live.executor.refits import ROOT, _read, _write
+from market.ginn_vol import GinnModel
 from market.volatility import run_refit
 
 if TYPE_CHECKING:
@@ -94,7 +95,8 @@ def _last_line(text: bytes) -> str:
 
 # ---- first start (executor side) ------------------------------------------------------------
 def initial_state(cfg: LiveConfig, champion: Champion, *, fit: Fit = run_refit,
-                  before_ts: int | None = None) -> tuple[TablesState, np.ndarray]:
+                  before_ts: int | None = None, ginn: GinnModel | None = None
+                  ) -> tuple[TablesState, np.ndarray]:
     """The tables and the flat kernel state to start trading ``champion`` with (see the
     module docstring). ``before_ts``: step only the store's bars before it (a restart
     rebuilding what the first start did, before the first live bar)."""
@@ -117,7 +119,7 @@ def initial_state(cfg: LiveConfig, champion: Champion, *, fit: Fit = run_refit,
         if gap is not None:
             log.info("history: no bars after %s in %s", _iso(_last_ts(tables)), cfg.history_root)
         return tables, kernel
-    runner = Runner(champion, tables, kernel)
+    runner = Runner(champion, tables, kernel, ginn=ginn)  # ginn: the tables' GINN model
     ts, cols = gap
     for j in range(len(ts)):
         runner.step(int(ts[j]), *(float(c[j]) for c in cols), fit)

@@ -76,6 +76,7 @@ from live.executor.config import LiveConfig
 from live.executor.errors import ChampionError
 from live.state import StateStore
 from live.venue.spec import spec_from_meta
+from market.ginn_vol import GinnModel
 from market.volatility import run_refit
 
 if TYPE_CHECKING:
@@ -173,11 +174,11 @@ def catch_up(runner: Runner, source: TablesState, fit: Fit = run_refit) -> int:
 
 
 def warm_new(champ: Champion, source: TablesState, equity: float,
-             fit: Fit = run_refit) -> Runner:
+             fit: Fit = run_refit, ginn: GinnModel | None = None) -> Runner:
     """A runner for ``champ`` from its bundle's snapshot, brought to ``source``'s last bar
     (its account part is replaced at the swap; ``equity`` only keeps the warm-up sane)."""
     b = champ.bundle
-    runner = Runner(champ, b.tables_state, flatten(b.kernel_state, equity))
+    runner = Runner(champ, b.tables_state, flatten(b.kernel_state, equity), ginn=ginn)
     catch_up(runner, source, fit)
     return runner
 
@@ -348,7 +349,8 @@ class Reloader:
                 return self.pending
             self._fits(champ)
             runner = await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
-                                             self.cfg.account_equity, ex.refits.fit)
+                                             self.cfg.account_equity, ex.refits.fit,
+                                             ex.ginn_for(champ.bundle.tables_state, champ))
         except (EmpError, ValueError) as exc:
             self._refuse("reload", exc)
             return None
@@ -372,7 +374,8 @@ class Reloader:
                                           allow_unsigned=self.cfg.allow_unsigned)
                 self._fits(champ)
                 runner = await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
-                                                 self.cfg.account_equity, ex.refits.fit)
+                                                 self.cfg.account_equity, ex.refits.fit,
+                                             ex.ginn_for(champ.bundle.tables_state, champ))
         except (EmpError, ValueError) as exc:
             self._refuse("rollback", exc)
             return None

@@ -60,7 +60,7 @@ from fitness import simulator_nb as k
 from fitness.live import Decision
 from fitness.tables import LiveTables, SnapshotError, TablesState, load_state, save_state
 from live.executor.bars import LiveBar, TickBars, quotes
-from live.executor.champion import Champion, Runner, flatten
+from live.executor.champion import Champion, Runner, find_ginn_model, flatten
 from live.executor.config import LiveConfig
 from live.executor.errors import ExecutorError
 from live.executor.history import BarAppender, initial_state
@@ -79,6 +79,8 @@ from live.risk import Account, Breaker, OrderIntent, drawdown, pre_trade
 from live.state import BarRow, OrderRow, StateStore, trading_day
 from live.venue.spec import SymbolSpec, spec_from_meta
 from market.calendars import day_start_offset_ns
+from market.ginn import GinnError
+from market.ginn_vol import GinnModel
 
 log = logging.getLogger("emp.live")
 N_EXTRA = 4  # saved after the kernel state: target, stop distance, tp distance, trailing
@@ -143,6 +145,7 @@ class Executor:
         self._resync_delta: float | None = None  # re-base the sizing equity at the next bar
         self._account_poll: asyncio.Task[None] | None = None
         self.appender: BarAppender | None = None  # live bars -> history store (load)
+        self._ginn_seen: dict[str, GinnModel | None] = {}  # ginn_for's answers during load
 
     # ---- start -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -155,7 +158,9 @@ class Executor:
         restored = self._restore(champ)
         if restored is None:  # first start: the bundle's snapshot or its history replayed,
             # then the history store's bars since (live.executor.history)
-            tables, kernel = initial_state(cfg, champ, fit=self.refits.fit)
+            ginn = (self.ginn_for(champ.bundle.tables_state, champ)
+                    if champ.bundle.tables_state is not None else None)
+            tables, kernel = initial_state(cfg, champ, fit=self.refits.fit, ginn=ginn)
             self.store.set_champion(sha256=champ.sha256, symbol=cfg.symbol, stage=cfg.stage)
             self.store.audit("first_start", f"{cfg.symbol}: champion {champ.sha256[:12]}, flat, "
                                             f"equity {cfg.account_equity!r}")
@@ -167,7 +172,8 @@ class Executor:
                                    financing=b.sim.financing)
         self.appender = BarAppender(cfg, b.timeframe)
         self.champion = champ
-        self.runner = Runner(champ, tables, kernel)
+        self.runner = Runner(champ, tables, kernel, ginn=self.ginn_for(tables, champ))
+        self._ginn_seen.clear()
         tail = tables.features.tail
         self.last_ts = int(tail["ts"][-1])
         if "close" in tail and len(tail["close"]):
@@ -176,6 +182,43 @@ class Executor:
         self._ticks = (TickBars(self.spec.fix_id, b.timeframe, b.meta.calendar)
                        if cfg.bars_from == "ticks" else None)
         self._roll_hour = day_start_offset_ns(b.meta.calendar) // 3_600_000_000_000
+
+    def ginn_for(self, tables: TablesState, champ: Champion) -> GinnModel | None:
+        """The GINN model ``tables`` were built with, found under ``ginn_root`` and no older
+        than ``ginn_max_age_hours``; None when they use none, or (with an ALERT, an audit entry
+        and ``emp_ginn_fallback``) when it is absent, altered or stale: the ginn row then
+        falls back to GARCH(1,1), as the farm's does without a model."""
+        sha = tables.vol.ginn_sha256
+        if not sha:
+            return None
+        if sha in self._ginn_seen:  # start-up asks more than once: one lookup, one alert
+            return self._ginn_seen[sha]
+        try:
+            model = find_ginn_model(self.cfg.ginn_root, self.symbol, champ.bundle.timeframe,
+                                    sha, self.cfg.ginn_max_age_hours)
+            self.metrics.set_ginn_fallback(self.symbol, False)
+        except GinnError as exc:
+            self._ginn_fallback(str(exc))
+            model = None
+        self._ginn_seen[sha] = model
+        return model
+
+    def _ginn_fallback(self, why: str) -> None:
+        log.error("ALERT GINN model refused, the ginn row falls back to GARCH(1,1): %s", why)
+        self.store.audit("ginn_fallback", why)
+        self.metrics.set_ginn_fallback(self.symbol, True)
+
+    def _check_ginn_age(self) -> None:
+        """At a day roll: a GINN model that has grown older than ``ginn_max_age_hours`` is
+        dropped (the tables continue with the garch11 row from here on)."""
+        model = self.runner.tables.ginn
+        if model is None:
+            return
+        age_h = (dt.datetime.now(dt.UTC) - model.trained_at).total_seconds() / 3600
+        if age_h > self.cfg.ginn_max_age_hours:
+            self._ginn_fallback(f"GINN model {model.sha256[:12]} is {age_h:.0f} h old "
+                                f"(ginn_max_age_hours {self.cfg.ginn_max_age_hours:g})")
+            self.runner.drop_ginn()
 
     def _restore(self, champ: Champion) -> tuple[TablesState, np.ndarray] | None:
         saved = self.store.strategy_state(self.symbol)
@@ -208,6 +251,8 @@ class Executor:
         if base is None:  # what the first start stepped: up to the first live bar
             first = self.store.bars(self.symbol, until_ts=bar_ts)
             base = initial_state(self.cfg, champ, fit=self.refits.fit,
+                                 ginn=(self.ginn_for(champ.bundle.tables_state, champ)
+                                       if champ.bundle.tables_state is not None else None),
                                  before_ts=first[0].ts if first else None)[0]
         base_ts = int(base.features.tail["ts"][-1])
         bars = self.store.bars(self.symbol, since_ts=base_ts, until_ts=bar_ts)
@@ -217,7 +262,7 @@ class Executor:
                                 f"{'its snapshot' if snaps else 'the bundle'} at bar {base_ts}")
         if not bars:
             return base
-        lt = LiveTables(base)
+        lt = LiveTables(base, ginn=self.ginn_for(base, champ))
         for b in bars:
             lt.step(b.ts, b.open, b.high, b.low, b.close, b.volume)
             if lt.pending:
@@ -577,6 +622,7 @@ class Executor:
                 self.appender.request("trading day roll")  # a child, off the bar path
             self._day, self._day_trades = day, 0
             self._day_start_eq = self.equity()
+            self._check_ginn_age()
 
     def account(self, equity: float) -> Account:
         """What the pre-trade checks and the breaker look at. Trades today and the day's

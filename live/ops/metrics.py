@@ -130,6 +130,9 @@ class Metrics:
                             "currency", sym, registry=r)
         self._sizing = Gauge("emp_sizing_multiplier", "Volatility sizing multiplier, "
                              "0.3..1.0", sym, registry=r)
+        self._ginn_fallback = Gauge("emp_ginn_fallback", "1 while the champion's GINN model is "
+                                    "refused (absent, altered, stale) and its ginn row is "
+                                    "GARCH(1,1)'s", sym, registry=r)
         self._quality = Gauge("emp_vol_quality", "Volatility estimate quality, 0..1 "
                               "(< 0.5: bars missing, sigma frozen)", sym, registry=r)
         if process:
@@ -150,6 +153,7 @@ class Metrics:
         self._last_quote = dict.fromkeys(self.symbols, started)
         for s in self.symbols:
             self._staleness.labels(s).set_function(self._stale_fn(s))
+            self._ginn_fallback.labels(s).set(0)
             self._market_open.labels(s).set(1)
 
     @staticmethod
@@ -291,6 +295,10 @@ class Metrics:
     def set_market_open(self, symbol: str, is_open: bool) -> None:
         """The market calendar's view: staleness while closed is expected, not an alert."""
         self._market_open.labels(self._sym(symbol)).set(1 if is_open else 0)
+
+    def set_ginn_fallback(self, symbol: str, fallback: bool) -> None:
+        """Whether ``symbol``'s champion runs on the GARCH(1,1) fallback of its GINN row."""
+        self._ginn_fallback.labels(self._sym(symbol)).set(1.0 if fallback else 0.0)
 
     def set_volatility(self, symbol: str, *, sigma_ann: float, regime: str,
                        var95_1d: float, sizing_multiplier: float,
