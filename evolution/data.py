@@ -46,7 +46,8 @@ class ResearchData:
             "symbols": ",".join(self.bars.symbols), "timeframe": self.bars.timeframe,
             "training_first": str(idx[0]), "training_last": str(idx[-1]),
             "training_bars": self.bars.n_bars,
-            "holdout_bars": self.n_total - self.holdout_start, "sha256": self.bars.fingerprint()}
+            "holdout_bars": self.n_total - self.holdout_start, "n_total": self.n_total,
+            "sha256": self.bars.fingerprint()}
         origin = origin_of(self.bars).to_json()  # training starts at the loaded history's bar 0
         out.update({"origin_index": origin["index"], "origin_ts": origin["ts"],
                     "origin_ts_ns": origin["ts_ns"]})

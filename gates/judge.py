@@ -115,10 +115,17 @@ def load_run(home: Path, run_id: str, *, require_finished: bool = False,
             f"with --allow-incomplete (that reads the hold-out too)")
     progress(f"loading {cfg.evolution.symbol}/{cfg.evolution.timeframe} history")
     bars, meta = load_history(cfg)
-    layout = layout_for(cfg, bars.n_bars)
     saved = run_dir / "data.json"
+    want = read_json(saved, GateError) if saved.exists() else {}
+    n_run = want.get("n_total")
+    if isinstance(n_run, int) and 0 < n_run < bars.n_bars:
+        # bars appended since the run (a live executor's, a later ingest): the periods are
+        # fractions of the run's history, so it is judged on the bars it was evolved on
+        progress(f"the history has {bars.n_bars - n_run} bars newer than run {run_id}: "
+                 f"judged on its {n_run}")
+        bars = truncate(bars, n_run)
+    layout = layout_for(cfg, bars.n_bars)
     if saved.exists():
-        want = read_json(saved, GateError)
         got = {"sha256": truncate(bars, layout.train_end).fingerprint(),
                **period_digests(bars, layout)}
         spans = {"sha256": (0, layout.train_end),

@@ -129,3 +129,23 @@ def test_backtest_stays_in_the_research_period_and_logs_a_holdout_read(planted, 
     # the gates now warn that a backtest has read this hold-out
     assert main(["gates", finished.run_id, "--no-mlflow", "--json"]) == 0
     assert "1 backtest(s) with --include-holdout" in capsys.readouterr().err
+
+
+def test_bars_appended_after_a_run_leave_its_judgement_alone(planted):
+    """A live executor (or a later ingest) appends bars to the history: the run's periods are
+    fractions of the history it was evolved on, so it is judged on those bars, not the
+    longer history (whose periods would shift and fail the digest check)."""
+    home, cfg, finished, _ = planted
+    before = judge_run(home, finished.run_id, log_mlflow=False)
+    store = HistoryStore(cfg.store_root())
+    frame = store.read_frame("PLANT", "1d")
+    tail = frame.iloc[-60:].copy()
+    tail["ts"] = tail["ts"] + (frame["ts"].iloc[-1] - frame["ts"].iloc[-61])
+    _reingest(store, pd.concat([frame, tail], ignore_index=True))
+    assert len(store.read_frame("PLANT", "1d")) == len(frame) + 60
+    after = judge_run(home, finished.run_id, log_mlflow=False)
+    assert after["history_sha256"] == before["history_sha256"]
+    assert after["history_bars"] == before["history_bars"] == len(frame)
+    assert after["eligible"] == before["eligible"]
+    assert [c["figures"] for c in after["candidates"]] == [
+        c["figures"] for c in before["candidates"]]

@@ -49,8 +49,10 @@ def run_paper(home: Path, bars: Bars, meta, n: int, *, state_path: Path | None =
     the venue's symbol metadata (default ``meta``: fills at the kernel's prices)."""
     pub = home / "keys" / "emp-signing.pub"
     # refits in this process (arch is loaded here already): no worker process to start
-    over = {"refit_worker": False} | ({} if state_path is None
-                                      else {"state_path": str(state_path)})
+    # the paper host's own (empty) history store: the farm's is not the executor's to extend
+    live_home = (state_path or home / "x").parent
+    over = {"refit_worker": False, "history": str(live_home / "paper-history")} | (
+        {} if state_path is None else {"state_path": str(state_path)})
 
     async def go() -> Path:
         vc = parse_venue_config(venue_config())
