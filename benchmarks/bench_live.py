@@ -211,7 +211,6 @@ def instrument(ex: Any, probe: _Probe) -> None:
 
     ex.runner.step = decide
     probe.timed(ex, "_settle", "settle")
-    probe.timed(ex.store, "risk_state", "risk_read")
     probe.timed(ex.orders, "plan", "plan_checks")
     probe.timed(ex.store, "commit_bar", "commit")
     probe.timed(trade.store, "save_and_advance", "commit_fix")
@@ -417,7 +416,7 @@ def _q(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
-PARTS = ("decide", "settle", "risk_read", "plan_checks", "commit", "commit_fix")
+PARTS = ("decide", "settle", "plan_checks", "commit", "commit_fix")
 COMMITS = ("commit", "commit_fix")
 
 

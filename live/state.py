@@ -18,6 +18,7 @@ timezone-aware UTC datetimes; ``bar_ts`` is the bar's open time in int64 ns (the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import json
@@ -25,6 +26,7 @@ import math
 import os
 import re
 import secrets
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -228,6 +230,31 @@ APPEND_ONLY = ("audit", "fills", "executions", "champions", "bars")
 BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume")
 
 
+def _sql_time(at: datetime) -> str:
+    """A UTC time as ``UTCDateTime`` stores it in SQLite (naive UTC text, microseconds)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _insert_sql(table: Table) -> tuple[str, tuple[str, ...]]:
+    cols = tuple(c.name for c in table.columns if not (c.primary_key and c.autoincrement is True
+                                                        and c.name == "id"))
+    return (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+            f"({', '.join('?' * len(cols))})", cols)
+
+
+# commit_bar's plain SQL, generated from the tables above
+_INSERTS = {t.name: _insert_sql(t) for t in (bars_t, strategy_t, orders_t)}
+_INSERT = {name: sql for name, (sql, _) in _INSERTS.items()}
+_STATE_SET = ("bar_ts", "shape", "data", "updated_at")
+_UPDATE_STATE = (f"UPDATE strategy_state SET {', '.join(f'{c} = ?' for c in _STATE_SET)} "
+                 "WHERE symbol = ?")
+
+
+def _row(table: str, values: dict[str, Any]) -> list[Any]:
+    """``values`` in the column order of ``_INSERT[table]`` (a missing column is an error)."""
+    return [values[c] for c in _INSERTS[table][1]]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -311,6 +338,7 @@ class StateStore:
         self._caching = exclusive
         self._pos: dict[str, float] | None = None
         self._open: dict[str, OrderRow] | None = None
+        self._hot: Any = None  # commit_bar's DBAPI connection
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -357,6 +385,9 @@ class StateStore:
 
     def close(self) -> None:
         """Release the connections and the singleton lock (idempotent)."""
+        hot, self._hot = getattr(self, "_hot", None), None
+        if hot is not None:
+            hot.close()
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.dispose()
@@ -535,18 +566,63 @@ class StateStore:
         """One transaction for a bar: the bar and its decision (append-only), the strategy's
         state after it, and the orders that bring the position to the target, each with a new
         ClOrdID as ``pending_new``. Committed before any of those orders is sent, in one
-        fsync instead of one per step: the bar path's latency."""
+        fsync instead of one per step.
+
+        The bar path's latency: this runs as plain SQL on the store's own DBAPI connection
+        (about 0.2 ms and one fsync, where the same statements through SQLAlchemy Core take
+        1.4 ms here); the SQL is generated from the table definitions, and every other method
+        (and every reader) goes through Core."""
         if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
             raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
         values = {f: _finite(getattr(bar, f), f"commit_bar {bar.symbol}: {f}")
                   for f in ("open", "high", "low", "close", "volume", "target")}
         state = _state_values(bar.symbol, bar.ts, kernel_state)
         at = _now()
-        with self._tx(f"commit_bar {bar.symbol} {bar.ts}") as conn:
-            conn.execute(insert(bars_t).values(symbol=bar.symbol, ts=int(bar.ts),
-                                               champion=bar.champion, at=at, **values))
-            self._put_state(conn, bar.symbol, state)
-            return self._new_orders(conn, bar.symbol, bar.ts, orders, prefix, at)
+        stamp = _sql_time(at)
+        with self._lock:
+            cur = self._hot_cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute(_INSERT["bars"], _row("bars", dict(
+                    symbol=bar.symbol, ts=int(bar.ts), champion=bar.champion, at=stamp,
+                    **values)))
+                srow = {**state, "symbol": bar.symbol, "updated_at": stamp}
+                cur.execute(_UPDATE_STATE, [srow[c] for c in _STATE_SET] + [bar.symbol])
+                if cur.rowcount == 0:
+                    cur.execute(_INSERT["strategy_state"], _row("strategy_state", srow))
+                rows = []
+                if orders:
+                    meta = dict(cur.execute(
+                        "SELECT key, value FROM meta WHERE key IN ('cl_ord_seq', 'store_id')"))
+                    n, sid = int(meta["cl_ord_seq"]), meta["store_id"]
+                    for order in orders:
+                        n += 1
+                        row = _order_values(f"{prefix}-{sid}-{n}", bar.symbol, order, bar.ts,
+                                            at)
+                        cur.execute(_INSERT["orders"], _row("orders", {
+                            **row, "created_at": stamp, "updated_at": stamp}))
+                        rows.append(OrderRow(**row))
+                    cur.execute("UPDATE meta SET value = ? WHERE key = 'cl_ord_seq'", (str(n),))
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+                self._drop_cache()
+                if isinstance(exc, sqlite3.Error):
+                    detail = mask_text(str(exc).splitlines()[0])
+                    raise StateError(f"state store {self.path}: commit_bar {bar.symbol} "
+                                     f"{bar.ts} failed: {detail}") from None
+                raise
+            if self._open is not None:
+                self._open.update((r.cl_ord_id, r) for r in rows)
+            return rows
+
+    def _hot_cursor(self) -> sqlite3.Cursor:
+        """A cursor on the DBAPI connection kept for ``commit_bar`` (same pragmas: it comes
+        from the engine's pool, checked out for the store's life)."""
+        if self._hot is None:
+            self._hot = self._engine.raw_connection()
+        return self._hot.cursor()
 
     def add_orders(self, symbol: str, bar_ts: int, orders: list[NewOrder], *,
                    prefix: str = "EMP") -> list[OrderRow]:

@@ -33,8 +33,7 @@ def test_bench_live_prints_one_json_line_with_every_figure(tmp_path: Path) -> No
     assert lat["bars_with_orders"] >= 15 and rec["orders"] >= 15
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     parts = lat["parts"]
-    assert set(parts) == {"decide", "settle", "risk_read", "plan_checks", "commit",
-                          "commit_fix"}
+    assert set(parts) == {"decide", "settle", "plan_checks", "commit", "commit_fix"}
     # refit bars (every 5th) are reported apart from the others
     assert lat["refit_bars"]["bars"] >= 2 and lat["other_bars"]["bars"] >= 10
     assert lat["refit_bars"]["bars"] + lat["other_bars"]["bars"] == lat["bars_with_orders"]

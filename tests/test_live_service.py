@@ -331,6 +331,7 @@ def test_drawdown_hard_stop_and_var_breach_trip_and_flatten(w, tmp_path, case):
             if case == "hard_stop":  # an earlier peak 15 % above today's equity
                 import datetime as dt
                 ex.store.record_equity(dt.datetime.now(dt.UTC), ex.equity() / 0.85)
+                ex._refresh_risk()  # as after a bar of its own: the peak it checks next
             elif ex.store.breaker().open:
                 i -= 1  # the VaR breach tripped on the entry bar already
             await step(ex, venue, i)

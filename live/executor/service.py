@@ -8,14 +8,15 @@ finish without a duplicate or a lost order:
 2. wait (``fill_wait_s`` at most, woken by each ExecutionReport) until the bar's fills have
    reached the store: the kernel's own position after the bar is what the venue's reports
    must show;
-3. the risk state (breaker, equity peak: one read), the pre-trade checks of the orders that
-   bring the position to the target;
+3. the pre-trade checks of the orders that bring the position to the target (against the
+   breaker and equity peak read after the previous bar: no read on this path);
 4. one transaction (``StateStore.commit_bar``): the bar with its decision, the kernel state
    with the decision's target, stop/take-profit distances and trailing, and the orders, each
    with its new ClOrdID as pending_new;
 5. the orders sent, then marked sent;
 6. off the latency path: the other refits, the tables' snapshot (an atomic file, named by bar
-   and champion), the equity record and the metrics.
+   and champion), the equity record, the breaker and peak read for the next bar, the
+   venue's equity (``_poll_account``) and the metrics.
 A restart restores 4 (the tables from their latest snapshot of that champion, stepped through
 the state store's bars up to the committed one), reconciles the orders and positions with the
 venue (``reconcile``), and sends what is still missing to reach the committed target.
@@ -297,7 +298,8 @@ class Executor:
         self.orders = OrderManager(self.store, self.symbol, self.spec, self._send_trade,
                                    metrics=self.metrics)
         self.orders.on_sent = self._on_sent
-        self.metrics.set_breaker(self.store.breaker().open)
+        self._refresh_risk()
+        self.metrics.set_breaker(self._halted)
         self.metrics.set_position(self.symbol, self.orders.held())
         self.ini["trade"] = await start_initiator(self._session(f.trade_sub_id), self)
         self.ini["quote"] = await start_initiator(self._session(f.quote_sub_id), self)
@@ -561,8 +563,6 @@ class Executor:
         self.entry = r.entry_fields(d) if d.target_units != 0.0 else None
         self.last_ts, self.last_close = bar.ts, bar.close
         self.decisions.append(d)
-        breaker, self._peak = self.store.risk_state()
-        self._halted = breaker.open
         equity = self.equity()
         self._check_breaker(equity)
         target, entry, reason = self._aim(d.reason if d.exit else "signal")
@@ -581,7 +581,7 @@ class Executor:
             self._update_sigma()
         self._snapshot(bar.ts)
         self.store.record_equity(dt.datetime.now(dt.UTC), equity)
-        self._peak = equity if self._peak is None else max(self._peak, equity)
+        self._refresh_risk()
         self._bar_metrics(equity)
         if self._account_poll is None or self._account_poll.done():
             self._account_poll = self._spawn(self._poll_account(), "account")
@@ -726,6 +726,13 @@ class Executor:
         for _, p in snaps[:-KEEP_SNAPSHOTS]:
             with contextlib.suppress(OSError):
                 p.unlink()
+
+    def _refresh_risk(self) -> None:
+        """The breaker and the equity peak as the store has them, for the next bar's checks
+        (read off the latency path, after the orders left): an ``emp live reset-breaker``
+        from another process takes effect from the bar after the next."""
+        breaker, self._peak = self.store.risk_state()
+        self._halted = breaker.open
 
     def _aim(self, reason: str) -> tuple[float, tuple[float, float | None, bool] | None, str]:
         """(target, entry, reason): the kernel's, or flat while the breaker is open."""
