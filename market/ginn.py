@@ -368,14 +368,15 @@ def save_weights(path: Path, w: GinnWeights) -> str:
     return digest
 
 
-def _trained_at(meta: dict, where: Path) -> datetime:
-    raw = meta.get("trained_at")
+def meta_time(meta: dict, key: str, where: object) -> datetime:
+    """``meta[key]`` as a timezone-aware datetime (ISO text with a zone), or a GinnError."""
+    raw = meta.get(key)
     try:
         t = datetime.fromisoformat(str(raw))
     except ValueError:
-        raise GinnError(f"{where}: meta.trained_at is not an ISO timestamp: {raw!r}") from None
+        raise GinnError(f"{where}: meta.{key} is not an ISO timestamp: {raw!r}") from None
     if t.tzinfo is None:
-        raise GinnError(f"{where}: meta.trained_at has no time zone: {raw!r}")
+        raise GinnError(f"{where}: meta.{key} has no time zone: {raw!r}")
     return t
 
 
@@ -433,7 +434,7 @@ def load_weights(path: Path, *, max_age_hours: float | None = None,
     if problems:
         raise GinnError(f"{path}: " + "; ".join(problems))
     if max_age_hours is not None:
-        t = _trained_at(w.meta, side_path)
+        t = meta_time(w.meta, "trained_at", side_path)
         ref = now if now is not None else datetime.now(UTC)
         if ref.tzinfo is None:
             raise GinnError("load_weights: now must carry a time zone")

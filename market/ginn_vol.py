@@ -35,8 +35,8 @@ from market.ginn import (
     GinnWeights,
     _header,
     _npz_bytes,
-    _trained_at,
     load_weights,
+    meta_time,
 )
 from market.volatility import GARCH_FAMILY, RV_WINDOWS
 from market.volatility_nb import ginn_advance
@@ -58,12 +58,7 @@ def _data_end_ns(meta: dict, where: str) -> int:
     if raw is None:
         raise GinnError(f"{where}: model meta has no data_end: cannot tell which bars it was "
                         "trained on, so it cannot be used as a volatility variant")
-    try:
-        t = datetime.fromisoformat(str(raw))
-    except ValueError:
-        raise GinnError(f"{where}: meta.data_end is not an ISO timestamp: {raw!r}") from None
-    if t.tzinfo is None:
-        raise GinnError(f"{where}: meta.data_end has no time zone: {raw!r}")
+    t = meta_time(meta, "data_end", where)
     d = t - datetime(1970, 1, 1, tzinfo=UTC)
     return (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
 
@@ -93,7 +88,7 @@ class GinnModel:
     @property
     def trained_at(self) -> datetime:
         """When the model was trained (its meta's ``trained_at``): what freshness is checked on."""
-        return _trained_at(self.weights.meta, Path(f"GINN model {self.sha256[:12]}"))
+        return meta_time(self.weights.meta, "trained_at", f"GINN model {self.sha256[:12]}")
 
     @property
     def seq_len(self) -> int:

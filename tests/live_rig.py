@@ -5,7 +5,9 @@ TCP on 127.0.0.1, and the backtest's answer on the same bars."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from fitness.config import SimConfig
 from fitness.simulator import simulate
 from fitness.tables import build_tables
 from live.executor.champion import flatten
+from live.executor.config import parse_live_config
+from live.executor.service import Executor
+from live.fix.acceptor import start_acceptor
 from live.venue.build import acceptor_settings, build_venue
 from live.venue.config import parse_venue_config
 from live.venue.feed import Feed
@@ -113,3 +118,22 @@ async def until(cond, what: str):
             return value
         await asyncio.sleep(0.002)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def serving(w: World, tmp: Path, raw: dict, *, prepare: Callable[[object], None] | None
+                  = None, **fix: object) -> AsyncIterator[tuple[Executor, object]]:
+    """The paper venue (this process, its stores under ``tmp/venue``; ``prepare(venue)`` runs
+    before it listens) and an executor of config ``raw`` started on it (the venue's port and
+    ``fix`` overrides filled in); both stopped on leaving."""
+    _vc, venue, acc_settings = make_venue(w, tmp / "venue")
+    if prepare is not None:
+        prepare(venue)
+    acc = await start_acceptor(acc_settings, venue)
+    ex = Executor(parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port, **fix}}))
+    try:
+        await ex.start()
+        yield ex, venue
+    finally:
+        await ex.stop()
+        await acc.close()

@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from live_rig import install, live_config, make_venue, until, world
+from live_rig import install, live_config, make_venue, serving, until, world
 
 from fitness import simulator_nb as k
-from live.executor.config import parse_live_config
-from live.executor.service import Executor
-from live.fix.acceptor import start_acceptor
 from live.fix.message import Message
 from live.venue.app import TRADE
 
@@ -38,14 +35,11 @@ def test_first_start_sizes_from_the_venue_and_a_divergence_is_rebased(w, tmp_pat
     pub = install(w, tmp_path)
     raw = live_config(tmp_path, pub, 0, account_equity=100_000.0, equity_resync=0.001)
 
+    def broker_account(venue) -> None:  # the broker's account, not the config's figure
+        venue.exchange.cash = 60_000.0
+
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        venue.exchange.cash = 60_000.0  # the broker's account, not the config's figure
-        acc = await start_acceptor(acc_settings, venue)
-        cfg = parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}})
-        ex = Executor(cfg)
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw, prepare=broker_account) as (ex, venue):
             assert ex.equity() == 60_000.0 and ex.venue_equity == 60_000.0
             assert "sizing_equity" in [e for _, e, _ in ex.store.audit_log(20)]
             # bars go by; the venue's and the kernel's equity stay equal to the bit
@@ -69,9 +63,6 @@ def test_first_start_sizes_from_the_venue_and_a_divergence_is_rebased(w, tmp_pat
             assert ex.runner.strategy.state[k.ST_UNITS] != 0.0  # the position was kept
             assert ex.equity() == pytest.approx(venue.exchange.equity(), rel=1e-12)
             assert ex._resync_delta is None
-        finally:
-            await ex.stop()
-            await acc.close()
 
     asyncio.run(run())
 
@@ -80,20 +71,13 @@ def test_without_collateral_reports_the_config_equity_is_used(w, tmp_path):
     pub = install(w, tmp_path)
     raw = live_config(tmp_path, pub, 0, account_equity=70_000.0)
 
+    def no_collateral_reports(venue) -> None:
+        handle = venue.handle
+        venue.handle = lambda role, msg: [] if msg.msg_type == "BB" else handle(role, msg)
+
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        venue.handle_orig = venue.handle
-        venue.handle = lambda role, msg: ([] if msg.msg_type == "BB"
-                                          else venue.handle_orig(role, msg))
-        acc = await start_acceptor(acc_settings, venue)
-        cfg = parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port,
-                                                "request_timeout_s": 0.3}})
-        ex = Executor(cfg)
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw, prepare=no_collateral_reports,
+                           request_timeout_s=0.3) as (ex, _venue):
             assert ex.equity() == 70_000.0 and ex.venue_equity is None
-        finally:
-            await ex.stop()
-            await acc.close()
 
     asyncio.run(run())

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from live_rig import SPLIT, SYMBOL, cut, install, live_config, make_venue, until, world
+from live_rig import SPLIT, SYMBOL, cut, install, live_config, serving, until, world
 
 from benchmarks.power_data import CALIBRATION_VOL
 from champions.bundle import encode, floats_of_hex
@@ -32,7 +32,6 @@ from live.executor.config import parse_live_config
 from live.executor.history import HistoryError, append_bars, initial_state, partition_file
 from live.executor.reload import trusted_keys
 from live.executor.service import Executor
-from live.fix.acceptor import start_acceptor
 from live.state import BarRow, StateStore
 from market.barset import Bars
 from market.store import HistoryStore, frame_to_table
@@ -279,17 +278,9 @@ def test_the_executor_appends_its_live_bars_at_day_rolls_and_at_stop(w, tmp_path
     n = 4
 
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        acc = await start_acceptor(acc_settings, venue)
-        cfg = parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}})
-        ex = Executor(cfg)
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw) as (ex, venue):
             for i in range(n):
                 await step(ex, venue, i)
-        finally:
-            await ex.stop()
-            await acc.close()
         return ex
 
     ex = asyncio.run(run())
