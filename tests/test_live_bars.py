@@ -4,10 +4,13 @@ tick-count volume, labelled by open time on the grid anchored at the calendar's 
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from live_rig import SPLIT, SYMBOL, install, live_config, serving, until, world
 
 from live.executor.bars import TickBars
 from market.bars import ticks_to_bars
@@ -36,3 +39,28 @@ def test_tick_bars_equal_the_ingest(gaps, timeframe, calendar, seed):
         assert bar.ts == row["ts"].value
         assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (
             row["open"], row["high"], row["low"], row["close"], row["volume"])
+
+
+def test_the_executor_builds_its_bars_from_ticks_when_told(tmp_path):
+    """``bars_from: ticks``: the executor ignores the refreshes' OHLC and builds bars from the
+    bid/ask it is sent (the paper venue quotes once per bar, at its open time): each bar is
+    the mid of its one tick, complete when the next bar's tick arrives, and stored."""
+    w = world()
+    pub = install(w, tmp_path)
+    raw = live_config(tmp_path, pub, 0, bars_from="ticks", fill_wait_s=0.3)
+    n = 5
+
+    async def run():
+        async with serving(w, tmp_path, raw) as (ex, venue):
+            await until(lambda: bool(venue.subs), "the market data subscription")
+            for i in range(n):
+                await venue.step()
+                if i:
+                    await until(lambda i=i: ex.bars_done >= i, f"bar {i - 1}")
+            return ex.store.bars(SYMBOL), venue.specs[SYMBOL]
+
+    stored, spec = asyncio.run(run())
+    assert [b.ts for b in stored] == [int(t) for t in w.bars.ts[SPLIT:SPLIT + n - 1]]
+    for b, close in zip(stored, w.bars.close[0, SPLIT:SPLIT + n - 1], strict=True):
+        bid, ask = spec.quote(float(close))
+        assert b.open == b.high == b.low == b.close == (bid + ask) * 0.5 and b.volume == 1.0
