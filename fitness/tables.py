@@ -54,6 +54,7 @@ from genome.features import (
 from genome.primitives_nb import N_STATE, TAIL, live_step_rows
 from market.barset import Bars
 from market.config import SymbolMeta, VolatilityConfig
+from market.ginn import GinnError
 from market.ginn_vol import GinnModel
 from market.timeframes import bars_per_year
 from market.volatility import (
@@ -99,10 +100,18 @@ class Tables:
 
 def ginn_model_of(vol: VolatilityConfig | None) -> GinnModel | None:
     """The verified GINN model ``vol.ginn_model`` names (None when it names none); GinnError
-    naming the file when it is missing, altered or lacks meta.data_end."""
+    naming the file when it is missing, altered or lacks meta.data_end, or when its
+    out-of-sample gate failed (``emp ginn train`` records it: GINN replaces GARCH only when it
+    passed) and ``vol.ginn_ungated`` does not say to use it anyway."""
     if vol is None or vol.ginn_model is None:
         return None
-    return GinnModel.load(vol.ginn_model)
+    model = GinnModel.load(vol.ginn_model)
+    gate = model.weights.meta.get("gate")
+    if isinstance(gate, dict) and gate.get("passed") is False and not vol.ginn_ungated:
+        raise GinnError(f"{vol.ginn_model}: this GINN model failed its out-of-sample gate "
+                        f"({gate.get('reason') or 'GARCH won'}): GARCH stays. Name a model "
+                        "that passed, or set volatility.ginn_ungated to use it anyway")
+    return model
 
 
 def build_tables(bars: Bars, meta: SymbolMeta, symbol: int = 0, *,

@@ -148,3 +148,6 @@ class VolatilityConfig(Strict):
     ginn_model: Path | None = Field(
         None, description="GINN weights file (.npz with its .json sidecar) for the 'ginn' "
         "variance row; none: that row is GARCH(1,1)'s. Its sha256 is part of the tables' key.")
+    ginn_ungated: bool = Field(
+        False, description="use a GINN model whose out-of-sample gate failed (GARCH won; "
+        "meta.gate.passed false): refused unless set, for experiments")

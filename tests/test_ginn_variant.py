@@ -296,3 +296,20 @@ def test_the_cache_keys_on_the_model(tmp_path, files, model, whole) -> None:
     assert not np.array_equal(b.variance[GINN], a.variance[GINN])
     assert plain.variance[GINN].tobytes() == plain.variance[GARCH].tobytes()
     assert plain.ginn_sha256 == ""
+
+
+def test_a_model_that_failed_its_gate_is_refused_unless_ungated(tmp_path) -> None:
+    """GINN replaces GARCH only when it beat it out of sample: a model whose recorded gate
+    failed (``emp ginn train`` writes meta.gate) is refused by the farm, unless the config
+    says ``ginn_ungated``; a model without a gate record (made by hand) is taken as it is."""
+    w = random_weights(7)
+    failed = GinnWeights(w.spec, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_out, w.b_out,
+                         x_mean=w.x_mean, x_std=w.x_std, y_scale=w.y_scale,
+                         meta={**w.meta, "gate": {"passed": False,
+                                                  "reason": "QLIKE ratio 1.04 > 0.95"}})
+    save_weights(tmp_path / "failed.npz", failed)
+    cfg = VolatilityConfig(**BASE, ginn_model=tmp_path / "failed.npz")
+    with pytest.raises(GinnError, match=r"failed\.npz: this GINN model failed its "
+                                        r"out-of-sample gate \(QLIKE ratio 1\.04"):
+        ginn_model_of(cfg)
+    assert ginn_model_of(cfg.model_copy(update={"ginn_ungated": True})) is not None
