@@ -293,6 +293,11 @@ def _finite(value: float, what: str, *, positive: bool = False, nonneg: bool = F
     return v
 
 
+def _check_prefix(prefix: str) -> None:
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
+
+
 def _order_values(cl_ord_id: str, symbol: str, order: NewOrder, bar_ts: int,
                   at: datetime) -> dict[str, Any]:
     """A checked ``pending_new`` order row."""
@@ -530,8 +535,7 @@ class StateStore:
     def next_cl_ord_id(self, prefix: str = "EMP") -> str:
         """A ClOrdID never used before by this store, nor by a store created before or after
         it (the store's random id is part of it): ``PREFIX-STOREID-N``."""
-        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
-            raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
+        _check_prefix(prefix)
         with self._tx("next_cl_ord_id") as conn:
             n = int(self._meta(conn, "cl_ord_seq")) + 1
             self._set_meta(conn, "cl_ord_seq", str(n))
@@ -566,43 +570,47 @@ class StateStore:
         """One transaction for a bar: the bar and its decision (append-only), the strategy's
         state after it, and the orders that bring the position to the target, each with a new
         ClOrdID as ``pending_new``. Committed before any of those orders is sent, in one
-        fsync instead of one per step.
-
-        The bar path's latency: this runs as plain SQL on the store's own DBAPI connection
-        (about 0.2 ms and one fsync, where the same statements through SQLAlchemy Core take
-        1.4 ms here); the SQL is generated from the table definitions, and every other method
-        (and every reader) goes through Core."""
-        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
-            raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
+        fsync instead of one per step (see ``_raw_tx`` for why it is plain SQL)."""
+        _check_prefix(prefix)
         values = {f: _finite(getattr(bar, f), f"commit_bar {bar.symbol}: {f}")
                   for f in ("open", "high", "low", "close", "volume", "target")}
         state = _state_values(bar.symbol, bar.ts, kernel_state)
         at = _now()
         stamp = _sql_time(at)
+        with self._raw_tx(f"commit_bar {bar.symbol} {bar.ts}") as cur:
+            cur.execute(_INSERT["bars"], _row("bars", dict(
+                symbol=bar.symbol, ts=int(bar.ts), champion=bar.champion, at=stamp, **values)))
+            srow = {**state, "symbol": bar.symbol, "updated_at": stamp}
+            cur.execute(_UPDATE_STATE, [srow[c] for c in _STATE_SET] + [bar.symbol])
+            if cur.rowcount == 0:
+                cur.execute(_INSERT["strategy_state"], _row("strategy_state", srow))
+            rows = self._raw_new_orders(cur, bar.symbol, bar.ts, orders, prefix, at)
+        return self._opened(rows)
+
+    def add_orders(self, symbol: str, bar_ts: int, orders: list[NewOrder], *,
+                   prefix: str = "EMP") -> list[OrderRow]:
+        """Create ``orders`` (new ClOrdIDs, ``pending_new``) in one transaction."""
+        _check_prefix(prefix)
+        if not orders:
+            return []
+        with self._raw_tx(f"add_orders {symbol}") as cur:
+            rows = self._raw_new_orders(cur, symbol, bar_ts, orders, prefix, _now())
+        return self._opened(rows)
+
+    @contextmanager
+    def _raw_tx(self, what: str) -> Iterator[sqlite3.Cursor]:
+        """One write transaction as plain SQL on the store's own DBAPI connection (the
+        engine's pragmas; checked out of its pool for the store's life): the bar path's
+        commits, about 0.2 ms and one fsync where the same statements through SQLAlchemy
+        Core take 1.4 ms here. The SQL is generated from the table definitions; every other
+        method, and every reader, goes through Core."""
         with self._lock:
-            cur = self._hot_cursor()
+            if self._hot is None:
+                self._hot = self._engine.raw_connection()
+            cur = self._hot.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
-                cur.execute(_INSERT["bars"], _row("bars", dict(
-                    symbol=bar.symbol, ts=int(bar.ts), champion=bar.champion, at=stamp,
-                    **values)))
-                srow = {**state, "symbol": bar.symbol, "updated_at": stamp}
-                cur.execute(_UPDATE_STATE, [srow[c] for c in _STATE_SET] + [bar.symbol])
-                if cur.rowcount == 0:
-                    cur.execute(_INSERT["strategy_state"], _row("strategy_state", srow))
-                rows = []
-                if orders:
-                    meta = dict(cur.execute(
-                        "SELECT key, value FROM meta WHERE key IN ('cl_ord_seq', 'store_id')"))
-                    n, sid = int(meta["cl_ord_seq"]), meta["store_id"]
-                    for order in orders:
-                        n += 1
-                        row = _order_values(f"{prefix}-{sid}-{n}", bar.symbol, order, bar.ts,
-                                            at)
-                        cur.execute(_INSERT["orders"], _row("orders", {
-                            **row, "created_at": stamp, "updated_at": stamp}))
-                        rows.append(OrderRow(**row))
-                    cur.execute("UPDATE meta SET value = ? WHERE key = 'cl_ord_seq'", (str(n),))
+                yield cur
                 cur.execute("COMMIT")
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
@@ -610,40 +618,35 @@ class StateStore:
                 self._drop_cache()
                 if isinstance(exc, sqlite3.Error):
                     detail = mask_text(str(exc).splitlines()[0])
-                    raise StateError(f"state store {self.path}: commit_bar {bar.symbol} "
-                                     f"{bar.ts} failed: {detail}") from None
+                    raise StateError(f"state store {self.path}: {what} failed: {detail}"
+                                     ) from None
                 raise
-            if self._open is not None:
-                self._open.update((r.cl_ord_id, r) for r in rows)
-            return rows
 
-    def _hot_cursor(self) -> sqlite3.Cursor:
-        """A cursor on the DBAPI connection kept for ``commit_bar`` (same pragmas: it comes
-        from the engine's pool, checked out for the store's life)."""
-        if self._hot is None:
-            self._hot = self._engine.raw_connection()
-        return self._hot.cursor()
-
-    def add_orders(self, symbol: str, bar_ts: int, orders: list[NewOrder], *,
-                   prefix: str = "EMP") -> list[OrderRow]:
-        """Create ``orders`` (new ClOrdIDs, ``pending_new``) in one transaction."""
-        if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
-            raise StateError(f"ClOrdID prefix {prefix!r} must be 1-16 letters or digits")
-        with self._tx(f"add_orders {symbol}") as conn:
-            return self._new_orders(conn, symbol, bar_ts, orders, prefix, _now())
-
-    def _new_orders(self, conn: Connection, symbol: str, bar_ts: int, orders: list[NewOrder],
-                    prefix: str, at: datetime) -> list[OrderRow]:
+    @staticmethod
+    def _raw_new_orders(cur: sqlite3.Cursor, symbol: str, bar_ts: int, orders: list[NewOrder],
+                        prefix: str, at: datetime) -> list[OrderRow]:
+        """Insert ``orders`` with the next ClOrdIDs (``PREFIX-STOREID-N``) inside ``cur``'s
+        transaction and advance the counter."""
         if not orders:
             return []
-        n = int(self._meta(conn, "cl_ord_seq"))
-        sid = self._meta(conn, "store_id")
+        meta = dict(cur.execute(
+            "SELECT key, value FROM meta WHERE key IN ('cl_ord_seq', 'store_id')"))
+        n, sid = int(meta["cl_ord_seq"]), meta["store_id"]
+        stamp = _sql_time(at)
         rows = []
         for order in orders:
             n += 1
-            rows.append(self._insert_order(conn, _order_values(
-                f"{prefix}-{sid}-{n}", symbol, order, bar_ts, at)))
-        self._set_meta(conn, "cl_ord_seq", str(n))
+            row = _order_values(f"{prefix}-{sid}-{n}", symbol, order, bar_ts, at)
+            cur.execute(_INSERT["orders"], _row("orders", {**row, "created_at": stamp,
+                                                           "updated_at": stamp}))
+            rows.append(OrderRow(**row))
+        cur.execute("UPDATE meta SET value = ? WHERE key = 'cl_ord_seq'", (str(n),))
+        return rows
+
+    def _opened(self, rows: list[OrderRow]) -> list[OrderRow]:
+        """Committed new orders into the writer's mirror."""
+        if self._open is not None:
+            self._open.update((r.cl_ord_id, r) for r in rows)
         return rows
 
     def bars(self, symbol: str, *, since_ts: int | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_rig import SPLIT, SYMBOL, N, install, live_config, make_venue, until, world
+from live_rig import SPLIT, SYMBOL, N, install, live_config, make_venue, serving, until, world
 
 from live.executor.config import parse_live_config
 from live.executor.service import Executor
@@ -126,12 +126,7 @@ def test_a_blocked_opening_order_never_reaches_the_venue(w, tmp_path):
                       risk={"max_position_frac": 1e-6})
 
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        acc = await start_acceptor(acc_settings, venue)
-        cfg = parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}})
-        ex = Executor(cfg)
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw) as (ex, venue):
             for i in range(entry + 2):
                 await step(ex, venue, i)
             assert not venue.exchange.orders, "a blocked order reached the venue"
@@ -141,9 +136,6 @@ def test_a_blocked_opening_order_never_reaches_the_venue(w, tmp_path):
             assert b'emp_orders_blocked_total{check="max_position_frac",symbol="EDGE"}' in \
                 ex.metrics.exposition()
             assert not ex.store.breaker().open
-        finally:
-            await ex.stop()
-            await acc.close()
 
     asyncio.run(run())
 
@@ -153,12 +145,7 @@ def test_stale_quotes_stop_entries_but_not_exits(w, tmp_path):
     raw = live_config(tmp_path, pub, 0, stale_after_s=30)
 
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        acc = await start_acceptor(acc_settings, venue)
-        cfg = parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}})
-        ex = Executor(cfg)
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw) as (ex, venue):
             i = 0
             while ex.orders.held() == 0:
                 await step(ex, venue, i)
@@ -176,9 +163,6 @@ def test_stale_quotes_stop_entries_but_not_exits(w, tmp_path):
             await step(ex, venue, i)  # a quote arrives: entries allowed again
             assert not ex.stale and ex._check(entry) == []
             assert b"emp_data_staleness_seconds" in ex.metrics.exposition()
-        finally:
-            await ex.stop()
-            await acc.close()
 
     asyncio.run(run())
 
@@ -322,11 +306,7 @@ def test_drawdown_hard_stop_and_var_breach_trip_and_flatten(w, tmp_path, case):
     raw = live_config(tmp_path, pub, 0, fill_wait_s=0.3, risk=risk)
 
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        acc = await start_acceptor(acc_settings, venue)
-        ex = Executor(parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}}))
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw) as (ex, venue):
             i = await _to_first_position(ex, venue)  # a VaR breach needs exposure
             if case == "hard_stop":  # an earlier peak 15 % above today's equity
                 import datetime as dt
@@ -341,9 +321,6 @@ def test_drawdown_hard_stop_and_var_breach_trip_and_flatten(w, tmp_path, case):
             await step(ex, venue, i + 1)  # the flatten order fills at this open
             assert venue.exchange.positions[SYMBOL].units == 0
             assert ex.store.position(SYMBOL) == 0
-        finally:
-            await ex.stop()
-            await acc.close()
 
     asyncio.run(run())
 
@@ -353,11 +330,7 @@ def test_periodic_reconciliation_halts_on_a_mismatch_and_fixes_nothing(w, tmp_pa
     raw = live_config(tmp_path, pub, 0, reconcile_every_s=0.05)
 
     async def run():
-        _vc, venue, acc_settings = make_venue(w, tmp_path / "venue")
-        acc = await start_acceptor(acc_settings, venue)
-        ex = Executor(parse_live_config({**raw, "fix": {**raw["fix"], "port": acc.port}}))
-        await ex.start()
-        try:
+        async with serving(w, tmp_path, raw) as (ex, venue):
             n = ex.reconciliations
             await until(lambda: ex.reconciliations >= n + 2, "periodic reconciliations")
             assert ex.reconciled and not ex.store.breaker().open
@@ -368,9 +341,6 @@ def test_periodic_reconciliation_halts_on_a_mismatch_and_fixes_nothing(w, tmp_pa
             assert ex.store.position(SYMBOL) == venue.exchange.positions[SYMBOL].units - 5.0
             assert not ex.readiness()["reconciled"]
             assert b"emp_reconciliation_mismatch 1.0" in ex.metrics.exposition()
-        finally:
-            await ex.stop()
-            await acc.close()
 
     asyncio.run(run())
 

@@ -337,20 +337,17 @@ class Reloader:
         if data == self._seen and not force:
             return None
         self._seen = data
-        ex = self.ex
         try:
             champ = load_champion(self.cfg.champions_root, self.cfg.symbol, self.cfg.stage,
                                   trusted_keys(self.cfg), allow_unsigned=self.cfg.allow_unsigned)
-            if champ.sha256 == ex.champion.sha256:
+            if champ.sha256 == self.ex.champion.sha256:
                 log.info("pointer names the champion in use (%s): nothing to reload",
                          champ.sha256[:12])
                 return None
             if self.pending is not None and self.pending.champion.sha256 == champ.sha256:
                 return self.pending
             self._fits(champ)
-            runner = await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
-                                             self.cfg.account_equity, ex.refits.fit,
-                                             ex.ginn_for(champ.bundle.tables_state, champ))
+            runner = await self._warm(champ)
         except (EmpError, ValueError) as exc:
             self._refuse("reload", exc)
             return None
@@ -373,13 +370,19 @@ class Reloader:
                                           trusted_keys(self.cfg),
                                           allow_unsigned=self.cfg.allow_unsigned)
                 self._fits(champ)
-                runner = await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
-                                                 self.cfg.account_equity, ex.refits.fit,
-                                             ex.ginn_for(champ.bundle.tables_state, champ))
+                runner = await self._warm(champ)
         except (EmpError, ValueError) as exc:
             self._refuse("rollback", exc)
             return None
         return self._ready(Candidate(champ, runner, "rollback", f"by {who}: {reason}"))
+
+    async def _warm(self, champ: Champion) -> Runner:
+        """``champ`` warmed up to the executor's last bar in a worker thread (its GINN model,
+        if its tables use one, as the executor finds it)."""
+        ex = self.ex
+        return await asyncio.to_thread(warm_new, champ, ex.runner.tables.state(),
+                                       self.cfg.account_equity, ex.refits.fit,
+                                       ex.ginn_for(champ.bundle.tables_state, champ))
 
     def _previous_sha(self) -> str:
         current = self.ex.champion.sha256
